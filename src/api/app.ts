@@ -1,0 +1,281 @@
+import { createHash, timingSafeEqual } from 'node:crypto';
+import Koa, { type Context, type Next } from 'koa';
+import { Router } from '@koa/router';
+import { bodyParser } from '@koa/bodyparser';
+import type { Logger } from 'pino';
+import { isEventId, isUserId } from '../domain/coupon.ts';
+import type { EventService } from '../events.ts';
+import { applyForCoupon, type CouponRedis } from '../redis/client.ts';
+import { ERROR_STATUS, type ErrorCode, HttpError } from './errors.ts';
+import type { Identity } from './identity.ts';
+import type { ApiMetrics } from './metrics.ts';
+import {
+  type ApplyBody, type CreateEventBody, type UpdateEventBody, describeError, validateApply, validateCreateEvent, validateUpdateEvent,
+} from './schemas.ts';
+import type { SoldOutFlags } from './sold-out.ts';
+
+export interface AppDeps {
+  /** the gate's client: fails fast while Redis is unreachable */
+  redis: CouponRedis;
+  events: EventService;
+  soldOut: SoldOutFlags;
+  metrics: ApiMetrics;
+  logger: Logger;
+  adminToken: string | undefined;
+  identity: Identity | undefined;
+  /** true once SIGTERM arrived: /readyz fails so the load balancer stops sending */
+  isDraining(): boolean;
+  /** how long a "does this event exist" answer is trusted when Redis has no state for it */
+  existenceCacheMs?: number;
+}
+
+const MAX_BODY = '4kb';
+
+/** The api as a Koa app, without listening: main.ts listens, tests boot it on port 0. */
+export function createApp(deps: AppDeps): Koa {
+  const app = new Koa();
+  app.proxy = true;
+  app.silent = true;
+  app.use(errorMiddleware(deps));
+  app.use(bodyParser({
+    enableTypes: ['json'],
+    jsonLimit: MAX_BODY,
+    jsonStrict: true,
+    onError: (error) => {
+      const tooLarge = (error as { status?: number }).status === 413;
+      throw new HttpError('invalid_request', tooLarge ? `the body is larger than ${MAX_BODY}` : 'the body is not valid JSON');
+    },
+  }));
+
+  const router = new Router();
+  router.get('/healthz', (ctx) => { ctx.body = { status: 'ok' }; });
+  router.get('/readyz', (ctx) => readiness(ctx, deps));
+  router.get('/metrics', async (ctx) => {
+    ctx.type = deps.metrics.registry.contentType;
+    ctx.body = await deps.metrics.registry.metrics();
+  });
+  router.post('/v1/events', requireAdmin(deps.adminToken), requireJson, (ctx) => createEvent(ctx, deps));
+  router.get('/v1/events/:eventId', (ctx) => getEvent(ctx, deps));
+  router.patch('/v1/events/:eventId', requireAdmin(deps.adminToken), requireJson, (ctx) => updateEvent(ctx, deps));
+  router.post('/v1/events/:eventId/apply', applyRoute(deps));
+  router.get('/v1/events/:eventId/coupons/:userId', (ctx) => getCoupon(ctx, deps));
+  app.use(router.routes());
+  app.use(router.allowedMethods());
+  return app;
+}
+
+export function sendError(ctx: Context, code: ErrorCode, message: string): void {
+  ctx.status = ERROR_STATUS[code];
+  ctx.body = { error: code, message };
+}
+
+/** The one error path: HttpErrors become their status; faults of Redis or MySQL become 503; the rest 500. */
+function errorMiddleware(deps: AppDeps) {
+  return async (ctx: Context, next: Next) => {
+    const started = performance.now();
+    try {
+      await next();
+      if (ctx.body === undefined || ctx.body === null) {
+        if (ctx.status === 404) sendError(ctx, 'not_found', `no route for ${ctx.method} ${ctx.path}`);
+        else if (ctx.status === 405 || ctx.status === 501) sendError(ctx, 'method_not_allowed', `${ctx.method} is not allowed on ${ctx.path}`);
+      }
+    } catch (error) {
+      if (error instanceof HttpError) {
+        sendError(ctx, error.code, error.message);
+      } else if (isDependencyFault(error)) {
+        deps.logger.warn({ err: error, route: ctx._matchedRoute }, 'dependency unavailable');
+        sendError(ctx, 'unavailable', 'a backing service is unavailable; try again shortly');
+      } else {
+        deps.logger.error({ err: error, route: ctx._matchedRoute }, 'request failed');
+        sendError(ctx, 'internal_error', 'internal error');
+      }
+    }
+    deps.metrics.observeRequest(String(ctx._matchedRoute ?? 'unmatched'), ctx.status, (performance.now() - started) / 1000);
+  };
+}
+
+const DEPENDENCY_ERROR_NAMES = new Set(['MaxRetriesPerRequestError', 'ConnectionException', 'DriverException', 'AbortError']);
+const DEPENDENCY_ERROR_CODES = new Set(['ECONNREFUSED', 'ECONNRESET', 'ETIMEDOUT', 'EPIPE', 'PROTOCOL_CONNECTION_LOST', 'ER_CON_COUNT_ERROR']);
+
+function isDependencyFault(error: unknown): boolean {
+  if (!(error instanceof Error)) return false;
+  const code = (error as { code?: string }).code;
+  return DEPENDENCY_ERROR_NAMES.has(error.name)
+    || (code !== undefined && DEPENDENCY_ERROR_CODES.has(code))
+    || /Command timed out|Connection is closed|Stream isn't writeable|connect ECONNREFUSED|Reached the max retries/.test(error.message);
+}
+
+async function readiness(ctx: Context, deps: AppDeps): Promise<void> {
+  if (deps.isDraining()) return sendError(ctx, 'unavailable', 'draining');
+  try {
+    await deps.redis.ping();
+    ctx.body = { status: 'ready' };
+  } catch {
+    sendError(ctx, 'unavailable', 'redis is unreachable');
+  }
+}
+
+function requireJson(ctx: Context, next: Next) {
+  if (!ctx.is('application/json')) throw new HttpError('unsupported_media_type', 'send the body as application/json');
+  return next();
+}
+
+function requireAdmin(adminToken: string | undefined) {
+  const expected = adminToken === undefined ? undefined : digest(adminToken);
+  return (ctx: Context, next: Next) => {
+    const header = ctx.get('authorization');
+    const given = header.startsWith('Bearer ') ? header.slice(7).trim() : '';
+    // Both sides are hashed to equal length first, so the comparison takes the same time whatever was sent.
+    if (expected === undefined || !timingSafeEqual(digest(given), expected)) {
+      throw new HttpError('unauthorized', expected === undefined ? 'admin routes are disabled: ADMIN_TOKEN is not set' : 'a valid admin token is required');
+    }
+    return next();
+  };
+}
+
+const digest = (value: string): Buffer => createHash('sha256').update(value).digest();
+
+function eventIdParam(ctx: Context): string {
+  const eventId = ctx.params.eventId as string;
+  if (!isEventId(eventId)) throw new HttpError('invalid_request', 'eventId must match ^[a-z0-9][a-z0-9-]{0,63}$');
+  return eventId;
+}
+
+function parseBody<T>(ctx: Context, validate: { (body: unknown): body is T; errors?: unknown }): T {
+  const body: unknown = ctx.request.body;
+  if (!validate(body)) throw new HttpError('invalid_request', describeError(validate as never));
+  return body;
+}
+
+function parseDate(value: string, field: string): Date {
+  const date = new Date(value);
+  if (Number.isNaN(date.getTime())) throw new HttpError('invalid_request', `${field} is not a valid date-time`);
+  return date;
+}
+
+async function createEvent(ctx: Context, deps: AppDeps): Promise<void> {
+  const body = parseBody<CreateEventBody>(ctx, validateCreateEvent);
+  const startsAt = body.startsAt === undefined ? new Date() : parseDate(body.startsAt, 'startsAt');
+  const endsAt = body.endsAt == null ? null : parseDate(body.endsAt, 'endsAt');
+  if (endsAt && endsAt <= startsAt) throw new HttpError('invalid_request', 'endsAt must be after startsAt');
+  const result = await deps.events.create({ id: body.id, name: body.name, totalQuantity: body.totalQuantity, startsAt, endsAt });
+  if (result.kind === 'event_exists') return sendError(ctx, 'event_exists', `event ${body.id} already exists`);
+  ctx.status = 201;
+  ctx.set('Location', `/v1/events/${body.id}`);
+  ctx.body = result.event;
+}
+
+async function getEvent(ctx: Context, deps: AppDeps): Promise<void> {
+  const eventId = eventIdParam(ctx);
+  const event = await deps.events.get(eventId);
+  if (!event) return sendError(ctx, 'event_not_found', `event ${eventId} does not exist`);
+  ctx.body = event;
+}
+
+async function updateEvent(ctx: Context, deps: AppDeps): Promise<void> {
+  const eventId = eventIdParam(ctx);
+  const body = parseBody<UpdateEventBody>(ctx, validateUpdateEvent);
+  const endsAt = body.endsAt === undefined ? undefined : body.endsAt === null ? null : parseDate(body.endsAt, 'endsAt');
+  const result = await deps.events.update(eventId, {
+    ...(body.name !== undefined && { name: body.name }),
+    ...(body.totalQuantity !== undefined && { totalQuantity: body.totalQuantity }),
+    ...(endsAt !== undefined && { endsAt }),
+  });
+  switch (result.kind) {
+    case 'updated':
+      deps.soldOut.forget(eventId);
+      ctx.body = result.event;
+      return;
+    case 'event_not_found':
+      return sendError(ctx, 'event_not_found', `event ${eventId} does not exist`);
+    case 'quantity_below_issued':
+      return sendError(ctx, 'quantity_below_issued', `${result.issued} coupons are already issued`);
+    case 'state_missing':
+      return sendError(ctx, 'unavailable', 'the event is being restored from the database; try again shortly');
+  }
+}
+
+async function getCoupon(ctx: Context, deps: AppDeps): Promise<void> {
+  const eventId = eventIdParam(ctx);
+  const userId = ctx.params.userId as string;
+  if (!isUserId(userId)) throw new HttpError('invalid_request', 'userId must be 1-64 of [A-Za-z0-9_-]');
+  const coupon = await deps.events.findCoupon(eventId, userId);
+  if (!coupon) return sendError(ctx, 'coupon_not_found', `user ${userId} holds no coupon of event ${eventId}`);
+  ctx.body = coupon;
+}
+
+/**
+ * The hot path: one Redis round trip (or none, once the event is sold out here). Outcomes are values;
+ * nothing is logged at info level and nothing throws unless something is broken.
+ */
+function applyRoute(deps: AppDeps) {
+  const { redis, soldOut, metrics, identity } = deps;
+  const existence = new ExistenceCache(deps.events, deps.existenceCacheMs ?? 5_000);
+
+  return async (ctx: Context): Promise<void> => {
+    const eventId = ctx.params.eventId as string;
+    if (!isEventId(eventId)) return sendError(ctx, 'invalid_request', 'eventId must match ^[a-z0-9][a-z0-9-]{0,63}$');
+    if (ctx.request.length && !ctx.is('application/json')) return sendError(ctx, 'unsupported_media_type', 'send the body as application/json');
+    const body = (ctx.request.body ?? {}) as ApplyBody;
+    if (!validateApply(body)) return sendError(ctx, 'invalid_request', describeError(validateApply));
+
+    let userId = body.userId;
+    if (identity) {
+      const who = await identity.resolve(ctx.get('authorization') || undefined);
+      if (who.kind === 'rejected') return sendError(ctx, 'unauthorized', who.message);
+      if (userId !== undefined && userId !== who.userId) return sendError(ctx, 'forbidden', 'userId does not match the token subject');
+      userId = who.userId;
+    }
+    if (userId === undefined) return sendError(ctx, 'invalid_request', 'userId is required');
+
+    const now = Date.now();
+    if (soldOut.isSoldOut(eventId, now)) {
+      metrics.countGate('local_sold_out');
+      return sendError(ctx, 'sold_out', 'all coupons of this event are issued');
+    }
+    const outcome = await applyForCoupon(redis, eventId, userId);
+    metrics.countGate(outcome.kind);
+    switch (outcome.kind) {
+      case 'issued':
+        ctx.status = 202;
+        ctx.body = { status: 'issued', sequence: outcome.sequence };
+        return;
+      case 'already_applied':
+        return sendError(ctx, 'already_applied', `user ${userId} already holds coupon ${outcome.sequence}`);
+      case 'sold_out':
+        soldOut.markSoldOut(eventId, now);
+        return sendError(ctx, 'sold_out', 'all coupons of this event are issued');
+      case 'not_started':
+        return sendError(ctx, 'event_not_open', 'the event has not started yet');
+      case 'ended':
+        return sendError(ctx, 'event_not_open', 'the event has ended');
+      case 'state_missing':
+        // Redis has no gate state: either no such event, or Redis lost it and the worker will rebuild it
+        // from MySQL. Until then nothing is issued, so a flush can never cause over-issue.
+        if (await existence.exists(eventId)) return sendError(ctx, 'unavailable', 'the event is being restored; try again shortly');
+        return sendError(ctx, 'event_not_found', `event ${eventId} does not exist`);
+    }
+  };
+}
+
+/** Remembers for a few seconds whether an event exists, so unknown ids cannot turn into a MySQL flood. */
+class ExistenceCache {
+  readonly #events: EventService;
+  readonly #ttlMs: number;
+  readonly #answers = new Map<string, { exists: boolean; until: number }>();
+
+  constructor(events: EventService, ttlMs: number) {
+    this.#events = events;
+    this.#ttlMs = ttlMs;
+  }
+
+  async exists(eventId: string): Promise<boolean> {
+    const now = Date.now();
+    const cached = this.#answers.get(eventId);
+    if (cached && now < cached.until) return cached.exists;
+    if (this.#answers.size >= 10_000) this.#answers.clear();
+    const exists = await this.#events.exists(eventId);
+    this.#answers.set(eventId, { exists, until: now + this.#ttlMs });
+    return exists;
+  }
+}

@@ -1,0 +1,58 @@
+import { createServer } from 'node:http';
+import { loadConfig } from '../config.ts';
+import { CouponStore } from '../db/store.ts';
+import { createOrm } from '../db/orm.ts';
+import { EventService } from '../events.ts';
+import { createLogger, redactUrl } from '../logger.ts';
+import { createRegistry } from '../metrics.ts';
+import { createRedis } from '../redis/client.ts';
+import { closeAll, closeServer, onTermination, sleep } from '../shutdown.ts';
+import { createApp } from './app.ts';
+import { createIdentity } from './identity.ts';
+import { ApiMetrics } from './metrics.ts';
+import { SoldOutFlags } from './sold-out.ts';
+
+/** The api's composition root: read config, build the parts, listen, and drain on SIGTERM. */
+const config = loadConfig(process.env, { port: 8080 });
+const logger = createLogger(config.logLevel, 'coupon-api');
+if (!config.auth) {
+  logger.warn('AUTH_JWT_SECRET and AUTH_JWKS_URL are unset: the userId in the request body is trusted as the user');
+}
+if (!config.adminToken) logger.warn('ADMIN_TOKEN is unset: admin routes answer 401');
+
+const redis = createRedis(config.redisUrl, { failFast: true, commandTimeoutMs: config.redisCommandTimeoutMs, connectionName: 'coupon-api' });
+const subscriber = createRedis(config.redisUrl, { connectionName: 'coupon-api-sub' });
+for (const client of [redis, subscriber]) client.on('error', (error: Error) => logger.debug({ err: error }, 'redis connection error'));
+const orm = await createOrm(config.mysqlUrl);
+const soldOut = new SoldOutFlags(config.soldOutCacheMs);
+let draining = false;
+
+const app = createApp({
+  redis,
+  events: new EventService(redis, new CouponStore(orm)),
+  soldOut,
+  metrics: new ApiMetrics(createRegistry('api')),
+  logger,
+  adminToken: config.adminToken,
+  identity: createIdentity(config.auth),
+  isDraining: () => draining,
+});
+app.on('error', (error: Error) => logger.error({ err: error }, 'koa error'));
+
+soldOut.start(subscriber).catch((error: unknown) => logger.warn({ err: error }, 'sold-out invalidation not subscribed yet'));
+const server = createServer({ keepAliveTimeout: 65_000 }, app.callback());
+server.listen(config.port, () => {
+  logger.info({ port: config.port, redis: redactUrl(config.redisUrl), mysql: redactUrl(config.mysqlUrl) }, 'api listening');
+});
+
+onTermination(logger, async () => {
+  draining = true;
+  // Let load balancers see /readyz fail before the listener goes away.
+  await sleep(config.shutdownDrainMs);
+  await closeServer(server, 10_000);
+  await closeAll(logger, [
+    ['subscriber', () => soldOut.close()],
+    ['redis', () => redis.quit()],
+    ['mysql', () => orm.close(true)],
+  ]);
+});

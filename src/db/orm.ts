@@ -1,0 +1,28 @@
+import { MikroORM, defineConfig } from '@mikro-orm/mysql';
+import { Migrator } from '@mikro-orm/migrations';
+import { CouponEventSchema, CouponSchema } from './entities.ts';
+import { Migration20261125000000_initial } from './migrations/Migration20261125000000_initial.ts';
+
+export type Orm = MikroORM;
+
+/** MikroORM for MySQL 8 (MariaDB locally). Times are stored and read as UTC. */
+export function ormConfig(mysqlUrl: string, options: { poolMax?: number } = {}) {
+  return defineConfig({
+    clientUrl: mysqlUrl,
+    entities: [CouponEventSchema, CouponSchema],
+    timezone: '+00:00',
+    pool: { min: 0, max: options.poolMax ?? 10 },
+    driverOptions: { connectTimeout: 3_000 },
+    extensions: [Migrator],
+    migrations: {
+      tableName: 'mikro_orm_migrations',
+      migrationsList: [{ name: 'Migration20261125000000_initial', class: Migration20261125000000_initial }],
+      transactional: false,
+    },
+    debug: false,
+  });
+}
+
+export function createOrm(mysqlUrl: string, options: { poolMax?: number } = {}): Promise<Orm> {
+  return MikroORM.init(ormConfig(mysqlUrl, options));
+}

@@ -1,0 +1,45 @@
+/** Framework-free rules and types shared by the api and the worker. */
+
+export const EVENT_ID_PATTERN = '^[a-z0-9][a-z0-9-]{0,63}$';
+export const USER_ID_PATTERN = '^[A-Za-z0-9_-]{1,64}$';
+export const MAX_TOTAL_QUANTITY = 10_000_000;
+
+const eventIdRegex = new RegExp(EVENT_ID_PATTERN);
+const userIdRegex = new RegExp(USER_ID_PATTERN);
+
+export const isEventId = (value: string): boolean => eventIdRegex.test(value);
+export const isUserId = (value: string): boolean => userIdRegex.test(value);
+
+export interface CouponEvent {
+  id: string;
+  name: string;
+  totalQuantity: number;
+  startsAt: Date;
+  endsAt: Date | null;
+}
+
+export type EventStatus = 'scheduled' | 'open' | 'sold_out' | 'closed';
+
+export function eventStatus(event: Pick<CouponEvent, 'totalQuantity' | 'startsAt' | 'endsAt'>, issued: number, nowMs: number): EventStatus {
+  if (nowMs < event.startsAt.getTime()) return 'scheduled';
+  if (event.endsAt !== null && nowMs >= event.endsAt.getTime()) return 'closed';
+  if (issued >= event.totalQuantity) return 'sold_out';
+  return 'open';
+}
+
+/** What the gate decided for one apply request. Expected outcomes are values, not exceptions. */
+export type ApplyOutcome =
+  | { kind: 'issued'; sequence: number; issuedAtMs: number }
+  | { kind: 'already_applied'; sequence: number }
+  | { kind: 'sold_out' }
+  | { kind: 'not_started' }
+  | { kind: 'ended' }
+  | { kind: 'state_missing' };
+
+/** One issued coupon as it travels from the gate, through the outbox, to MySQL. */
+export interface IssuedCoupon {
+  eventId: string;
+  userId: string;
+  sequence: number;
+  issuedAtMs: number;
+}

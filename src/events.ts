@@ -1,0 +1,111 @@
+import type { CouponEvent, EventStatus } from './domain/coupon.ts';
+import { eventStatus } from './domain/coupon.ts';
+import type { CouponStore } from './db/store.ts';
+import { type CouponRedis, installEventState, redisNowMs, updateEventState } from './redis/client.ts';
+import { EVENT_CHANGED_CHANNEL, eventKeys, parseUserEntry } from './redis/keys.ts';
+
+export interface EventView {
+  id: string;
+  name: string;
+  totalQuantity: number;
+  issued: number;
+  persisted: number;
+  startsAt: string;
+  endsAt: string | null;
+  status: EventStatus;
+}
+
+export type CreateEventResult = { kind: 'created'; event: EventView } | { kind: 'event_exists' };
+export type UpdateEventResult =
+  | { kind: 'updated'; event: EventView }
+  | { kind: 'event_not_found' }
+  | { kind: 'quantity_below_issued'; issued: number }
+  | { kind: 'state_missing' };
+export type CouponView = { userId: string; sequence: number; status: 'pending' | 'persisted' };
+
+/**
+ * Event management: MySQL holds the event of record, Redis the gate state the apply path reads.
+ * None of this is on the apply hot path.
+ */
+export class EventService {
+  readonly #redis: CouponRedis;
+  readonly #store: CouponStore;
+
+  constructor(redis: CouponRedis, store: CouponStore) {
+    this.#redis = redis;
+    this.#store = store;
+  }
+
+  async create(event: CouponEvent): Promise<CreateEventResult> {
+    if (!(await this.#store.createEvent(event))) return { kind: 'event_exists' };
+    await installEventState(this.#redis, event.id, {
+      totalQuantity: event.totalQuantity, startsAtMs: event.startsAt.getTime(), endsAtMs: event.endsAt?.getTime() ?? null, issued: 0,
+    });
+    return { kind: 'created', event: await this.#view(event) };
+  }
+
+  async update(id: string, change: { name?: string; totalQuantity?: number; endsAt?: Date | null }): Promise<UpdateEventResult> {
+    const event = await this.#store.findEvent(id);
+    if (!event) return { kind: 'event_not_found' };
+    // Redis first: the script refuses a quantity below what is issued, atomically with the gate.
+    const outcome = await updateEventState(this.#redis, id, {
+      ...(change.totalQuantity !== undefined && { totalQuantity: change.totalQuantity }),
+      ...(change.endsAt !== undefined && { endsAtMs: change.endsAt?.getTime() ?? null }),
+    });
+    if (outcome.kind !== 'updated') return outcome;
+    await this.#store.updateEvent(id, change);
+    await this.#redis.publish(EVENT_CHANGED_CHANNEL, id);
+    return { kind: 'updated', event: await this.#view({ ...event, ...change }) };
+  }
+
+  async get(id: string): Promise<EventView | null> {
+    const event = await this.#store.findEvent(id);
+    return event && this.#view(event);
+  }
+
+  async exists(id: string): Promise<boolean> {
+    return (await this.#store.findEvent(id)) !== null;
+  }
+
+  /** A user's coupon: pending while it waits in the outbox, persisted once it is in MySQL. */
+  async findCoupon(eventId: string, userId: string): Promise<CouponView | null> {
+    const [entry, row] = await Promise.all([this.#redis.hget(eventKeys(eventId).users, userId), this.#store.findCoupon(eventId, userId)]);
+    if (row) return { userId, sequence: row.sequence, status: 'persisted' };
+    if (entry) return { userId, sequence: parseUserEntry(entry).sequence, status: 'pending' };
+    return null;
+  }
+
+  /**
+   * Rebuilds the gate state of an event whose Redis state is gone (a flush, or an empty replacement) from the
+   * rows in MySQL. The issued counter resumes after the highest persisted sequence, never below it, so a
+   * rebuild can hand out fewer coupons than were lost but never more than the quantity.
+   */
+  async rebuildGateState(event: CouponEvent): Promise<boolean> {
+    const coupons = await this.#store.persistedCoupons(event.id);
+    const issued = coupons.reduce((max, coupon) => Math.max(max, coupon.sequence), 0);
+    return installEventState(this.#redis, event.id, {
+      totalQuantity: event.totalQuantity,
+      startsAtMs: event.startsAt.getTime(),
+      endsAtMs: event.endsAt?.getTime() ?? null,
+      issued,
+      users: coupons.map((coupon) => [coupon.userId, `${coupon.sequence}:${coupon.issuedAtMs}`]),
+    });
+  }
+
+  async #view(event: CouponEvent): Promise<EventView> {
+    const [issuedRaw, persisted, nowMs] = await Promise.all([
+      this.#redis.get(eventKeys(event.id).issued), this.#store.countPersisted(event.id), redisNowMs(this.#redis),
+    ]);
+    const issued = Number(issuedRaw ?? 0);
+    return {
+      id: event.id,
+      name: event.name,
+      totalQuantity: event.totalQuantity,
+      issued,
+      persisted,
+      startsAt: event.startsAt.toISOString(),
+      endsAt: event.endsAt?.toISOString() ?? null,
+      status: eventStatus(event, issued, nowMs),
+    };
+  }
+}

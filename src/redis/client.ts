@@ -1,0 +1,106 @@
+import { readFileSync } from 'node:fs';
+import { Redis, type RedisOptions } from 'ioredis';
+import type { ApplyOutcome } from '../domain/coupon.ts';
+import { EVENT_REGISTRY_KEY, PERSIST_BUCKET_KEY, PERSIST_GROUP, eventKeys } from './keys.ts';
+
+const script = (name: string): string => readFileSync(new URL(`./${name}.lua`, import.meta.url), 'utf8');
+
+/** The scripts, loaded once per connection and then called by EVALSHA (ioredis falls back to EVAL on NOSCRIPT). */
+const SCRIPTS = {
+  gate: { numberOfKeys: 4, lua: script('gate') },
+  installEvent: { numberOfKeys: 5, lua: script('install-event') },
+  updateEvent: { numberOfKeys: 2, lua: script('update-event') },
+  reservePersistSlot: { numberOfKeys: 1, lua: script('persist-bucket') },
+} as const;
+
+interface ScriptCommands {
+  gate(meta: string, issued: string, users: string, outbox: string, eventId: string, userId: string): Promise<[number, number, number]>;
+  installEvent(...keysAndArgs: string[]): Promise<number>;
+  updateEvent(meta: string, issued: string, total: string, endsAt: string): Promise<[number, number]>;
+  reservePersistSlot(bucket: string, rows: number, rate: number): Promise<number>;
+}
+
+export type CouponRedis = Redis & ScriptCommands;
+
+export interface RedisClientOptions {
+  /** Fail commands at once while disconnected instead of queueing them (the api's gate must answer fast). */
+  failFast?: boolean;
+  commandTimeoutMs?: number;
+  connectionName?: string;
+}
+
+export function createRedis(url: string, options: RedisClientOptions = {}): CouponRedis {
+  const redisOptions: RedisOptions = {
+    connectionName: options.connectionName,
+    connectTimeout: 2_000,
+    // Reconnect forever, at most once a second: a Redis restart heals without restarting the process.
+    retryStrategy: (attempt) => Math.min(attempt * 100, 1_000),
+    ...(options.failFast && { enableOfflineQueue: false, maxRetriesPerRequest: 0 }),
+    ...(options.commandTimeoutMs !== undefined && { commandTimeout: options.commandTimeoutMs }),
+  };
+  const redis = new Redis(url, redisOptions);
+  for (const [name, definition] of Object.entries(SCRIPTS)) {
+    redis.defineCommand(name, definition);
+  }
+  return redis as CouponRedis;
+}
+
+const OUTCOMES: ApplyOutcome[] = [
+  { kind: 'sold_out' }, { kind: 'not_started' }, { kind: 'ended' }, { kind: 'state_missing' },
+];
+
+/** One round trip: window, per-user check, INCR, record the user, XADD the outbox. */
+export async function applyForCoupon(redis: CouponRedis, eventId: string, userId: string): Promise<ApplyOutcome> {
+  const keys = eventKeys(eventId);
+  const [code, sequence, issuedAtMs] = await redis.gate(keys.meta, keys.issued, keys.users, keys.outbox, eventId, userId);
+  if (code === 0) return { kind: 'issued', sequence, issuedAtMs };
+  if (code === 1) return { kind: 'already_applied', sequence };
+  return OUTCOMES[code - 2] ?? { kind: 'state_missing' };
+}
+
+export interface GateState {
+  totalQuantity: number;
+  startsAtMs: number;
+  endsAtMs: number | null;
+  /** the highest sequence already handed out */
+  issued: number;
+  /** users already holding a coupon: userId -> "sequence:issuedAtMs" */
+  users?: Array<[string, string]>;
+}
+
+/** Writes an event's gate state unless it exists. Returns whether it wrote. */
+export async function installEventState(redis: CouponRedis, eventId: string, state: GateState): Promise<boolean> {
+  const keys = eventKeys(eventId);
+  const args = [
+    keys.meta, keys.issued, keys.users, keys.outbox, EVENT_REGISTRY_KEY,
+    eventId, String(state.totalQuantity), String(state.startsAtMs), state.endsAtMs === null ? '' : String(state.endsAtMs),
+    String(state.issued), PERSIST_GROUP,
+  ];
+  for (const [userId, value] of state.users ?? []) args.push(userId, value);
+  return (await redis.installEvent(...args)) === 1;
+}
+
+export type UpdateOutcome = { kind: 'updated'; issued: number } | { kind: 'quantity_below_issued'; issued: number } | { kind: 'state_missing' };
+
+export async function updateEventState(
+  redis: CouponRedis, eventId: string, change: { totalQuantity?: number; endsAtMs?: number | null },
+): Promise<UpdateOutcome> {
+  const keys = eventKeys(eventId);
+  const total = change.totalQuantity === undefined ? '' : String(change.totalQuantity);
+  const endsAt = change.endsAtMs === undefined ? '' : change.endsAtMs === null ? '-' : String(change.endsAtMs);
+  const [code, issued] = await redis.updateEvent(keys.meta, keys.issued, total, endsAt);
+  if (code === 0) return { kind: 'updated', issued };
+  if (code === 1) return { kind: 'quantity_below_issued', issued };
+  return { kind: 'state_missing' };
+}
+
+/** Reserves `rows` writes on the global timeline; resolves to the milliseconds to wait before writing them. */
+export function reservePersistSlot(redis: CouponRedis, rows: number, ratePerSec: number): Promise<number> {
+  return redis.reservePersistSlot(PERSIST_BUCKET_KEY, rows, ratePerSec);
+}
+
+/** Redis server time in epoch milliseconds: the clock the gate uses. */
+export async function redisNowMs(redis: Redis): Promise<number> {
+  const [seconds, micros] = await redis.time();
+  return Number(seconds) * 1000 + Math.floor(Number(micros) / 1000);
+}

@@ -1,0 +1,47 @@
+--[[
+  The apply gate: decides one user's request for one event in a single atomic step.
+
+  KEYS[1] meta    hash   total, startsAt (epoch ms), endsAt (epoch ms, absent when open-ended)
+  KEYS[2] issued  string coupons issued so far (the last sequence handed out)
+  KEYS[3] users   hash   userId -> "sequence:issuedAtMs"
+  KEYS[4] outbox  stream issued coupons waiting to be persisted
+
+  ARGV[1] eventId
+  ARGV[2] userId
+
+  Returns {code, sequence, issuedAtMs}:
+    0 issued (sequence, issuedAtMs)   1 already applied (sequence)   2 sold out
+    3 not started                     4 ended                        5 gate state missing (Redis lost it)
+
+  Time is Redis TIME, never the caller's clock, so every api pod judges the window alike.
+]]
+local meta = redis.call('HMGET', KEYS[1], 'total', 'startsAt', 'endsAt')
+local total = tonumber(meta[1])
+if not total then
+  return {5, 0, 0}
+end
+
+local time = redis.call('TIME')
+local now = tonumber(time[1]) * 1000 + math.floor(tonumber(time[2]) / 1000)
+if now < tonumber(meta[2]) then
+  return {3, 0, 0}
+end
+local endsAt = tonumber(meta[3])
+if endsAt and now >= endsAt then
+  return {4, 0, 0}
+end
+
+local previous = redis.call('HGET', KEYS[3], ARGV[2])
+if previous then
+  return {1, tonumber(string.match(previous, '^(%d+)')), 0}
+end
+
+local issued = tonumber(redis.call('GET', KEYS[2]) or '0')
+if issued >= total then
+  return {2, 0, 0}
+end
+
+local sequence = redis.call('INCR', KEYS[2])
+redis.call('HSET', KEYS[3], ARGV[2], sequence .. ':' .. now)
+redis.call('XADD', KEYS[4], '*', 'eventId', ARGV[1], 'userId', ARGV[2], 'sequence', sequence, 'issuedAt', now)
+return {0, sequence, now}

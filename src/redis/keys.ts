@@ -1,0 +1,37 @@
+/**
+ * Redis key layout. Every key of one event shares the hash tag `{eventId}` so that the gate script, which
+ * touches all of them in one call, also runs on Redis Cluster.
+ */
+export interface EventKeys {
+  /** hash: total, startsAt (epoch ms), endsAt (epoch ms, absent when open-ended) */
+  meta: string;
+  /** string counter: coupons issued so far, also the last sequence handed out */
+  issued: string;
+  /** hash: userId -> "sequence:issuedAtMs" */
+  users: string;
+  /** stream: the outbox the worker drains into MySQL */
+  outbox: string;
+}
+
+export const eventKeys = (eventId: string): EventKeys => ({
+  meta: `coupon:{${eventId}}:meta`,
+  issued: `coupon:{${eventId}}:issued`,
+  users: `coupon:{${eventId}}:users`,
+  outbox: `coupon:{${eventId}}:outbox`,
+});
+
+/** set of event ids whose outbox the worker drains */
+export const EVENT_REGISTRY_KEY = 'coupon:events';
+/** pub/sub channel: an event's quantity or window changed; api processes drop their sold-out flag for it */
+export const EVENT_CHANGED_CHANNEL = 'coupon:event-changed';
+/** the worker's consumer group on every outbox stream */
+export const PERSIST_GROUP = 'persist';
+/** the global write-rate bucket shared by all worker replicas */
+export const PERSIST_BUCKET_KEY = 'coupon:persist-bucket';
+
+export const eventIdOfOutbox = (stream: string): string => stream.slice('coupon:{'.length, stream.length - '}:outbox'.length);
+
+export function parseUserEntry(value: string): { sequence: number; issuedAtMs: number } {
+  const [sequence, issuedAtMs] = value.split(':');
+  return { sequence: Number(sequence), issuedAtMs: Number(issuedAtMs) };
+}

@@ -1,0 +1,28 @@
+--[[
+  Changes an event's quantity and/or end, refusing a quantity below what is already issued. Atomic with the
+  gate, so no coupon can slip in between the check and the write.
+
+  KEYS[1] meta    hash
+  KEYS[2] issued  string
+
+  ARGV[1] new total ('' to keep)
+  ARGV[2] new endsAt epoch ms ('' to keep, '-' to clear)
+
+  Returns {code, issued}: 0 updated, 1 quantity below issued, 2 gate state missing.
+]]
+if redis.call('EXISTS', KEYS[1]) == 0 then
+  return {2, 0}
+end
+local issued = tonumber(redis.call('GET', KEYS[2]) or '0')
+if ARGV[1] ~= '' then
+  if tonumber(ARGV[1]) < issued then
+    return {1, issued}
+  end
+  redis.call('HSET', KEYS[1], 'total', ARGV[1])
+end
+if ARGV[2] == '-' then
+  redis.call('HDEL', KEYS[1], 'endsAt')
+elseif ARGV[2] ~= '' then
+  redis.call('HSET', KEYS[1], 'endsAt', ARGV[2])
+end
+return {0, issued}
