@@ -1,0 +1,87 @@
+import type { Logger } from 'pino';
+import { sleep } from '../src/shutdown.ts';
+import type { FailurePath } from './failure-path.ts';
+import type { Outbox, OutboxEntry } from './outbox.ts';
+import type { Persister } from './persister.ts';
+
+export interface ConsumerSettings {
+  batchSize: number;
+  claimIdleMs: number;
+  maxDeliveries: number;
+  /** how long one XREADGROUP waits for new entries */
+  blockMs?: number;
+}
+
+/**
+ * The outbox consumer loop: take over stale entries, read new ones, persist them under the global rate
+ * limit, ack only after the commit. A failing MySQL leaves the entries pending and the loop backs off;
+ * entries delivered more than MAX_DELIVERIES times move to the pg-boss retry queue.
+ */
+export class OutboxConsumer {
+  readonly #outbox: Outbox;
+  readonly #persister: Persister;
+  readonly #failurePath: FailurePath;
+  readonly #settings: Required<ConsumerSettings>;
+  readonly #logger: Logger;
+  #stopping = false;
+  #running: Promise<void> | undefined;
+  #lastError: unknown;
+
+  constructor(deps: { outbox: Outbox; persister: Persister; failurePath: FailurePath; logger: Logger; settings: ConsumerSettings }) {
+    this.#outbox = deps.outbox;
+    this.#persister = deps.persister;
+    this.#failurePath = deps.failurePath;
+    this.#logger = deps.logger;
+    this.#settings = { blockMs: 1_000, ...deps.settings };
+  }
+
+  get lastError(): unknown {
+    return this.#lastError;
+  }
+
+  start(): void {
+    this.#running ??= this.#run();
+  }
+
+  /** Finishes the batch in hand (persist and ack), then stops. */
+  async stop(): Promise<void> {
+    this.#stopping = true;
+    await this.#running;
+  }
+
+  async #run(): Promise<void> {
+    let backoffMs = 0;
+    while (!this.#stopping) {
+      try {
+        await this.#step();
+        backoffMs = 0;
+        this.#lastError = undefined;
+      } catch (error) {
+        this.#lastError = error;
+        backoffMs = Math.min(Math.max(backoffMs * 2, 100), 5_000);
+        this.#logger.warn({ err: error, consumer: this.#outbox.consumer, backoffMs }, 'outbox batch failed; backing off');
+        await sleep(backoffMs);
+      }
+    }
+  }
+
+  async #step(): Promise<void> {
+    const { batchSize, claimIdleMs, maxDeliveries, blockMs } = this.#settings;
+    let entries = await this.#outbox.claimStale(claimIdleMs, batchSize);
+    if (entries.length === 0) entries = await this.#outbox.readNew(batchSize, blockMs);
+    if (entries.length === 0) return;
+
+    const exhausted = entries.filter((entry) => entry.deliveries > maxDeliveries);
+    if (exhausted.length > 0 && (await this.#failurePath.moveToRetry(exhausted))) {
+      await this.#outbox.ack(exhausted);
+      entries = entries.filter((entry) => entry.deliveries <= maxDeliveries);
+    }
+    await this.#persistAndAck(entries);
+  }
+
+  async #persistAndAck(entries: OutboxEntry[]): Promise<void> {
+    if (entries.length === 0) return;
+    await this.#persister.persist(entries.map((entry) => entry.coupon));
+    await this.#outbox.ack(entries);
+  }
+}

@@ -1,0 +1,133 @@
+import type { Logger } from 'pino';
+import type { PgBoss } from 'pg-boss';
+import type { IssuedCoupon } from '../src/domain/coupon.ts';
+import {
+  PERSIST_DEAD_QUEUE, PERSIST_RETRY_QUEUE, type PersistRetryJob, type QueueSettings, RECONCILE_QUEUE, ensureQueues,
+} from '../src/jobs/queues.ts';
+import { sleep } from '../src/shutdown.ts';
+import type { WorkerMetrics } from './metrics.ts';
+import type { OutboxEntry } from './outbox.ts';
+import type { Persister } from './persister.ts';
+import type { Reconciler } from './reconciler.ts';
+
+/**
+ * The failure path on pg-boss: entries the outbox could not persist go to a retry queue with exponential
+ * backoff and from there to a dead-letter queue; a cron schedule runs the reconciler. PostgreSQL being down
+ * never stops the main path: the worker keeps persisting from the outbox and connects here when it can.
+ */
+export class FailurePath {
+  readonly #createBoss: () => PgBoss;
+  #boss: PgBoss | undefined;
+  readonly #persister: Persister;
+  readonly #reconciler: Reconciler;
+  readonly #metrics: WorkerMetrics;
+  readonly #logger: Logger;
+  readonly #settings: QueueSettings & { reconcileCron: string };
+  #stopping = false;
+  #starting: Promise<void> | undefined;
+
+  constructor(deps: {
+    createBoss: () => PgBoss; persister: Persister; reconciler: Reconciler; metrics: WorkerMetrics; logger: Logger;
+    settings: QueueSettings & { reconcileCron: string };
+  }) {
+    this.#createBoss = deps.createBoss;
+    this.#persister = deps.persister;
+    this.#reconciler = deps.reconciler;
+    this.#metrics = deps.metrics;
+    this.#logger = deps.logger;
+    this.#settings = deps.settings;
+  }
+
+  get ready(): boolean {
+    return this.#boss !== undefined;
+  }
+
+  /** Connects in the background, retrying until PostgreSQL answers; resolves at once. */
+  start(): void {
+    this.#starting ??= this.#connect();
+  }
+
+  /** Resolves once connected (tests and the operator CLI wait for this). */
+  async whenReady(timeoutMs: number): Promise<void> {
+    const deadline = Date.now() + timeoutMs;
+    while (!this.#boss) {
+      if (Date.now() > deadline) throw new Error('pg-boss did not start in time');
+      await sleep(50);
+    }
+  }
+
+  async #connect(): Promise<void> {
+    let delayMs = 500;
+    while (!this.#stopping) {
+      // A fresh instance per attempt: one whose start() failed is not reused.
+      const boss = this.#createBoss();
+      boss.on('error', (error: Error) => this.#logger.warn({ err: error }, 'pg-boss error'));
+      try {
+        await boss.start();
+        await ensureQueues(boss, this.#settings);
+        await boss.work<PersistRetryJob>(PERSIST_RETRY_QUEUE, { batchSize: 1, pollingIntervalSeconds: 1 }, async ([job]) => {
+          if (job) await this.#persister.persist(job.data.coupons);
+        });
+        await boss.work(RECONCILE_QUEUE, { batchSize: 1, pollingIntervalSeconds: 1 }, async () => {
+          await this.reconcile();
+        });
+        await boss.schedule(RECONCILE_QUEUE, this.#settings.reconcileCron);
+        this.#boss = boss;
+        this.#logger.info('failure path ready (pg-boss started)');
+        return;
+      } catch (error) {
+        this.#logger.warn({ err: error, retryInMs: delayMs }, 'pg-boss unavailable; the outbox keeps persisting meanwhile');
+        await boss.stop({ graceful: false, close: true }).catch(() => undefined);
+        await sleep(delayMs);
+        delayMs = Math.min(delayMs * 2, 10_000);
+      }
+    }
+  }
+
+  /**
+   * Hands entries that exhausted their deliveries to the retry queue. Returns false (and the caller keeps
+   * them pending in the outbox) when pg-boss cannot take them right now.
+   */
+  async moveToRetry(entries: readonly OutboxEntry[]): Promise<boolean> {
+    if (!this.#boss) return false;
+    try {
+      await this.send(entries.map((entry) => entry.coupon), `delivered more than the limit (${entries[0]?.deliveries ?? 0} times)`);
+      this.#metrics.movedToRetry.inc(entries.length);
+      return true;
+    } catch (error) {
+      this.#logger.warn({ err: error }, 'could not move entries to the retry queue; they stay in the outbox');
+      return false;
+    }
+  }
+
+  async send(coupons: IssuedCoupon[], reason: string): Promise<void> {
+    const boss = this.#boss;
+    if (!boss) throw new Error('the failure path is not connected to PostgreSQL yet');
+    for (let start = 0; start < coupons.length; start += 500) {
+      const job: PersistRetryJob = { coupons: coupons.slice(start, start + 500), reason };
+      await boss.send(PERSIST_RETRY_QUEUE, job);
+    }
+  }
+
+  /** Re-enqueues every coupon Redis issued that MySQL lacks, for events whose outbox is fully drained. */
+  async reconcile(): Promise<number> {
+    const missing = await this.#reconciler.findMissing();
+    if (missing.length > 0) {
+      this.#logger.warn({ count: missing.length }, 'reconcile found issued coupons missing from MySQL; re-enqueued');
+      await this.send(missing, 'reconcile: issued in Redis, missing in MySQL');
+    }
+    return missing.length;
+  }
+
+  async refreshMetrics(): Promise<void> {
+    if (!this.#boss) return;
+    const queue = await this.#boss.getQueue(PERSIST_DEAD_QUEUE);
+    this.#metrics.deadLetterJobs.set(queue?.queuedCount ?? 0);
+  }
+
+  async stop(): Promise<void> {
+    this.#stopping = true;
+    await this.#starting;
+    await this.#boss?.stop({ graceful: true, timeout: 5_000, close: true });
+  }
+}

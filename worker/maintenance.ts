@@ -1,0 +1,111 @@
+import type { Logger } from 'pino';
+import type { CouponStore } from '../src/db/store.ts';
+import type { EventService } from '../src/events.ts';
+import type { CouponRedis } from '../src/redis/client.ts';
+import { eventIdOfOutbox, eventKeys } from '../src/redis/keys.ts';
+import { sleep } from '../src/shutdown.ts';
+import type { FailurePath } from './failure-path.ts';
+import type { WorkerMetrics } from './metrics.ts';
+import type { Outbox } from './outbox.ts';
+
+/**
+ * Housekeeping beside the consumer loop, each task on its own period:
+ * - restore the gate state of events Redis lost (flush or empty replacement) from MySQL;
+ * - trim acked entries so every outbox stays bounded, and drop consumers of gone processes;
+ * - refresh the lag, pending, issued-minus-persisted and dead-letter gauges.
+ */
+export class Maintenance {
+  readonly #deps: {
+    redis: CouponRedis; store: CouponStore; events: EventService; outbox: Outbox; failurePath: FailurePath;
+    metrics: WorkerMetrics; logger: Logger; claimIdleMs: number;
+  };
+  readonly #tasks: Array<{ name: string; everyMs: number; run: () => Promise<void>; dueAt: number }>;
+  #stopping = false;
+  #running: Promise<void> | undefined;
+
+  constructor(deps: {
+    redis: CouponRedis; store: CouponStore; events: EventService; outbox: Outbox; failurePath: FailurePath;
+    metrics: WorkerMetrics; logger: Logger; claimIdleMs: number;
+  }) {
+    this.#deps = deps;
+    this.#tasks = [
+      { name: 'restore gate state', everyMs: 1_000, run: () => this.restoreGateState().then(() => undefined), dueAt: 0 },
+      { name: 'trim outbox', everyMs: 5_000, run: () => this.trimOutbox(), dueAt: 0 },
+      { name: 'outbox gauges', everyMs: 2_000, run: () => this.refreshOutboxGauges(), dueAt: 0 },
+      { name: 'persisted gauges', everyMs: 10_000, run: () => this.refreshPersistedGauges(), dueAt: 0 },
+      { name: 'dead-letter gauge', everyMs: 10_000, run: () => deps.failurePath.refreshMetrics(), dueAt: 0 },
+    ];
+  }
+
+  start(): void {
+    this.#running ??= this.#run();
+  }
+
+  async stop(): Promise<void> {
+    this.#stopping = true;
+    await this.#running;
+  }
+
+  async #run(): Promise<void> {
+    while (!this.#stopping) {
+      const now = Date.now();
+      for (const task of this.#tasks) {
+        if (this.#stopping || now < task.dueAt) continue;
+        task.dueAt = now + task.everyMs;
+        try {
+          await task.run();
+        } catch (error) {
+          this.#deps.logger.debug({ err: error, task: task.name }, 'maintenance task failed; retried next period');
+        }
+      }
+      await sleep(200);
+    }
+  }
+
+  /** Rebuilds from MySQL the gate state of every event whose Redis state is missing. Returns the ids rebuilt. */
+  async restoreGateState(): Promise<string[]> {
+    const { redis, store, events, logger } = this.#deps;
+    const all = await store.listEvents();
+    if (all.length === 0) return [];
+    const pipeline = redis.pipeline();
+    for (const event of all) pipeline.exists(eventKeys(event.id).meta);
+    const exists = (await pipeline.exec()) ?? [];
+    const restored: string[] = [];
+    for (const [index, event] of all.entries()) {
+      if (exists[index]?.[1] === 1) continue;
+      if (await events.rebuildGateState(event)) {
+        restored.push(event.id);
+        logger.warn({ event: event.id }, 'gate state was missing in Redis; rebuilt from MySQL');
+      }
+    }
+    return restored;
+  }
+
+  async trimOutbox(): Promise<void> {
+    const { outbox, claimIdleMs } = this.#deps;
+    for (const stream of await outbox.streams()) {
+      await outbox.trim(stream);
+      await outbox.removeIdleConsumers(stream, Math.max(10 * claimIdleMs, 60_000));
+    }
+  }
+
+  async refreshOutboxGauges(): Promise<void> {
+    const { outbox, metrics } = this.#deps;
+    for (const stream of await outbox.streams()) {
+      const state = await outbox.groupState(stream);
+      if (!state) continue;
+      const event = eventIdOfOutbox(stream);
+      metrics.outboxLag.set({ event }, state.lag);
+      metrics.outboxPending.set({ event }, state.pending);
+    }
+  }
+
+  async refreshPersistedGauges(): Promise<void> {
+    const { outbox, redis, store, metrics } = this.#deps;
+    for (const stream of await outbox.streams()) {
+      const event = eventIdOfOutbox(stream);
+      const [issued, persisted] = await Promise.all([redis.get(eventKeys(event).issued), store.countPersisted(event)]);
+      metrics.issuedMinusPersisted.set({ event }, Math.max(0, Number(issued ?? 0) - persisted));
+    }
+  }
+}

@@ -1,0 +1,33 @@
+import { Counter, Gauge, Histogram, type Registry } from 'prom-client';
+
+export class WorkerMetrics {
+  readonly registry: Registry;
+  readonly persisted: Counter;
+  readonly persistFailures: Counter;
+  readonly movedToRetry: Counter;
+  readonly batchSeconds: Histogram;
+  readonly outboxLag: Gauge<'event'>;
+  readonly outboxPending: Gauge<'event'>;
+  readonly issuedMinusPersisted: Gauge<'event'>;
+  readonly deadLetterJobs: Gauge;
+
+  constructor(registry: Registry) {
+    this.registry = registry;
+    const registers = [registry];
+    this.persisted = new Counter({ name: 'coupon_persisted_total', help: 'Coupon rows newly written to MySQL', registers });
+    this.persistFailures = new Counter({ name: 'coupon_persist_failures_total', help: 'Multi-row inserts that failed', registers });
+    this.movedToRetry = new Counter({
+      name: 'coupon_moved_to_retry_total', help: 'Outbox entries moved to the pg-boss retry queue after MAX_DELIVERIES', registers,
+    });
+    this.batchSeconds = new Histogram({
+      name: 'coupon_persist_batch_seconds', help: 'Time of one multi-row insert', registers,
+      buckets: [0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 5],
+    });
+    this.outboxLag = new Gauge({ name: 'coupon_outbox_lag', help: 'Outbox entries not yet delivered to a worker', labelNames: ['event'], registers });
+    this.outboxPending = new Gauge({ name: 'coupon_outbox_pending', help: 'Outbox entries delivered but not yet acked', labelNames: ['event'], registers });
+    this.issuedMinusPersisted = new Gauge({
+      name: 'coupon_issued_minus_persisted', help: 'Coupons issued by the gate and not yet in MySQL', labelNames: ['event'], registers,
+    });
+    this.deadLetterJobs = new Gauge({ name: 'coupon_dead_letter_jobs', help: 'Jobs waiting in the dead-letter queue', registers });
+  }
+}

@@ -1,0 +1,205 @@
+import type { IssuedCoupon } from '../src/domain/coupon.ts';
+import type { CouponRedis } from '../src/redis/client.ts';
+import { EVENT_REGISTRY_KEY, PERSIST_GROUP, eventKeys } from '../src/redis/keys.ts';
+
+/** One outbox entry as read from a stream: where it lives, how often it was delivered, and the coupon. */
+export interface OutboxEntry {
+  stream: string;
+  id: string;
+  deliveries: number;
+  coupon: IssuedCoupon;
+}
+
+type RawEntry = [id: string, fields: string[] | null];
+
+/**
+ * The worker's side of the outbox streams: one consumer group (`persist`) per event stream, this process
+ * one consumer in each. Entries stay pending until acked, so a crash hands them to another consumer.
+ */
+export class Outbox {
+  readonly #redis: CouponRedis;
+  readonly consumer: string;
+  #streams: string[] = [];
+  #streamsReadAt = 0;
+  /** XAUTOCLAIM's cursor per stream, carried between calls so every pending entry is visited in turn */
+  readonly #claimCursors = new Map<string, string>();
+
+  constructor(redis: CouponRedis, consumer: string) {
+    this.#redis = redis;
+    this.consumer = consumer;
+  }
+
+  /** The outbox streams of every registered event, re-read at most once a second. */
+  async streams(): Promise<string[]> {
+    if (Date.now() - this.#streamsReadAt > 1_000) {
+      const eventIds = await this.#redis.smembers(EVENT_REGISTRY_KEY);
+      this.#streams = eventIds.sort().map((eventId) => eventKeys(eventId).outbox);
+      this.#streamsReadAt = Date.now();
+    }
+    return this.#streams;
+  }
+
+  /** Entries never delivered to the group, blocking up to `blockMs` while there are none. */
+  async readNew(count: number, blockMs: number): Promise<OutboxEntry[]> {
+    const streams = await this.streams();
+    if (streams.length === 0) {
+      await new Promise((resolve) => setTimeout(resolve, Math.min(blockMs, 200)));
+      return [];
+    }
+    let reply: Array<[string, RawEntry[]]> | null;
+    try {
+      reply = (await this.#redis.xreadgroup(
+        'GROUP', PERSIST_GROUP, this.consumer, 'COUNT', count, 'BLOCK', blockMs, 'STREAMS', ...streams, ...streams.map(() => '>'),
+      )) as Array<[string, RawEntry[]]> | null;
+    } catch (error) {
+      // A stream whose group vanished (Redis flushed and the event not yet rebuilt): re-read the registry.
+      if (error instanceof Error && error.message.startsWith('NOGROUP')) {
+        this.#streamsReadAt = 0;
+        return [];
+      }
+      throw error;
+    }
+    const entries: OutboxEntry[] = [];
+    for (const [stream, rawEntries] of reply ?? []) {
+      for (const [id, fields] of rawEntries) {
+        if (fields) entries.push({ stream, id, deliveries: 1, coupon: parseCoupon(fields) });
+      }
+    }
+    return entries;
+  }
+
+  /**
+   * Takes over entries other consumers (or this one) hold pending for longer than `idleMs`: the way a
+   * crashed worker's batch gets persisted. Each entry comes with its delivery count.
+   */
+  async claimStale(idleMs: number, count: number): Promise<OutboxEntry[]> {
+    const entries: OutboxEntry[] = [];
+    for (const stream of await this.streams()) {
+      if (entries.length >= count) break;
+      const cursor = this.#claimCursors.get(stream) ?? '0-0';
+      let reply: [string, RawEntry[], string[]];
+      try {
+        reply = (await this.#redis.xautoclaim(stream, PERSIST_GROUP, this.consumer, idleMs, cursor, 'COUNT', count - entries.length)) as [string, RawEntry[], string[]];
+      } catch (error) {
+        if (error instanceof Error && error.message.startsWith('NOGROUP')) continue;
+        throw error;
+      }
+      const [next, claimed, deleted] = reply;
+      this.#claimCursors.set(stream, next);
+      if (deleted?.length) await this.#redis.xack(stream, PERSIST_GROUP, ...deleted);
+      const live = claimed.filter((entry): entry is [string, string[]] => entry[1] !== null);
+      if (live.length === 0) continue;
+      const deliveries = await this.#deliveryCounts(stream, live[0]![0], live[live.length - 1]![0], live.length);
+      for (const [id, fields] of live) {
+        entries.push({ stream, id, deliveries: deliveries.get(id) ?? 1, coupon: parseCoupon(fields) });
+      }
+    }
+    return entries;
+  }
+
+  async #deliveryCounts(stream: string, first: string, last: string, count: number): Promise<Map<string, number>> {
+    const pending = (await this.#redis.xpending(stream, PERSIST_GROUP, first, last, count * 2)) as Array<[string, string, number, number]>;
+    return new Map(pending.map(([id, , , deliveries]) => [id, deliveries]));
+  }
+
+  /** Acknowledges entries, grouped by stream: only ever called after their rows are committed. */
+  async ack(entries: readonly OutboxEntry[]): Promise<void> {
+    const byStream = new Map<string, string[]>();
+    for (const entry of entries) {
+      const ids = byStream.get(entry.stream) ?? [];
+      ids.push(entry.id);
+      byStream.set(entry.stream, ids);
+    }
+    const pipeline = this.#redis.pipeline();
+    for (const [stream, ids] of byStream) pipeline.xack(stream, PERSIST_GROUP, ...ids);
+    const results = await pipeline.exec();
+    for (const [error] of results ?? []) if (error) throw error;
+  }
+
+  /** Pending, undelivered and trimmable state of one stream's group; null when the stream or group is gone. */
+  async groupState(stream: string): Promise<{ pending: number; lag: number; lastDelivered: string; oldestPending: string | null } | null> {
+    try {
+      const [groups, info, summary] = await Promise.all([
+        this.#redis.xinfo('GROUPS', stream) as Promise<unknown[][]>,
+        this.#redis.xinfo('STREAM', stream) as Promise<unknown[]>,
+        this.#redis.xpending(stream, PERSIST_GROUP) as Promise<[number, string | null, string | null, unknown]>,
+      ]);
+      const group = groups.map(toRecord).find((candidate) => candidate.name === PERSIST_GROUP);
+      if (!group) return null;
+      const stream_ = toRecord(info);
+      const lastDelivered = String(group['last-delivered-id']);
+      const lastGenerated = String(stream_['last-generated-id']);
+      const lag = typeof group.lag === 'number' ? group.lag : lastDelivered === lastGenerated ? 0 : Number(stream_.length);
+      return { pending: Number(group.pending), lag, lastDelivered, oldestPending: summary[1] };
+    } catch (error) {
+      if (error instanceof Error && /no such key|NOGROUP/i.test(error.message)) return null;
+      throw error;
+    }
+  }
+
+  /**
+   * Removes acked entries from the head of a stream so it stays bounded: everything older than both the
+   * oldest pending entry and the last entry handed to the group. Nothing undelivered or unacked is touched.
+   */
+  async trim(stream: string): Promise<number> {
+    const state = await this.groupState(stream);
+    if (!state) return 0;
+    const threshold = state.oldestPending !== null && compareIds(state.oldestPending, state.lastDelivered) < 0
+      ? state.oldestPending
+      : state.lastDelivered;
+    if (threshold === '0-0') return 0;
+    return this.#redis.xtrim(stream, 'MINID', threshold);
+  }
+
+  /** Removes consumers of other, gone processes once they hold nothing pending. */
+  async removeIdleConsumers(stream: string, idleMs: number): Promise<void> {
+    let consumers: unknown[][];
+    try {
+      consumers = (await this.#redis.xinfo('CONSUMERS', stream, PERSIST_GROUP)) as unknown[][];
+    } catch {
+      return;
+    }
+    for (const consumer of consumers.map(toRecord)) {
+      if (consumer.name !== this.consumer && Number(consumer.pending) === 0 && Number(consumer.idle) > idleMs) {
+        await this.#redis.xgroup('DELCONSUMER', stream, PERSIST_GROUP, String(consumer.name));
+      }
+    }
+  }
+
+  /** On shutdown: leave the group, but only from streams where this consumer holds nothing pending. */
+  async leave(): Promise<void> {
+    for (const stream of this.#streams) {
+      try {
+        const held = (await this.#redis.xpending(stream, PERSIST_GROUP, '-', '+', 1, this.consumer)) as unknown[];
+        if (held.length === 0) await this.#redis.xgroup('DELCONSUMER', stream, PERSIST_GROUP, this.consumer);
+      } catch {
+        // the stream or group is gone: nothing to leave
+      }
+    }
+  }
+}
+
+function parseCoupon(fields: string[]): IssuedCoupon {
+  const record: Record<string, string> = {};
+  for (let i = 0; i < fields.length; i += 2) record[fields[i]!] = fields[i + 1]!;
+  return {
+    eventId: record.eventId!,
+    userId: record.userId!,
+    sequence: Number(record.sequence),
+    issuedAtMs: Number(record.issuedAt),
+  };
+}
+
+function toRecord(flat: unknown[]): Record<string, unknown> {
+  const record: Record<string, unknown> = {};
+  for (let i = 0; i < flat.length; i += 2) record[String(flat[i])] = flat[i + 1];
+  return record;
+}
+
+function compareIds(a: string, b: string): number {
+  const [aMs, aSeq] = a.split('-').map(BigInt);
+  const [bMs, bSeq] = b.split('-').map(BigInt);
+  if (aMs !== bMs) return aMs! < bMs! ? -1 : 1;
+  if (aSeq !== bSeq) return aSeq! < bSeq! ? -1 : 1;
+  return 0;
+}

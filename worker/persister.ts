@@ -1,0 +1,47 @@
+import type { IssuedCoupon } from '../src/domain/coupon.ts';
+import type { CouponStore } from '../src/db/store.ts';
+import { type CouponRedis, reservePersistSlot } from '../src/redis/client.ts';
+import { sleep } from '../src/shutdown.ts';
+import type { WorkerMetrics } from './metrics.ts';
+
+/**
+ * Writes coupons to MySQL under the global rate limit: before each multi-row insert it reserves its rows
+ * on the one timeline in Redis that every worker replica shares, and waits for its slot. However many
+ * replicas run, MySQL sees at most PERSIST_RATE_PER_SEC coupon rows a second.
+ */
+export class Persister {
+  readonly #redis: CouponRedis;
+  readonly #store: CouponStore;
+  readonly #metrics: WorkerMetrics;
+  readonly #ratePerSec: number;
+  readonly #batchSize: number;
+
+  constructor(deps: { redis: CouponRedis; store: CouponStore; metrics: WorkerMetrics; ratePerSec: number; batchSize: number }) {
+    this.#redis = deps.redis;
+    this.#store = deps.store;
+    this.#metrics = deps.metrics;
+    this.#ratePerSec = deps.ratePerSec;
+    this.#batchSize = deps.batchSize;
+  }
+
+  /** Persists coupons in batches of PERSIST_BATCH_SIZE; rows already there are skipped. Returns the new rows. */
+  async persist(coupons: readonly IssuedCoupon[]): Promise<number> {
+    let inserted = 0;
+    for (let start = 0; start < coupons.length; start += this.#batchSize) {
+      const batch = coupons.slice(start, start + this.#batchSize);
+      const waitMs = await reservePersistSlot(this.#redis, batch.length, this.#ratePerSec);
+      if (waitMs > 0) await sleep(waitMs);
+      const timer = this.#metrics.batchSeconds.startTimer();
+      try {
+        inserted += await this.#store.persistCoupons(batch);
+      } catch (error) {
+        this.#metrics.persistFailures.inc();
+        throw error;
+      } finally {
+        timer();
+      }
+    }
+    this.#metrics.persisted.inc(inserted);
+    return inserted;
+  }
+}

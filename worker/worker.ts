@@ -1,0 +1,79 @@
+import { hostname } from 'node:os';
+import type { Logger } from 'pino';
+import type { Config } from '../src/config.ts';
+import { createOrm } from '../src/db/orm.ts';
+import { CouponStore } from '../src/db/store.ts';
+import { EventService } from '../src/events.ts';
+import { createBoss } from '../src/jobs/queues.ts';
+import { createRegistry } from '../src/metrics.ts';
+import { createRedis } from '../src/redis/client.ts';
+import { closeAll } from '../src/shutdown.ts';
+import { OutboxConsumer } from './consumer.ts';
+import { FailurePath } from './failure-path.ts';
+import { Maintenance } from './maintenance.ts';
+import { WorkerMetrics } from './metrics.ts';
+import { Outbox } from './outbox.ts';
+import { Persister } from './persister.ts';
+import { Reconciler } from './reconciler.ts';
+
+export type Worker = Awaited<ReturnType<typeof createWorker>>;
+
+/** The worker's composition root: every part built with plain constructors, started and closed in order. */
+export async function createWorker(config: Config, logger: Logger, options: { consumerName?: string } = {}) {
+  // One connection for the consumer loop (its XREADGROUP blocks), one for everything else.
+  const loopRedis = createRedis(config.redisUrl, { connectionName: 'coupon-worker-loop' });
+  const redis = createRedis(config.redisUrl, { connectionName: 'coupon-worker' });
+  for (const client of [loopRedis, redis]) client.on('error', (error: Error) => logger.debug({ err: error }, 'redis connection error'));
+  const orm = await createOrm(config.mysqlUrl);
+  const store = new CouponStore(orm);
+  const metrics = new WorkerMetrics(createRegistry('worker'));
+  const consumerName = options.consumerName ?? `${hostname()}-${process.pid}`;
+  const outbox = new Outbox(loopRedis, consumerName);
+  const persister = new Persister({ redis, store, metrics, ratePerSec: config.persistRatePerSec, batchSize: config.persistBatchSize });
+  const reconciler = new Reconciler(redis, store, new Outbox(redis, consumerName));
+  const failurePath = new FailurePath({
+    createBoss: () => createBoss(config.postgresUrl), persister, reconciler, metrics, logger,
+    settings: { retryLimit: config.retryLimit, retryDelaySec: config.retryDelaySec, reconcileCron: config.reconcileCron },
+  });
+  const consumer = new OutboxConsumer({
+    outbox, persister, failurePath, logger,
+    settings: { batchSize: config.persistBatchSize, claimIdleMs: config.claimIdleMs, maxDeliveries: config.maxDeliveries },
+  });
+  const maintenance = new Maintenance({
+    redis, store, events: new EventService(redis, store), outbox: new Outbox(redis, consumerName), failurePath, metrics, logger,
+    claimIdleMs: config.claimIdleMs,
+  });
+
+  let stopping = false;
+  return {
+    consumerName, metrics, failurePath, maintenance, store, redis,
+    start(): void {
+      failurePath.start();
+      maintenance.start();
+      consumer.start();
+    },
+    get stopping(): boolean {
+      return stopping;
+    },
+    /** Reachable Redis is what the worker needs to make progress; MySQL outages are ridden out by backing off. */
+    async ready(): Promise<{ ready: boolean; redis: boolean; mysql: boolean; jobs: boolean }> {
+      const [redisOk, mysqlOk] = await Promise.all([
+        redis.ping().then(() => true, () => false),
+        store.ping().then(() => true, () => false),
+      ]);
+      return { ready: !stopping && redisOk, redis: redisOk, mysql: mysqlOk, jobs: failurePath.ready };
+    },
+    /** SIGTERM: finish the batch in hand and ack it, leave the group where nothing is pending, close. */
+    async stop(): Promise<void> {
+      stopping = true;
+      await closeAll(logger, [
+        ['consumer', () => consumer.stop()],
+        ['maintenance', () => maintenance.stop()],
+        ['leave group', () => outbox.leave()],
+        ['pg-boss', () => failurePath.stop()],
+        ['redis', () => Promise.all([loopRedis.quit(), redis.quit()])],
+        ['mysql', () => orm.close(true)],
+      ]);
+    },
+  };
+}
