@@ -53,7 +53,7 @@ export class Outbox {
       )) as Array<[string, RawEntry[]]> | null;
     } catch (error) {
       // A stream whose group vanished (Redis flushed and the event not yet rebuilt): re-read the registry.
-      if (error instanceof Error && error.message.startsWith('NOGROUP')) {
+      if (error instanceof Error && /^(NOGROUP|UNBLOCKED)/.test(error.message)) {
         this.#streamsReadAt = 0;
         return [];
       }

@@ -1,0 +1,69 @@
+/**
+ * Starts the api and worker as child processes (the same `node src/api/main.ts` and `node worker/main.ts`
+ * a container runs) and waits until they answer. Used by `npm run stack`, the tests and the benchmark.
+ */
+import { type ChildProcess, spawn } from 'node:child_process';
+import { once } from 'node:events';
+import { fileURLToPath } from 'node:url';
+
+const ROOT = fileURLToPath(new URL('..', import.meta.url));
+
+export interface ServiceProcess {
+  readonly kind: 'api' | 'worker';
+  readonly url: string;
+  readonly port: number;
+  readonly child: ChildProcess;
+  /** everything the process wrote so far (pino JSON lines) */
+  output(): string;
+  /** sends the signal and resolves once the process has exited */
+  stop(signal?: NodeJS.Signals): Promise<{ code: number | null; signal: NodeJS.Signals | null }>;
+  readonly exited: Promise<{ code: number | null; signal: NodeJS.Signals | null }>;
+}
+
+export interface ServiceOptions {
+  port: number;
+  env: Record<string, string | undefined>;
+  /** pipe the child's output through to this process (the stack does; tests keep it) */
+  inheritOutput?: boolean;
+  readyTimeoutMs?: number;
+}
+
+export const startApi = (options: ServiceOptions) => startService('api', 'src/api/main.ts', options);
+export const startWorker = (options: ServiceOptions) => startService('worker', 'worker/main.ts', options);
+
+async function startService(kind: 'api' | 'worker', entry: string, options: ServiceOptions): Promise<ServiceProcess> {
+  const env: NodeJS.ProcessEnv = { ...process.env, ...options.env, PORT: String(options.port) };
+  const child = spawn(process.execPath, [entry], {
+    cwd: ROOT, env, stdio: ['ignore', options.inheritOutput ? 'inherit' : 'pipe', options.inheritOutput ? 'inherit' : 'pipe'],
+  });
+  const chunks: string[] = [];
+  child.stdout?.on('data', (chunk: Buffer) => chunks.push(chunk.toString()));
+  child.stderr?.on('data', (chunk: Buffer) => chunks.push(chunk.toString()));
+  const exited = once(child, 'exit').then(([code, signal]) => ({ code: code as number | null, signal: signal as NodeJS.Signals | null }));
+  const url = `http://127.0.0.1:${options.port}`;
+  const service: ServiceProcess = {
+    kind, url, port: options.port, child, exited,
+    output: () => chunks.join(''),
+    async stop(signal = 'SIGTERM') {
+      if (child.exitCode === null && child.signalCode === null) child.kill(signal);
+      return exited;
+    },
+  };
+  const deadline = Date.now() + (options.readyTimeoutMs ?? 30_000);
+  let exitedEarly = false;
+  void exited.then(() => { exitedEarly = true; });
+  while (true) {
+    if (exitedEarly) throw new Error(`${kind} exited during start-up:\n${service.output()}`);
+    try {
+      const response = await fetch(`${url}/readyz`, { signal: AbortSignal.timeout(1_000) });
+      if (response.ok) return service;
+    } catch {
+      // not listening yet
+    }
+    if (Date.now() > deadline) {
+      await service.stop('SIGKILL');
+      throw new Error(`${kind} on port ${options.port} was not ready in time:\n${service.output()}`);
+    }
+    await new Promise((resolve) => setTimeout(resolve, 100));
+  }
+}

@@ -1,0 +1,69 @@
+/**
+ * `npm run stack`: the whole service on this machine. Starts throwaway Redis, MariaDB and PostgreSQL under
+ * .stack/dev (or reuses servers reachable at REDIS_URL / MYSQL_URL / POSTGRES_URL), migrates, runs one api and
+ * one worker in the foreground, and prints the URL and admin token. Ctrl-C stops everything it started.
+ */
+import { randomBytes } from 'node:crypto';
+import { fileURLToPath } from 'node:url';
+import { migrateUp } from '../src/db/migrate.ts';
+import { startLocalStack } from './local-servers.ts';
+import { startApi, startWorker, type ServiceProcess } from './services.ts';
+
+const root = fileURLToPath(new URL('..', import.meta.url));
+const apiPort = Number(process.env.PORT ?? 8080);
+const workerPort = Number(process.env.WORKER_PORT ?? 8081);
+const adminToken = process.env.ADMIN_TOKEN ?? randomBytes(18).toString('base64url');
+
+const stack = await startLocalStack({ dir: `${root}.stack/dev` });
+const services: ServiceProcess[] = [];
+let stopping = false;
+
+async function stopAll(code: number): Promise<never> {
+  if (stopping) process.exit(code);
+  stopping = true;
+  console.log('\nstopping api, worker and the servers this stack started...');
+  await Promise.all(services.map((service) => service.stop('SIGTERM')));
+  await stack.stop();
+  process.exit(code);
+}
+process.on('SIGINT', () => void stopAll(0));
+process.on('SIGTERM', () => void stopAll(0));
+
+try {
+  const applied = await migrateUp(stack.mysqlUrl);
+  console.log(applied.length ? `migrated: ${applied.join(', ')}` : 'database is up to date');
+  const env = {
+    REDIS_URL: stack.redisUrl, MYSQL_URL: stack.mysqlUrl, POSTGRES_URL: stack.postgresUrl, ADMIN_TOKEN: adminToken,
+    SHUTDOWN_DRAIN_MS: process.env.SHUTDOWN_DRAIN_MS ?? '0',
+  };
+  services.push(await startWorker({ port: workerPort, env, inheritOutput: true }));
+  services.push(await startApi({ port: apiPort, env, inheritOutput: true }));
+} catch (error) {
+  console.error(error instanceof Error ? error.message : error);
+  await stopAll(1);
+}
+
+console.log(`
+coupon stack is up
+  api          http://127.0.0.1:${apiPort}
+  worker       http://127.0.0.1:${workerPort}/metrics
+  admin token  ${adminToken}
+  redis        ${stack.redisUrl}
+  mysql        ${stack.mysqlUrl}
+  postgres     ${stack.postgresUrl}
+
+try:
+  curl -s -X POST http://127.0.0.1:${apiPort}/v1/events -H 'authorization: Bearer ${adminToken}' \\
+    -H 'content-type: application/json' -d '{"id":"summer-2026","name":"Summer sale","totalQuantity":100}'
+  curl -s -X POST http://127.0.0.1:${apiPort}/v1/events/summer-2026/apply -H 'content-type: application/json' -d '{"userId":"alice"}'
+
+Ctrl-C stops everything this command started.`);
+
+for (const service of services) {
+  void service.exited.then(({ code, signal }) => {
+    if (!stopping) {
+      console.error(`${service.kind} exited (code ${code}, signal ${signal}); stopping the stack`);
+      void stopAll(1);
+    }
+  });
+}
