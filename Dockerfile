@@ -22,7 +22,8 @@ COPY tsconfig.json ./
 # Copied from the build stage so the image only ships sources that passed the type-check.
 COPY --from=build /app/src ./src
 COPY --from=build /app/worker ./worker
-USER node
+# The node user of the official image, numeric so runAsNonRoot can be verified by the kubelet.
+USER 1000:1000
 # api 8080 (the worker listens on 8081 when run with args ["worker/main.ts"])
 EXPOSE 8080 8081
 ENTRYPOINT ["node"]
