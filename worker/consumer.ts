@@ -4,6 +4,15 @@ import type { FailurePath } from './failure-path.ts';
 import type { Outbox, OutboxEntry } from './outbox.ts';
 import type { Persister } from './persister.ts';
 
+const CONNECTION_FAULT = /ECONNREFUSED|ECONNRESET|ETIMEDOUT|PROTOCOL_CONNECTION_LOST|Connection lost|connect|Pool|closed state/i;
+
+/** A fault of reaching MySQL (retry the whole batch later), as opposed to MySQL refusing a row. */
+function isConnectionFault(error: unknown): boolean {
+  if (!(error instanceof Error)) return true;
+  const code = (error as { code?: string }).code ?? '';
+  return error.name === 'ConnectionException' || CONNECTION_FAULT.test(code) || CONNECTION_FAULT.test(error.message);
+}
+
 export interface ConsumerSettings {
   batchSize: number;
   claimIdleMs: number;
@@ -81,7 +90,28 @@ export class OutboxConsumer {
 
   async #persistAndAck(entries: OutboxEntry[]): Promise<void> {
     if (entries.length === 0) return;
-    await this.#persister.persist(entries.map((entry) => entry.coupon));
+    try {
+      await this.#persister.persist(entries.map((entry) => entry.coupon));
+    } catch (error) {
+      if (entries.length === 1 || isConnectionFault(error)) throw error;
+      // The database answered but refused the batch: one bad entry must not hold back the rest. Persist them
+      // one by one, ack those that succeed, and leave the bad ones pending for the delivery limit to catch.
+      await this.#persistOneByOne(entries);
+      return;
+    }
     await this.#outbox.ack(entries);
+  }
+
+  async #persistOneByOne(entries: OutboxEntry[]): Promise<void> {
+    let failure: unknown;
+    for (const entry of entries) {
+      try {
+        await this.#persister.persist([entry.coupon]);
+        await this.#outbox.ack([entry]);
+      } catch (error) {
+        failure ??= error;
+      }
+    }
+    if (failure) throw failure;
   }
 }
