@@ -1,0 +1,144 @@
+/**
+ * The Helm chart, checked offline with the real tools: helm lint --strict and helm template with every values
+ * file under charts/coupon/ci/ (and the skaffold dev values), every rendered object through kubeconform -strict
+ * against the schemas of a current Kubernetes, and the helm-unittest suites in charts/coupon/tests/.
+ */
+import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { basename, join } from 'node:path';
+import { chartDir, ciValuesFiles, kubeconformArgs, repoRoot, run, summaryCounts } from './tools.ts';
+
+const valuesFiles = ciValuesFiles();
+const skaffoldValues = [join(repoRoot, 'k8s', 'values', 'dev.yaml'), join(repoRoot, 'k8s', 'values', 'production-like.yaml')];
+
+function template(values: string[], extra: string[] = []) {
+  return run('helm', ['template', 'coupon', chartDir, '--namespace', 'shop', ...values.flatMap((file) => ['-f', file]), ...extra]);
+}
+
+function kindsOf(manifests: string): string[] {
+  return [...manifests.matchAll(/^kind: (\w+)$/gm)].map((match) => match[1] as string);
+}
+
+let scratch: string;
+beforeAll(() => {
+  scratch = mkdtempSync(join(tmpdir(), 'coupon-chart-'));
+});
+afterAll(() => {
+  rmSync(scratch, { recursive: true, force: true });
+});
+
+describe('charts/coupon', () => {
+  test('When the chart is released, then its appVersion equals package.json version', () => {
+    const chart = readFileSync(join(chartDir, 'Chart.yaml'), 'utf8');
+    const pkg = JSON.parse(readFileSync(join(repoRoot, 'package.json'), 'utf8')) as { version: string };
+    expect(/^apiVersion: v2$/m.test(chart)).toBe(true);
+    expect(/^appVersion: "?([^"\n]+)"?$/m.exec(chart)?.[1]).toBe(pkg.version);
+  });
+
+  test('When CI runs, then there are defaults, production-like and minimal values files', () => {
+    expect(valuesFiles.map((file) => basename(file))).toEqual(
+      expect.arrayContaining(['default-values.yaml', 'production-values.yaml', 'minimal-values.yaml']),
+    );
+  });
+
+  describe.each(valuesFiles.map((file) => [basename(file), file]))('with ci/%s', (_name, file) => {
+    test('When linted strictly, then helm reports no error or warning', () => {
+      const result = run('helm', ['lint', '--strict', chartDir, '-f', file]);
+      expect({ status: result.status, output: result.output }).toMatchObject({ status: 0 });
+      expect(result.output).toContain('0 chart(s) failed');
+    });
+
+    test('When rendered, then every object is valid for Kubernetes under kubeconform -strict', () => {
+      const rendered = template([file]);
+      expect({ status: rendered.status, stderr: rendered.stderr }).toMatchObject({ status: 0 });
+      const checked = run('kubeconform', kubeconformArgs(), { input: rendered.stdout });
+      expect({ status: checked.status, output: checked.output }).toMatchObject({ status: 0 });
+      const counts = summaryCounts(checked.output);
+      expect(counts.found).toBe(kindsOf(rendered.stdout).length);
+      expect(counts).toMatchObject({ invalid: 0, errors: 0, skipped: 0 });
+    });
+  });
+
+  test('When the production-like values are rendered, then Ingress, HPA, KEDA and the monitoring objects are all there', () => {
+    const rendered = template([join(chartDir, 'ci', 'production-values.yaml')]);
+    expect(rendered.status).toBe(0);
+    expect(kindsOf(rendered.stdout)).toEqual(
+      expect.arrayContaining(['Ingress', 'HorizontalPodAutoscaler', 'ScaledObject', 'TriggerAuthentication', 'ServiceMonitor', 'PrometheusRule', 'PodDisruptionBudget', 'Job']),
+    );
+    // existingSecret: the chart renders no Secret of its own.
+    expect(kindsOf(rendered.stdout)).not.toContain('Secret');
+  });
+
+  test('When skaffold deploys the chart (dev and production-like values), then it lints and validates too', () => {
+    for (const values of [skaffoldValues.slice(0, 1), skaffoldValues]) {
+      const lint = run('helm', ['lint', '--strict', chartDir, ...values.flatMap((file) => ['-f', file])]);
+      expect({ status: lint.status, output: lint.output }).toMatchObject({ status: 0 });
+      const rendered = template(values, ['--set', 'image.repository=coupon', '--set', 'image.tag=dev']);
+      expect(rendered.status).toBe(0);
+      const checked = run('kubeconform', kubeconformArgs(), { input: rendered.stdout });
+      expect({ status: checked.status, output: checked.output }).toMatchObject({ status: 0 });
+    }
+  });
+
+  test('When the helm-unittest suites run, then all pass', () => {
+    const result = run('helm-unittest', ['--color=false', chartDir]);
+    expect({ status: result.status, output: result.output }).toMatchObject({ status: 0 });
+    expect(result.output).toMatch(/Tests:\s+\d+ passed, \d+ total/);
+    expect(result.output).not.toMatch(/\bfailed\b/);
+  });
+
+  test('When a values file misspells a key, then the schema makes lint and template fail naming it', () => {
+    const broken = join(scratch, 'typo-values.yaml');
+    writeFileSync(
+      broken,
+      readFileSync(join(chartDir, 'ci', 'default-values.yaml'), 'utf8') + 'api:\n  autoscalling:\n    enabled: true\n',
+    );
+    const lint = run('helm', ['lint', '--strict', chartDir, '-f', broken]);
+    expect(lint.status).not.toBe(0);
+    expect(lint.output).toContain("additional properties 'autoscalling' not allowed");
+    const rendered = template([broken]);
+    expect(rendered.status).not.toBe(0);
+    expect(rendered.output).toContain('autoscalling');
+  });
+
+  test('When the required URLs are missing, then the chart refuses to render', () => {
+    const rendered = run('helm', ['template', 'coupon', chartDir]);
+    expect(rendered.status).not.toBe(0);
+    expect(rendered.output).toContain('/secrets/redisUrl');
+  });
+
+  test('When a free-form value renders an invalid object, then kubeconform -strict rejects it', () => {
+    // podSecurityContext is passed through as is; the schema cannot catch this typo, kubeconform does.
+    const broken = join(scratch, 'bad-security-context.yaml');
+    writeFileSync(
+      broken,
+      readFileSync(join(chartDir, 'ci', 'default-values.yaml'), 'utf8') + 'podSecurityContext:\n  runAsNonRot: true\n',
+    );
+    const rendered = template([broken]);
+    expect(rendered.status).toBe(0);
+    const checked = run('kubeconform', kubeconformArgs(), { input: rendered.stdout });
+    expect(checked.status).not.toBe(0);
+    expect(checked.output).toContain("additional properties 'runAsNonRot' not allowed");
+  });
+
+  test('When a KEDA trigger lacks its stream, then the ScaledObject schema rejects it', () => {
+    const manifest = [
+      'apiVersion: keda.sh/v1alpha1',
+      'kind: ScaledObject',
+      'metadata:',
+      '  name: worker',
+      'spec:',
+      '  scaleTargetRef:',
+      '    name: worker',
+      '  triggers:',
+      '    - type: redis-streams',
+      '      metadata:',
+      '        address: redis:6379',
+      '        lagCount: "10"',
+      '',
+    ].join('\n');
+    const checked = run('kubeconform', kubeconformArgs(), { input: manifest });
+    expect(checked.status).not.toBe(0);
+    expect(summaryCounts(checked.output)).toMatchObject({ invalid: 1 });
+  });
+});

@@ -1,0 +1,132 @@
+/**
+ * The rest of the deploy artefacts, checked offline: k8s/ through kubeconform -strict, skaffold.yaml against
+ * skaffold's published JSON schema, the Dockerfile through hadolint, and the YAML through yamllint.
+ */
+import { existsSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { kubeconformArgs, repoRoot, run, skaffoldSchemaPath, skaffoldSchemaVersion, summaryCounts } from './tools.ts';
+
+let scratch: string;
+beforeAll(() => {
+  scratch = mkdtempSync(join(tmpdir(), 'coupon-manifests-'));
+});
+afterAll(() => {
+  rmSync(scratch, { recursive: true, force: true });
+});
+
+/** skaffold.yaml holds several configs; check-jsonschema validates one document per file. */
+function skaffoldDocuments(text: string): string[] {
+  return text.split(/^---$/m).filter((doc) => /^apiVersion:/m.test(doc));
+}
+
+describe('k8s/ dev dependencies', () => {
+  const depsDir = join(repoRoot, 'k8s', 'deps');
+
+  test('When validated, then every object is valid for Kubernetes under kubeconform -strict', () => {
+    const result = run('kubeconform', [...kubeconformArgs(), depsDir]);
+    expect({ status: result.status, output: result.output }).toMatchObject({ status: 0 });
+    expect(summaryCounts(result.output)).toMatchObject({ invalid: 0, errors: 0, skipped: 0 });
+  });
+
+  test.each(['redis', 'mysql', 'postgres'])('When %s is deployed, then it is a StatefulSet with a PVC, a Service, probes and a Secret', (name) => {
+    const text = readFileSync(join(depsDir, `${name}.yaml`), 'utf8');
+    for (const kind of ['Secret', 'Service', 'StatefulSet']) expect(text).toMatch(new RegExp(`^kind: ${kind}$`, 'm'));
+    expect(text).toContain('volumeClaimTemplates:');
+    expect(text).toContain('readinessProbe:');
+    expect(text).toContain('livenessProbe:');
+    expect(text).toMatch(/namespace: coupon-deps/);
+  });
+
+  test('When Redis restarts, then its AOF on a volume keeps what was issued', () => {
+    const text = readFileSync(join(depsDir, 'redis.yaml'), 'utf8');
+    expect(text).toMatch(/image: redis:7\./);
+    expect(text).toContain('appendonly yes');
+    expect(text).toContain('maxmemory-policy noeviction');
+  });
+
+  test('When the versions are read, then they are MySQL 8.4 and PostgreSQL 16', () => {
+    expect(readFileSync(join(depsDir, 'mysql.yaml'), 'utf8')).toMatch(/image: mysql:8\.4/);
+    expect(readFileSync(join(depsDir, 'postgres.yaml'), 'utf8')).toMatch(/image: postgres:16/);
+  });
+});
+
+describe('skaffold.yaml', () => {
+  const text = readFileSync(join(repoRoot, 'skaffold.yaml'), 'utf8');
+
+  test(`When validated, then every config matches skaffold's ${skaffoldSchemaVersion} schema`, () => {
+    const docs = skaffoldDocuments(text);
+    expect(docs.length).toBeGreaterThanOrEqual(1);
+    const files = docs.map((doc, index) => {
+      expect(doc).toContain(`apiVersion: skaffold/${skaffoldSchemaVersion}`);
+      const file = join(scratch, `skaffold-${index}.yaml`);
+      writeFileSync(file, doc);
+      return file;
+    });
+    const result = run('check-jsonschema', ['--schemafile', skaffoldSchemaPath(), ...files]);
+    expect({ status: result.status, output: result.output }).toMatchObject({ status: 0 });
+  });
+
+  test('When a field is misspelt, then the schema check fails', () => {
+    const broken = join(scratch, 'skaffold-broken.yaml');
+    const doc = skaffoldDocuments(text).find((d) => d.includes('setValueTemplates'));
+    expect(doc).toBeDefined();
+    writeFileSync(broken, (doc as string).replace('setValueTemplates', 'setValueTemplate'));
+    const result = run('check-jsonschema', ['--schemafile', skaffoldSchemaPath(), broken]);
+    expect(result.status).not.toBe(0);
+    expect(result.output).toContain("'setValueTemplate' was unexpected");
+  });
+
+  test('When skaffold deploys, then the image is set by setValueTemplates and the api is port-forwarded', () => {
+    expect(text).toContain('image.repository: "{{.IMAGE_REPO_coupon}}"');
+    expect(text).toContain('image.tag: "{{.IMAGE_TAG_coupon}}@{{.IMAGE_DIGEST_coupon}}"');
+    expect(text).toMatch(/resourceName: coupon-api/);
+    expect(text).toMatch(/name: production-like/);
+  });
+
+  test('When skaffold reads its paths, then every referenced file exists', () => {
+    const paths = [...text.matchAll(/^\s*(?:-\s+)?(?:dockerfile: |chartPath: |value: )?((?:k8s|charts)\/[\w./-]+|Dockerfile)\s*$/gm)].map((m) => m[1] as string);
+    expect(paths.length).toBeGreaterThanOrEqual(5);
+    for (const path of paths) expect({ path, exists: existsSync(join(repoRoot, path)) }).toEqual({ path, exists: true });
+  });
+});
+
+describe('Dockerfile', () => {
+  const text = readFileSync(join(repoRoot, 'Dockerfile'), 'utf8');
+
+  test('When hadolint lints it, then nothing is reported at warning level or above', () => {
+    const result = run('hadolint', ['--failure-threshold', 'warning', '--no-color', join(repoRoot, 'Dockerfile')]);
+    expect({ status: result.status, output: result.output }).toMatchObject({ status: 0 });
+  });
+
+  test('When built, then it is a multi-stage Node 24 slim image running node as a non-root user', () => {
+    expect(text).toMatch(/^ARG NODE_IMAGE=node:24\.\d+\.\d+-[a-z]+-slim$/m);
+    expect(text.match(/^FROM /gm)?.length).toBeGreaterThanOrEqual(2);
+    expect(text).toMatch(/^RUN npm ci --omit=dev/m);
+    expect(text).toMatch(/^ENV NODE_ENV=production$/m);
+    expect(text).toMatch(/^USER (?!0\b|root\b)\S+$/m);
+    expect(text).toMatch(/^ENTRYPOINT \["node"\]$/m);
+    expect(text).toMatch(/^CMD \["src\/api\/main\.ts"\]$/m);
+    expect(text).not.toMatch(/^(ENTRYPOINT|CMD) .*npm/m);
+  });
+
+  test('When the build context is sent, then .dockerignore keeps node_modules and the tools out', () => {
+    const ignore = readFileSync(join(repoRoot, '.dockerignore'), 'utf8');
+    for (const entry of ['**/node_modules', '.git', '.tools', 'test']) expect(ignore.split('\n')).toContain(entry);
+  });
+});
+
+describe('YAML', () => {
+  test('When yamllint checks k8s/, skaffold.yaml and the chart values and suites, then it is clean', () => {
+    const chartYaml = ['Chart.yaml', 'values.yaml', 'ci', 'tests'].map((p) => join(repoRoot, 'charts', 'coupon', p));
+    const result = run('yamllint', ['--strict', '-c', join(repoRoot, '.yamllint.yaml'), join(repoRoot, 'k8s'), join(repoRoot, 'skaffold.yaml'), ...chartYaml]);
+    expect({ status: result.status, output: result.output }).toMatchObject({ status: 0 });
+  });
+
+  test('When yamllint meets broken YAML, then it fails', () => {
+    const broken = join(scratch, 'broken.yaml');
+    writeFileSync(broken, 'key: value\nkey: again\n  bad-indent: [\n');
+    const result = run('yamllint', ['-c', join(repoRoot, '.yamllint.yaml'), broken]);
+    expect(result.status).not.toBe(0);
+  });
+});
