@@ -29,6 +29,8 @@ mkdir -p "$BIN" "$TOOLS/schemas"
 say() { printf 'install-k8s-tools: %s\n' "$*"; }
 need() { command -v "$1" >/dev/null 2>&1 || { say "missing '$1' on PATH: $2" >&2; exit 1; }; }
 
+# Go's official tarball lives in /usr/local/go; a non-login shell may not have it on PATH.
+if ! command -v go >/dev/null 2>&1 && [[ -x /usr/local/go/bin/go ]]; then export PATH="/usr/local/go/bin:$PATH"; fi
 need go "install Go (the Go module proxy builds helm, kubeconform and helm-unittest)"
 need python3 "install python3 and python3-venv"
 need unzip "apt-get install unzip"
