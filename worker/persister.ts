@@ -1,4 +1,4 @@
-import type { IssuedCoupon } from '../src/domain/coupon.ts';
+import { type IssuedCoupon, isValidCoupon } from '../src/domain/coupon.ts';
 import type { CouponStore } from '../src/db/store.ts';
 import { type CouponRedis, reservePersistSlot } from '../src/redis/client.ts';
 import { sleep } from '../src/shutdown.ts';
@@ -26,6 +26,9 @@ export class Persister {
 
   /** Persists coupons in batches of PERSIST_BATCH_SIZE; rows already there are skipped. Returns the new rows. */
   async persist(coupons: readonly IssuedCoupon[]): Promise<number> {
+    // INSERT IGNORE would quietly truncate a malformed row; refuse it instead, so it ends in the dead-letter queue.
+    const malformed = coupons.find((coupon) => !isValidCoupon(coupon));
+    if (malformed) throw new Error(`malformed coupon refused: ${JSON.stringify(malformed)}`);
     let inserted = 0;
     for (let start = 0; start < coupons.length; start += this.#batchSize) {
       const batch = coupons.slice(start, start + this.#batchSize);

@@ -43,3 +43,9 @@ export interface IssuedCoupon {
   sequence: number;
   issuedAtMs: number;
 }
+
+/** Whether a coupon read back from the outbox or a job is well-formed; a malformed one must never be written. */
+export function isValidCoupon(coupon: IssuedCoupon): boolean {
+  return isEventId(coupon.eventId) && isUserId(coupon.userId) && Number.isSafeInteger(coupon.sequence) && coupon.sequence > 0
+    && Number.isFinite(coupon.issuedAtMs) && coupon.issuedAtMs > 0;
+}

@@ -1,0 +1,100 @@
+import { applyForCoupon, createRedis, installEventState, updateEventState, type CouponRedis } from '../../src/redis/client.ts';
+import { EVENT_REGISTRY_KEY, eventKeys } from '../../src/redis/keys.ts';
+import { serverUrls, uniqueEventId } from '../support/harness.ts';
+
+let redis: CouponRedis;
+
+beforeAll(() => {
+  redis = createRedis(serverUrls().REDIS_URL);
+});
+afterAll(async () => {
+  await redis.quit();
+});
+
+async function openEvent(totalQuantity: number, window: { startsAtMs?: number; endsAtMs?: number | null } = {}): Promise<string> {
+  const eventId = uniqueEventId('gate');
+  await installEventState(redis, eventId, {
+    totalQuantity, startsAtMs: window.startsAtMs ?? Date.now() - 60_000, endsAtMs: window.endsAtMs ?? null, issued: 0,
+  });
+  return eventId;
+}
+
+describe('the gate script', () => {
+  test('when users apply, then each gets the next sequence and one outbox entry with the gate\'s time', async () => {
+    const eventId = await openEvent(3);
+    const before = Date.now();
+    const outcomes = [await applyForCoupon(redis, eventId, 'ann'), await applyForCoupon(redis, eventId, 'bob')];
+    expect(outcomes).toEqual([
+      { kind: 'issued', sequence: 1, issuedAtMs: expect.any(Number) },
+      { kind: 'issued', sequence: 2, issuedAtMs: expect.any(Number) },
+    ]);
+    const entries = await redis.xrange(eventKeys(eventId).outbox, '-', '+');
+    expect(entries.map(([, fields]) => fields)).toEqual([
+      ['eventId', eventId, 'userId', 'ann', 'sequence', '1', 'issuedAt', String((outcomes[0] as { issuedAtMs: number }).issuedAtMs)],
+      ['eventId', eventId, 'userId', 'bob', 'sequence', '2', 'issuedAt', String((outcomes[1] as { issuedAtMs: number }).issuedAtMs)],
+    ]);
+    // Redis TIME and this machine's clock are the same clock here; the gate must not drift from it.
+    expect(Math.abs((outcomes[0] as { issuedAtMs: number }).issuedAtMs - before)).toBeLessThan(5_000);
+    expect(await redis.sismember(EVENT_REGISTRY_KEY, eventId)).toBe(1);
+  });
+
+  test('when a user applies twice, then the second answer names the first sequence and nothing more is issued', async () => {
+    const eventId = await openEvent(5);
+    await applyForCoupon(redis, eventId, 'ann');
+    expect(await applyForCoupon(redis, eventId, 'ann')).toEqual({ kind: 'already_applied', sequence: 1 });
+    expect(await redis.get(eventKeys(eventId).issued)).toBe('1');
+    expect(await redis.xlen(eventKeys(eventId).outbox)).toBe(1);
+  });
+
+  test('when the quantity is reached, then every further user is sold out and the count stays at N', async () => {
+    const eventId = await openEvent(2);
+    const outcomes = [];
+    for (const user of ['a', 'b', 'c', 'd']) outcomes.push((await applyForCoupon(redis, eventId, user)).kind);
+    expect(outcomes).toEqual(['issued', 'issued', 'sold_out', 'sold_out']);
+    expect(await redis.get(eventKeys(eventId).issued)).toBe('2');
+    expect(await redis.xlen(eventKeys(eventId).outbox)).toBe(2);
+  });
+
+  test('when a sold-out user applies again, then they hear already_applied rather than sold_out', async () => {
+    const eventId = await openEvent(1);
+    await applyForCoupon(redis, eventId, 'winner');
+    expect((await applyForCoupon(redis, eventId, 'winner')).kind).toBe('already_applied');
+  });
+
+  test('when the event has not started or has ended, then nothing is issued', async () => {
+    const future = await openEvent(5, { startsAtMs: Date.now() + 3_600_000 });
+    const past = await openEvent(5, { startsAtMs: Date.now() - 7_200_000, endsAtMs: Date.now() - 3_600_000 });
+    expect(await applyForCoupon(redis, future, 'ann')).toEqual({ kind: 'not_started' });
+    expect(await applyForCoupon(redis, past, 'ann')).toEqual({ kind: 'ended' });
+    for (const eventId of [future, past]) {
+      expect(await redis.get(eventKeys(eventId).issued)).toBe('0');
+      expect(await redis.xlen(eventKeys(eventId).outbox)).toBe(0);
+      expect(await redis.hlen(eventKeys(eventId).users)).toBe(0);
+    }
+  });
+
+  test('when Redis has no state for the event, then the gate says so and writes nothing', async () => {
+    const eventId = uniqueEventId('gate');
+    expect(await applyForCoupon(redis, eventId, 'ann')).toEqual({ kind: 'state_missing' });
+    expect(await redis.exists(...Object.values(eventKeys(eventId)))).toBe(0);
+  });
+
+  test('when the state is installed twice, then the second install changes nothing (a rebuild cannot roll back the count)', async () => {
+    const eventId = await openEvent(3);
+    await applyForCoupon(redis, eventId, 'ann');
+    const wrote = await installEventState(redis, eventId, { totalQuantity: 3, startsAtMs: 0, endsAtMs: null, issued: 0 });
+    expect(wrote).toBe(false);
+    expect((await applyForCoupon(redis, eventId, 'bob')).kind).toBe('issued');
+    expect(await redis.get(eventKeys(eventId).issued)).toBe('2');
+  });
+
+  test('when the quantity is lowered below what is issued, then the change is refused; raising it reopens the event', async () => {
+    const eventId = await openEvent(2);
+    await applyForCoupon(redis, eventId, 'a');
+    await applyForCoupon(redis, eventId, 'b');
+    expect(await updateEventState(redis, eventId, { totalQuantity: 1 })).toEqual({ kind: 'quantity_below_issued', issued: 2 });
+    expect((await applyForCoupon(redis, eventId, 'c')).kind).toBe('sold_out');
+    expect(await updateEventState(redis, eventId, { totalQuantity: 3 })).toEqual({ kind: 'updated', issued: 2 });
+    expect(await applyForCoupon(redis, eventId, 'c')).toMatchObject({ kind: 'issued', sequence: 3 });
+  });
+});
