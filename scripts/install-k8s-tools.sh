@@ -40,7 +40,7 @@ if [[ -x "$BIN/helm" ]]; then
   say "helm present: $("$BIN/helm" version --short 2>/dev/null)"
 else
   say "building helm $HELM_VERSION"
-  GOBIN="$BIN" go install "helm.sh/helm/v4/cmd/helm@$HELM_VERSION"
+  GOBIN="$BIN" go install -ldflags "-X helm.sh/helm/v4/internal/version.version=$HELM_VERSION" "helm.sh/helm/v4/cmd/helm@$HELM_VERSION"
   say "installed $BIN/helm"
 fi
 
