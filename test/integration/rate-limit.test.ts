@@ -1,0 +1,51 @@
+import {
+  type ServiceProcess, apply, closePool, createEvent, query, spawnApi, spawnWorker, uniqueEventId, waitForPersisted,
+} from '../support/harness.ts';
+
+const RATE = 200;
+
+async function persistedBy(worker: ServiceProcess): Promise<number> {
+  const metrics = await fetch(`${worker.url}/metrics`).then((response) => response.text());
+  return Number(/^coupon_persisted_total\{[^}]*\} (\d+)/m.exec(metrics)?.[1] ?? 0);
+}
+
+describe('the global write cap', () => {
+  const processes: ServiceProcess[] = [];
+  afterAll(async () => {
+    await Promise.all(processes.map((process) => process.stop()));
+    await closePool();
+  });
+
+  test(`when two workers drain a backlog with PERSIST_RATE_PER_SEC=${RATE}, then MySQL never gets more than the cap plus 10% in any second`, async () => {
+    const api = await spawnApi();
+    processes.push(api);
+    const eventId = uniqueEventId('rate');
+    const total = 1_000;
+    await createEvent(api.url, { id: eventId, totalQuantity: total });
+    for (let start = 0; start < total; start += 200) {
+      await Promise.all(Array.from({ length: 200 }, (_, i) => apply(api.url, eventId, `user-${start + i}`)));
+    }
+
+    const env = { PERSIST_RATE_PER_SEC: String(RATE), PERSIST_BATCH_SIZE: '10' };
+    const workers = await Promise.all([spawnWorker(env), spawnWorker(env)]);
+    processes.push(...workers);
+    await waitForPersisted(eventId, total, 60_000);
+
+    const perSecond = await query<{ second: string; n: number }>(
+      `select date_format(created_at, '%Y-%m-%d %H:%i:%s') as second, count(*) as n
+         from coupon where event_id = ? group by second order by second`, [eventId]);
+    const counts = perSecond.map((row) => Number(row.n));
+    const [span] = await query<{ ms: number }>(
+      'select timestampdiff(microsecond, min(created_at), max(created_at)) / 1000 as ms from coupon where event_id = ?', [eventId]);
+    console.log(`rate-limit: rows per second ${JSON.stringify(counts)}, first to last row ${Math.round(Number(span?.ms))} ms`);
+
+    expect(Math.max(...counts)).toBeLessThanOrEqual(RATE * 1.1);
+    // 1,000 rows at 200/s cannot be written in much less than 5 s, however many workers share the cap.
+    expect(Number(span?.ms)).toBeGreaterThanOrEqual(((total - 10) / RATE) * 1000 * 0.9);
+    // Both workers took part: the cap is shared, not per replica.
+    const [first, second] = await Promise.all(workers.map(persistedBy));
+    expect(first).toBeGreaterThan(0);
+    expect(second).toBeGreaterThan(0);
+    expect(first! + second!).toBe(total);
+  }, 120_000);
+});
