@@ -99,6 +99,15 @@ describe('Dockerfile', () => {
     expect({ status: result.status, output: result.output }).toMatchObject({ status: 0 });
   });
 
+  test('When a Dockerfile has warning-level problems, then hadolint fails it', () => {
+    const broken = join(scratch, 'Dockerfile');
+    writeFileSync(broken, 'FROM node:latest\nRUN cd /app && npm install\nCMD node src/api/main.ts\n');
+    const result = run('hadolint', ['--failure-threshold', 'warning', '--no-color', broken]);
+    expect(result.status).not.toBe(0);
+    expect(result.output).toContain('DL3007'); // :latest
+    expect(result.output).toContain('DL3025'); // shell-form CMD
+  });
+
   test('When built, then it is a multi-stage Node 24 slim image running node as a non-root user', () => {
     expect(text).toMatch(/^ARG NODE_IMAGE=node:24\.\d+\.\d+-[a-z]+-slim$/m);
     expect(text.match(/^FROM /gm)?.length).toBeGreaterThanOrEqual(2);

@@ -230,6 +230,10 @@ behavior:
 {{- fail "worker.keda.redisAddress (host:port) is required when worker.keda.enabled" }}
 {{- end }}
 {{- end }}
+{{- $drain := add (int .Values.api.preStopSleepSeconds) (div (int .Values.config.shutdownDrainMs) 1000) 5 }}
+{{- if lt (int .Values.api.terminationGracePeriodSeconds) (int $drain) }}
+{{- fail (printf "api.terminationGracePeriodSeconds (%v) must cover preStopSleepSeconds + config.shutdownDrainMs + 5 s for in-flight requests (%v)" .Values.api.terminationGracePeriodSeconds $drain) }}
+{{- end }}
 {{- if and .Values.secrets.authJwtSecret .Values.secrets.authJwksUrl }}
 {{- fail "secrets.authJwtSecret and secrets.authJwksUrl are exclusive: choose one" }}
 {{- end }}
