@@ -1,0 +1,83 @@
+import { PgBoss } from 'pg-boss';
+import { PERSIST_DEAD_QUEUE, PERSIST_RETRY_QUEUE, type PersistRetryJob, RECONCILE_QUEUE } from '../../src/jobs/queues.ts';
+import {
+  type ServiceProcess, apply, closePool, couponRows, createEvent, query, serverUrls, spawnApi, spawnWorker, uniqueEventId, waitFor,
+  waitForPersisted,
+} from '../support/harness.ts';
+
+/** MySQL refusing one event's rows, as a broken constraint or a full disk would: a real trigger, not a mock. */
+async function refuseInserts(eventId: string): Promise<string> {
+  const trigger = `refuse_${eventId.replaceAll('-', '_')}`;
+  await query(`create trigger ${trigger} before insert on coupon for each row
+    begin if new.event_id = '${eventId}' then signal sqlstate '45000' set message_text = 'refused by test trigger'; end if; end`);
+  return trigger;
+}
+
+describe('the pg-boss failure path', () => {
+  const processes: ServiceProcess[] = [];
+  let boss: PgBoss;
+
+  beforeAll(async () => {
+    boss = new PgBoss(serverUrls().POSTGRES_URL);
+    boss.on('error', () => undefined);
+    await boss.start();
+  });
+  afterAll(async () => {
+    await Promise.all(processes.map((process) => process.stop()));
+    await boss.stop({ graceful: false, close: true });
+    await closePool();
+  });
+
+  test('when MySQL keeps refusing a coupon, then it moves to the retry queue after MAX_DELIVERIES, then to the dead-letter queue, and a redrive persists it once MySQL accepts it', async () => {
+    const api = await spawnApi();
+    const worker = await spawnWorker({ CLAIM_IDLE_MS: '200', MAX_DELIVERIES: '2', RETRY_LIMIT: '1', RETRY_DELAY_SEC: '1' });
+    processes.push(api, worker);
+    const eventId = uniqueEventId('dlq');
+    await createEvent(api.url, { id: eventId, totalQuantity: 10 });
+    const trigger = await refuseInserts(eventId);
+    try {
+      expect((await apply(api.url, eventId, 'unlucky')).status).toBe(202);
+
+      const dead = await waitFor(async () => {
+        const jobs = await boss.findJobs<PersistRetryJob>(PERSIST_DEAD_QUEUE, { data: { coupons: [{ eventId }] } });
+        return jobs.length > 0 ? jobs : undefined;
+      }, { timeoutMs: 60_000, what: 'the coupon to reach the dead-letter queue' });
+      expect(dead).toHaveLength(1);
+      expect(dead[0]?.data.coupons).toEqual([{ eventId, userId: 'unlucky', sequence: 1, issuedAtMs: expect.any(Number) }]);
+      const retried = await boss.findJobs<PersistRetryJob>(PERSIST_RETRY_QUEUE, { data: { coupons: [{ eventId }] } });
+      expect(retried.map((job) => job.state)).toEqual(['failed']);
+      expect(retried[0]?.retryCount).toBe(1);
+      expect(await couponRows(eventId)).toHaveLength(0);
+    } finally {
+      await query(`drop trigger if exists ${trigger}`);
+    }
+
+    // The operator fixed MySQL: a redrive sends the dead letter back through the retry queue, and it lands.
+    expect(await boss.redrive(PERSIST_DEAD_QUEUE, { data: { coupons: [{ eventId }] } })).toBe(1);
+    await waitForPersisted(eventId, 1, 30_000);
+    expect((await couponRows(eventId)).map((row) => [row.user_id, row.sequence])).toEqual([['unlucky', 1]]);
+  }, 120_000);
+
+  test('when a persisted coupon goes missing from MySQL, then the reconcile job re-enqueues it and it is written again', async () => {
+    const api = await spawnApi();
+    const worker = await spawnWorker({ RECONCILE_CRON: '*/5 * * * *' });
+    processes.push(api, worker);
+    const eventId = uniqueEventId('reconcile');
+    await createEvent(api.url, { id: eventId, totalQuantity: 5 });
+    for (const user of ['a', 'b', 'c']) expect((await apply(api.url, eventId, user)).status).toBe(202);
+    await waitForPersisted(eventId, 3);
+
+    // The schedule is registered by the worker; the test runs the same job the cron would, without waiting minutes.
+    const schedules = await waitFor(async () => {
+      const found = await boss.getSchedules(RECONCILE_QUEUE);
+      return found.length > 0 ? found : undefined;
+    }, { what: 'the reconcile schedule' });
+    expect(schedules[0]).toMatchObject({ name: RECONCILE_QUEUE, cron: '*/5 * * * *' });
+
+    await query('delete from coupon where event_id = ? and user_id = ?', [eventId, 'b']);
+    expect(await couponRows(eventId)).toHaveLength(2);
+    await boss.send(RECONCILE_QUEUE, {});
+    await waitForPersisted(eventId, 3, 30_000);
+    expect((await couponRows(eventId)).map((row) => [row.user_id, row.sequence])).toEqual([['a', 1], ['b', 2], ['c', 3]]);
+  }, 60_000);
+});
