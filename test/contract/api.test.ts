@@ -1,0 +1,359 @@
+/**
+ * The HTTP contract of DESIGN.md against a real api process (and a worker where persisted states matter):
+ * every route and outcome, and every response body held to docs/openapi.yaml by `call`.
+ */
+import { ADMIN_TOKEN, closePool, spawnApi, spawnWorker, uniqueEventId, waitFor, type ServiceProcess } from '../support/harness.ts';
+import { call } from '../support/openapi.ts';
+
+let api: ServiceProcess;
+const started: ServiceProcess[] = [];
+
+beforeAll(async () => {
+  api = await spawnApi();
+  started.push(api);
+});
+
+afterAll(async () => {
+  await Promise.all(started.map((service) => service.stop()));
+  await closePool();
+});
+
+const isoIn = (ms: number): string => new Date(Date.now() + ms).toISOString();
+const admin = (path: string, init: { method?: string; body?: unknown; headers?: Record<string, string> } = {}) =>
+  call(`${api.url}${path}`, { ...init, token: ADMIN_TOKEN });
+const newEvent = async (event: { totalQuantity: number; startsAt?: string; endsAt?: string }, prefix = 'ct') => {
+  const id = uniqueEventId(prefix);
+  const response = await admin('/v1/events', { body: { id, name: `contract ${id}`, ...event } });
+  expect(response.status).toBe(201);
+  return id;
+};
+const applyAs = (eventId: string, body: unknown, headers?: Record<string, string>) =>
+  call(`${api.url}/v1/events/${eventId}/apply`, { method: 'POST', body, ...(headers && { headers }) });
+
+/** The value of the sample of `name` whose labels include `labels`, or undefined. */
+function metric(text: string, name: string, labels: Record<string, string>): number | undefined {
+  for (const line of text.split('\n')) {
+    const match = /^([a-z_]+)\{([^}]*)\} (\S+)$/.exec(line);
+    if (!match || match[1] !== name) continue;
+    const has = Object.fromEntries([...match[2]!.matchAll(/(\w+)="([^"]*)"/g)].map((pair) => [pair[1], pair[2]]));
+    if (Object.entries(labels).every(([key, value]) => has[key] === value)) return Number(match[3]);
+  }
+  return undefined;
+}
+
+describe('POST /v1/events', () => {
+  test('when an admin creates an event, then it answers 201 with the event, its Location, and status open', async () => {
+    const id = uniqueEventId('ct');
+    const endsAt = isoIn(3_600_000);
+    const response = await admin('/v1/events', { body: { id, name: 'Summer sale', totalQuantity: 100, endsAt } });
+    expect(response.status).toBe(201);
+    expect(response.headers.get('location')).toBe(`/v1/events/${id}`);
+    expect(response.body).toMatchObject({ id, name: 'Summer sale', totalQuantity: 100, issued: 0, persisted: 0, endsAt, status: 'open' });
+    // startsAt defaults to now
+    expect(Math.abs(Date.parse(response.body.startsAt as string) - Date.now())).toBeLessThan(60_000);
+  });
+
+  test('when the id is taken, then it answers 409 event_exists and keeps the first event', async () => {
+    const id = await newEvent({ totalQuantity: 5 });
+    const again = await admin('/v1/events', { body: { id, name: 'other', totalQuantity: 9 } });
+    expect(again.status).toBe(409);
+    expect(again.body.error).toBe('event_exists');
+    const event = await call(`${api.url}/v1/events/${id}`);
+    expect(event.body).toMatchObject({ totalQuantity: 5 });
+  });
+
+  test.each([
+    ['no token', undefined],
+    ['a wrong token', `Bearer ${ADMIN_TOKEN}x`],
+    ['the token without the Bearer scheme', ADMIN_TOKEN],
+    ['an empty bearer token', 'Bearer '],
+  ])('when the request carries %s, then it answers 401 unauthorized and creates nothing', async (_what, authorization) => {
+    const id = uniqueEventId('ct');
+    const response = await call(`${api.url}/v1/events`, {
+      body: { id, name: 'x', totalQuantity: 1 }, ...(authorization !== undefined && { headers: { authorization } }),
+    });
+    expect(response.status).toBe(401);
+    expect(response.body.error).toBe('unauthorized');
+    expect((await call(`${api.url}/v1/events/${id}`)).status).toBe(404);
+  });
+
+  const valid = { name: 'x', totalQuantity: 10 };
+  test.each([
+    ['an id with capitals', { ...valid, id: 'Summer-2026' }, /id/],
+    ['an id longer than 64', { ...valid, id: `a${'b'.repeat(64)}` }, /id/],
+    ['an id starting with a dash', { ...valid, id: '-summer' }, /id/],
+    ['an unknown field', { ...valid, id: 'ok-id', color: 'red' }, /unknown field "color"/],
+    ['totalQuantity as a string', { ...valid, id: 'ok-id', totalQuantity: '10' }, /totalQuantity/],
+    ['a fractional totalQuantity', { ...valid, id: 'ok-id', totalQuantity: 1.5 }, /totalQuantity/],
+    ['totalQuantity 0', { ...valid, id: 'ok-id', totalQuantity: 0 }, /totalQuantity/],
+    ['no name', { id: 'ok-id', totalQuantity: 1 }, /name/],
+    ['startsAt that is no date-time', { ...valid, id: 'ok-id', startsAt: 'tomorrow' }, /startsAt/],
+    ['endsAt before startsAt', { ...valid, id: 'ok-id', startsAt: isoIn(60_000), endsAt: isoIn(0) }, /endsAt must be after startsAt/],
+    ['an array body', [valid], /body/],
+  ])('when the body has %s, then it answers 400 invalid_request saying what is wrong', async (_what, body, message) => {
+    const response = await admin('/v1/events', { body });
+    expect(response.status).toBe(400);
+    expect(response.body.error).toBe('invalid_request');
+    expect(response.body.message).toMatch(message);
+  });
+
+  test('when the body is larger than 4 kB, then it answers 400 invalid_request', async () => {
+    const response = await admin('/v1/events', { body: { id: uniqueEventId('ct'), name: 'x', totalQuantity: 1, padding: 'p'.repeat(5_000) } });
+    expect(response.status).toBe(400);
+    expect(response.body).toMatchObject({ error: 'invalid_request', message: expect.stringMatching(/larger than 4kb/) });
+  });
+
+  test('when the body is malformed JSON, then it answers 400 invalid_request', async () => {
+    const response = await admin('/v1/events', { body: '{"id": "x", "name": ' });
+    expect(response.status).toBe(400);
+    expect(response.body).toMatchObject({ error: 'invalid_request', message: expect.stringMatching(/not valid JSON/) });
+  });
+
+  test.each(['text/plain', 'application/x-www-form-urlencoded', 'multipart/form-data; boundary=x'])(
+    'when the body is sent as %s, then it answers 415 unsupported_media_type', async (contentType) => {
+      const response = await admin('/v1/events', {
+        body: JSON.stringify({ id: uniqueEventId('ct'), name: 'x', totalQuantity: 1 }), headers: { 'content-type': contentType },
+      });
+      expect(response.status).toBe(415);
+      expect(response.body.error).toBe('unsupported_media_type');
+    },
+  );
+});
+
+describe('PATCH /v1/events/:eventId', () => {
+  test('when an admin changes the name and end, then it answers 200 with the changed event', async () => {
+    const id = await newEvent({ totalQuantity: 3 });
+    const endsAt = isoIn(7_200_000);
+    const response = await admin(`/v1/events/${id}`, { method: 'PATCH', body: { name: 'renamed', endsAt } });
+    expect(response.status).toBe(200);
+    expect(response.body).toMatchObject({ id, name: 'renamed', endsAt, totalQuantity: 3 });
+    expect((await call(`${api.url}/v1/events/${id}`)).body).toMatchObject({ name: 'renamed', endsAt });
+  });
+
+  test('when the quantity is raised on a sold-out event, then it reopens and the next user is issued', async () => {
+    const id = await newEvent({ totalQuantity: 1 });
+    expect((await applyAs(id, { userId: 'first' })).status).toBe(202);
+    expect((await applyAs(id, { userId: 'second' })).status).toBe(410);
+    const response = await admin(`/v1/events/${id}`, { method: 'PATCH', body: { totalQuantity: 2 } });
+    expect(response.status).toBe(200);
+    expect(response.body).toMatchObject({ totalQuantity: 2, issued: 1, status: 'open' });
+    expect((await applyAs(id, { userId: 'second' })).body).toEqual({ status: 'issued', sequence: 2 });
+  });
+
+  test('when the quantity would go below what is issued, then it answers 409 quantity_below_issued and keeps the quantity', async () => {
+    const id = await newEvent({ totalQuantity: 5 });
+    await applyAs(id, { userId: 'u1' });
+    await applyAs(id, { userId: 'u2' });
+    const response = await admin(`/v1/events/${id}`, { method: 'PATCH', body: { totalQuantity: 1 } });
+    expect(response.status).toBe(409);
+    expect(response.body).toMatchObject({ error: 'quantity_below_issued', message: expect.stringMatching(/2 coupons/) });
+    expect((await call(`${api.url}/v1/events/${id}`)).body).toMatchObject({ totalQuantity: 5, issued: 2 });
+    // lowering to exactly what is issued is allowed
+    expect((await admin(`/v1/events/${id}`, { method: 'PATCH', body: { totalQuantity: 2 } })).body).toMatchObject({ status: 'sold_out' });
+  });
+
+  test('when the event does not exist, then it answers 404 event_not_found', async () => {
+    const response = await admin(`/v1/events/${uniqueEventId('missing')}`, { method: 'PATCH', body: { totalQuantity: 2 } });
+    expect(response.status).toBe(404);
+    expect(response.body.error).toBe('event_not_found');
+  });
+
+  test.each([
+    ['an empty object', {}],
+    ['an unknown field', { totalQuantity: 2, startsAt: isoIn(0) }],
+    ['a negative quantity', { totalQuantity: -1 }],
+  ])('when the body is %s, then it answers 400 invalid_request', async (_what, body) => {
+    const id = await newEvent({ totalQuantity: 1 });
+    const response = await admin(`/v1/events/${id}`, { method: 'PATCH', body });
+    expect(response.status).toBe(400);
+    expect(response.body.error).toBe('invalid_request');
+  });
+
+  test('when no admin token is sent, then it answers 401 and changes nothing', async () => {
+    const id = await newEvent({ totalQuantity: 1 });
+    const response = await call(`${api.url}/v1/events/${id}`, { method: 'PATCH', body: { totalQuantity: 99 } });
+    expect(response.status).toBe(401);
+    expect((await call(`${api.url}/v1/events/${id}`)).body).toMatchObject({ totalQuantity: 1 });
+  });
+
+  test('when the body is not JSON, then it answers 415 unsupported_media_type', async () => {
+    const id = await newEvent({ totalQuantity: 1 });
+    const response = await admin(`/v1/events/${id}`, { method: 'PATCH', body: 'totalQuantity=2', headers: { 'content-type': 'text/plain' } });
+    expect(response.status).toBe(415);
+  });
+});
+
+describe('GET /v1/events/:eventId', () => {
+  test('when the event starts later, then its status is scheduled', async () => {
+    const id = await newEvent({ totalQuantity: 1, startsAt: isoIn(3_600_000) });
+    expect((await call(`${api.url}/v1/events/${id}`)).body).toMatchObject({ status: 'scheduled', issued: 0 });
+  });
+
+  test('when the event has ended, then its status is closed', async () => {
+    const id = await newEvent({ totalQuantity: 1, startsAt: isoIn(-120_000), endsAt: isoIn(-60_000) });
+    expect((await call(`${api.url}/v1/events/${id}`)).body).toMatchObject({ status: 'closed' });
+  });
+
+  test('when all coupons are issued, then its status is sold_out and issued equals the quantity', async () => {
+    const id = await newEvent({ totalQuantity: 2 });
+    await applyAs(id, { userId: 'a' });
+    await applyAs(id, { userId: 'b' });
+    const response = await call(`${api.url}/v1/events/${id}`);
+    expect(response.status).toBe(200);
+    expect(response.body).toMatchObject({ status: 'sold_out', issued: 2, totalQuantity: 2 });
+  });
+
+  test('when the event does not exist, then it answers 404 event_not_found', async () => {
+    const response = await call(`${api.url}/v1/events/${uniqueEventId('missing')}`);
+    expect(response.status).toBe(404);
+    expect(response.body.error).toBe('event_not_found');
+  });
+
+  test('when the event id is malformed, then it answers 400 invalid_request', async () => {
+    const response = await call(`${api.url}/v1/events/NOT_AN_ID`);
+    expect(response.status).toBe(400);
+    expect(response.body.error).toBe('invalid_request');
+  });
+});
+
+describe('POST /v1/events/:eventId/apply', () => {
+  test('when users apply, then each gets 202 issued with the next sequence, and a second try is 409 already_applied', async () => {
+    const id = await newEvent({ totalQuantity: 3 });
+    expect((await applyAs(id, { userId: 'alice' }))).toMatchObject({ status: 202, body: { status: 'issued', sequence: 1 } });
+    expect((await applyAs(id, { userId: 'bob_2' }))).toMatchObject({ status: 202, body: { status: 'issued', sequence: 2 } });
+    const again = await applyAs(id, { userId: 'alice' });
+    expect(again.status).toBe(409);
+    expect(again.body).toMatchObject({ error: 'already_applied', message: expect.stringMatching(/coupon 1/) });
+  });
+
+  test('when the coupons are gone, then the next user gets 410 sold_out', async () => {
+    const id = await newEvent({ totalQuantity: 1 });
+    await applyAs(id, { userId: 'winner' });
+    for (const userId of ['late-1', 'late-2']) {
+      const response = await applyAs(id, { userId });
+      expect(response.status).toBe(410);
+      expect(response.body.error).toBe('sold_out');
+    }
+  });
+
+  test('when the event has not started, then it answers 409 event_not_open', async () => {
+    const id = await newEvent({ totalQuantity: 1, startsAt: isoIn(3_600_000) });
+    const response = await applyAs(id, { userId: 'early' });
+    expect(response.status).toBe(409);
+    expect(response.body).toMatchObject({ error: 'event_not_open', message: expect.stringMatching(/not started/) });
+  });
+
+  test('when the event has ended, then it answers 409 event_not_open', async () => {
+    const id = await newEvent({ totalQuantity: 1, startsAt: isoIn(-120_000), endsAt: isoIn(-60_000) });
+    const response = await applyAs(id, { userId: 'late' });
+    expect(response.status).toBe(409);
+    expect(response.body).toMatchObject({ error: 'event_not_open', message: expect.stringMatching(/ended/) });
+  });
+
+  test('when the event does not exist, then it answers 404 event_not_found', async () => {
+    const response = await applyAs(uniqueEventId('missing'), { userId: 'someone' });
+    expect(response.status).toBe(404);
+    expect(response.body.error).toBe('event_not_found');
+  });
+
+  test.each([
+    ['no userId', {}],
+    ['a userId with a space', { userId: 'a b' }],
+    ['a userId longer than 64', { userId: 'u'.repeat(65) }],
+    ['a numeric userId', { userId: 42 }],
+    ['an unknown field', { userId: 'ok', admin: true }],
+    ['malformed JSON', '{"userId":'],
+    ['a JSON string', '"alice"'],
+  ])('when the body has %s, then it answers 400 invalid_request and issues nothing', async (_what, body) => {
+    const id = await newEvent({ totalQuantity: 1 });
+    const response = await applyAs(id, body);
+    expect(response.status).toBe(400);
+    expect(response.body.error).toBe('invalid_request');
+    expect((await call(`${api.url}/v1/events/${id}`)).body).toMatchObject({ issued: 0 });
+  });
+
+  test('when the body is sent as form data, then it answers 415 unsupported_media_type', async () => {
+    const id = await newEvent({ totalQuantity: 1 });
+    const response = await applyAs(id, 'userId=alice', { 'content-type': 'application/x-www-form-urlencoded' });
+    expect(response.status).toBe(415);
+    expect(response.body.error).toBe('unsupported_media_type');
+  });
+});
+
+describe('GET /v1/events/:eventId/coupons/:userId', () => {
+  test('when a coupon is issued, then it is pending, and persisted once a worker has written it', async () => {
+    const id = await newEvent({ totalQuantity: 2 });
+    const issued = await applyAs(id, { userId: 'holder' });
+    // No worker of this test runs yet, so the coupon waits in the outbox.
+    const pending = await call(`${api.url}/v1/events/${id}/coupons/holder`);
+    expect(pending.status).toBe(200);
+    expect(pending.body).toEqual({ userId: 'holder', sequence: issued.body.sequence, status: 'pending' });
+
+    started.push(await spawnWorker());
+    const persisted = await waitFor(async () => {
+      const response = await call(`${api.url}/v1/events/${id}/coupons/holder`);
+      return response.body.status === 'persisted' && response;
+    }, { what: 'the coupon to be persisted' });
+    expect(persisted.body).toEqual({ userId: 'holder', sequence: 1, status: 'persisted' });
+    const event = await waitFor(async () => {
+      const response = await call(`${api.url}/v1/events/${id}`);
+      return response.body.persisted === 1 && response;
+    }, { what: 'the event to count the persisted coupon' });
+    expect(event.body).toMatchObject({ issued: 1, persisted: 1, status: 'open' });
+  });
+
+  test('when the user holds no coupon, then it answers 404 coupon_not_found', async () => {
+    const id = await newEvent({ totalQuantity: 1 });
+    const response = await call(`${api.url}/v1/events/${id}/coupons/nobody`);
+    expect(response.status).toBe(404);
+    expect(response.body.error).toBe('coupon_not_found');
+  });
+
+  test('when the user id is malformed, then it answers 400 invalid_request', async () => {
+    const id = await newEvent({ totalQuantity: 1 });
+    const response = await call(`${api.url}/v1/events/${id}/coupons/${encodeURIComponent('a b')}`);
+    expect(response.status).toBe(400);
+  });
+});
+
+describe('operations and unknown routes', () => {
+  test('when probed, then /healthz answers ok and /readyz ready', async () => {
+    expect((await call(`${api.url}/healthz`)).body).toEqual({ status: 'ok' });
+    expect((await call(`${api.url}/readyz`)).body).toEqual({ status: 'ready' });
+  });
+
+  test('when traffic has passed, then /metrics counts requests by route and status and gate outcomes', async () => {
+    const id = await newEvent({ totalQuantity: 1 });
+    await applyAs(id, { userId: 'm1' });
+    await applyAs(id, { userId: 'm2' });
+    await applyAs(id, { userId: 'm3' });
+    const response = await call<string>(`${api.url}/metrics`);
+    expect(response.status).toBe(200);
+    expect(response.headers.get('content-type')).toMatch(/^text\/plain/);
+    const body = response.body;
+    expect(metric(body, 'coupon_http_requests_total', { route: '/v1/events/:eventId/apply', status: '202' })).toBeGreaterThanOrEqual(1);
+    expect(metric(body, 'coupon_http_requests_total', { route: '/v1/events/:eventId/apply', status: '410' })).toBeGreaterThanOrEqual(2);
+    expect(metric(body, 'coupon_gate_outcomes_total', { outcome: 'issued' })).toBeGreaterThanOrEqual(1);
+    expect(metric(body, 'coupon_gate_outcomes_total', { outcome: 'local_sold_out' })).toBeGreaterThanOrEqual(1);
+    expect(response.body).toMatch(/^coupon_http_request_duration_seconds_bucket\{/m);
+  });
+
+  test.each(['/v1/nothing-here', '/v1/events/x/y/z', '/'])('when %s is requested, then it answers 404 not_found as JSON', async (path) => {
+    const response = await call(`${api.url}${path}`);
+    expect(response.status).toBe(404);
+    expect(response.body.error).toBe('not_found');
+  });
+
+  test.each([
+    ['DELETE', '/v1/events/some-event', /GET.*PATCH|PATCH.*GET/],
+    ['PUT', '/v1/events', /POST/],
+    ['GET', '/v1/events/some-event/apply', /POST/],
+    ['POST', '/healthz', /GET/],
+    ['DELETE', '/v1/events/some-event/coupons/u1', /GET/],
+  ])('when %s %s is sent, then it answers 405 method_not_allowed with an Allow header', async (method, path, allow) => {
+    const response = await call(`${api.url}${path}`, { method, ...(method !== 'GET' && method !== 'DELETE' && { body: {} }) });
+    expect(response.status).toBe(405);
+    expect(response.body.error).toBe('method_not_allowed');
+    expect(response.headers.get('allow')).toMatch(allow);
+  });
+});
