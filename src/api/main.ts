@@ -40,7 +40,13 @@ const app = createApp({
 app.on('error', (error: Error) => logger.error({ err: error }, 'koa error'));
 
 soldOut.start(subscriber).catch((error: unknown) => logger.warn({ err: error }, 'sold-out invalidation not subscribed yet'));
-const server = createServer({ keepAliveTimeout: 65_000 }, app.callback());
+const handle = app.callback();
+const server = createServer({ keepAliveTimeout: 65_000 }, (req, res) => {
+  // While draining, every answer closes its connection: no client sends its next request on a kept-alive
+  // socket that the shutdown is about to close under it.
+  if (draining) res.setHeader('connection', 'close');
+  return handle(req, res);
+});
 server.listen(config.port, () => {
   logger.info({ port: config.port, redis: redactUrl(config.redisUrl), mysql: redactUrl(config.mysqlUrl) }, 'api listening');
 });
