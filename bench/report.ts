@@ -1,0 +1,196 @@
+/** The report's shape (report.json; field names are stable), the targets of the issue, and the Markdown rendering. */
+import type { MachineFacts } from './machine.ts';
+
+export type DesignName = 'naive' | 'incr-direct' | 'outbox';
+
+export interface Settings {
+  mode: 'quick' | 'full';
+  /** Koa processes per design, each on its own port; the load generator spreads its connections over them */
+  apiProcesses: number;
+  connections: number;
+  /** share of requests from a user who already applied in the same burst */
+  repeatFraction: number;
+  /** the outbox worker's global write cap during the bursts */
+  persistRatePerSec: number;
+  persistBatchSize: number;
+  bystanderOpsPerSec: number;
+  bystanderTimeoutMs: number;
+  idleBaselineSec: number;
+  warmupRequests: number;
+  ceilingRequests: number;
+  maxBurstSec: number;
+  /** coupons pre-filled into the outbox for the unthrottled worker measurement */
+  drainRows: number;
+  drainRatePerSec: number;
+  scenarios: Array<{ name: string; totalQuantity: number; requests: number }>;
+}
+
+export interface Phase {
+  requests: number;
+  durationSec: number;
+  rps: number;
+  p50Ms: number;
+  p99Ms: number;
+  /** rps divided by the hello-world ceiling of the same run */
+  ratioToCeiling: number | null;
+}
+
+export interface BystanderStats {
+  ops: number;
+  p50Ms: number;
+  p99Ms: number;
+  maxMs: number;
+  errors: number;
+}
+
+export interface BurstResult {
+  design: DesignName;
+  scenario: string;
+  totalQuantity: number;
+  requests: number;
+  /** accepted: 202 answers; rows: coupons in MySQL once everything is persisted (the truth) */
+  issued: { accepted: number; rows: number; overIssue: number; exact: boolean };
+  /** answers by HTTP status */
+  statuses: Record<string, number>;
+  errors: { total: number; connection: number; timeouts: number; unexpectedStatus: number };
+  overall: Phase;
+  /** from the first request until the first 410 sold_out answer */
+  open: Phase;
+  /** after the first 410; null when the burst never sold the event out */
+  soldOut: Phase | null;
+  burstSec: number;
+  /** from the burst's first request until the last coupon row was written */
+  persistedAfterSec: number;
+  mysql: {
+    /** coupon rows of this event written in any one second (from created_at) */
+    couponRowsPerSecPeak: number;
+    /** all rows inserted in MariaDB (every table, bystander included), highest one-second rate */
+    rowsInsertedPerSecPeak: number;
+    /** INSERT statements (Com_insert), highest one-second rate */
+    insertStatementsPerSecPeak: number;
+  };
+  /** the bystander during [burst start, all persisted]; p99VsIdle is its p99 over the idle p99 */
+  bystander: (BystanderStats & { p99VsIdle: number }) | null;
+  window: { fromMs: number; toMs: number };
+  /** over time, t in seconds since the burst's first request */
+  series: {
+    requestsPerSec: Array<{ t: number; value: number }>;
+    couponRowsPerSec: Array<{ t: number; value: number }>;
+    mysqlCounters: Array<{ t: number; rowsPerSec: number; statementsPerSec: number }>;
+    bystanderP99Ms: Array<{ t: number; value: number }>;
+  };
+}
+
+export interface CeilingRun {
+  requests: number;
+  durationSec: number;
+  rps: number;
+  p50Ms: number;
+  p99Ms: number;
+  errors: number;
+}
+
+export interface Target {
+  id: string;
+  description: string;
+  target: string;
+  value: string;
+  /** null: not measured in this run */
+  met: boolean | null;
+}
+
+export interface BenchReport {
+  schemaVersion: 1;
+  mode: 'quick' | 'full';
+  startedAt: string;
+  finishedAt: string;
+  machine: MachineFacts;
+  settings: Settings;
+  /** the highest of the hello-world runs (one before the designs, one after) */
+  ceiling: { rps: number; runs: CeilingRun[] };
+  bystanderIdle: BystanderStats;
+  results: BurstResult[];
+  worker: { rows: number; batchSize: number; ratePerSec: number; drainSec: number; rowsPerSec: number; wallSecIncludingStartup: number } | undefined;
+  targets: Target[];
+}
+
+/** The issue's targets, judged on this run. They are reported, never asserted. */
+export function evaluateTargets(report: BenchReport): Target[] {
+  const outbox = report.results.filter((r) => r.design === 'outbox');
+  const incr = report.results.filter((r) => r.design === 'incr-direct');
+  const largest = outbox.at(-1);
+  const smallest = outbox[0];
+  const cap = report.settings.persistRatePerSec;
+  const targets: Target[] = [];
+  const add = (id: string, description: string, target: string, value: string | undefined, met: boolean | undefined) =>
+    targets.push({ id, description, target, value: value ?? 'not measured', met: met ?? null });
+
+  add('outbox-open-throughput', `outbox apply throughput while open (${largest?.scenario ?? '-'}) / hello-world ceiling`, '>= 0.80',
+    fmt(largest?.open.ratioToCeiling, 2), largest && (largest.open.ratioToCeiling ?? 0) >= 0.8);
+  add('outbox-sold-out-throughput', `outbox apply throughput after sold out (${smallest?.scenario ?? '-'}) / hello-world ceiling`, '>= 0.95',
+    fmt(smallest?.soldOut?.ratioToCeiling, 2), smallest?.soldOut ? (smallest.soldOut.ratioToCeiling ?? 0) >= 0.95 : undefined);
+  const p99 = outbox.length ? Math.max(...outbox.map((r) => r.overall.p99Ms)) : undefined;
+  add('outbox-p99', `outbox apply p99 at ${report.settings.connections} connections (worst burst)`, '< 10 ms',
+    p99 === undefined ? undefined : `${fmt(p99, 1)} ms`, p99 === undefined ? undefined : p99 < 10);
+  add('outbox-writes-at-cap', `outbox coupon writes per second during the burst (${largest?.scenario ?? '-'}), cap ${cap}/s`, `peak <= ${Math.round(cap * 1.05)}/s`,
+    largest && `peak ${largest.mysql.couponRowsPerSecPeak}/s`, largest && largest.mysql.couponRowsPerSecPeak <= cap * 1.05);
+  const outboxBystander = outbox.length ? Math.max(...outbox.map((r) => r.bystander?.p99VsIdle ?? Number.NaN)) : undefined;
+  add('bystander-outbox', 'bystander p99 during outbox bursts / idle p99 (worst burst)', '<= 1.5',
+    fmt(outboxBystander, 2), outboxBystander === undefined ? undefined : outboxBystander <= 1.5);
+  const incrBystander = incr.length ? Math.max(...incr.map((r) => r.bystander?.p99VsIdle ?? Number.NaN)) : undefined;
+  add('bystander-incr-direct', 'bystander p99 during incr-direct bursts / idle p99 (worst burst), for contrast', 'far worse than outbox',
+    fmt(incrBystander, 2), incrBystander === undefined || outboxBystander === undefined ? undefined : incrBystander > outboxBystander);
+  add('worker-unthrottled', `worker rows/s with the cap lifted (${report.worker?.rows ?? '-'} pre-filled, batch ${report.worker?.batchSize ?? '-'})`, '>= 20,000',
+    report.worker && `${report.worker.rowsPerSec}`, report.worker && report.worker.rowsPerSec >= 20_000);
+  const exact = report.results.filter((r) => r.design !== 'naive');
+  add('exactly-n', 'incr-direct and outbox issue exactly N in every burst', 'rows = N',
+    exact.length ? exact.map((r) => `${r.design} ${r.issued.rows}/${r.totalQuantity}`).join(', ') : undefined, exact.length ? exact.every((r) => r.issued.exact) : undefined);
+  return targets;
+}
+
+function fmt(value: number | null | undefined, digits: number): string | undefined {
+  return value === undefined || value === null || Number.isNaN(value) ? undefined : value.toFixed(digits);
+}
+
+const ms = (phase: Phase | null) => (phase ? `${phase.p50Ms} / ${phase.p99Ms}` : '-');
+const rps = (phase: Phase | null) => (phase ? `${phase.rps.toLocaleString('en-US')} (${phase.ratioToCeiling?.toFixed(2) ?? '-'})` : '-');
+
+export function resultsTable(report: BenchReport): string {
+  const lines = [
+    '| design | event | requests | coupons / N | open req/s (× ceiling) | open p50 / p99 ms | sold-out req/s (× ceiling) | sold-out p50 / p99 ms | errors | coupon writes/s peak | INSERT stmts/s peak | bystander p50 / p99 ms (p99 × idle) | all persisted after |',
+    '| --- | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |',
+  ];
+  for (const r of report.results) {
+    const over = r.issued.overIssue ? ` (**+${r.issued.overIssue}**)` : '';
+    const bystander = r.bystander ? `${r.bystander.p50Ms} / ${r.bystander.p99Ms} (${r.bystander.p99VsIdle}×)` : '-';
+    lines.push(`| ${r.design} | ${r.scenario} | ${r.requests.toLocaleString('en-US')} | ${r.issued.rows.toLocaleString('en-US')} / ${r.totalQuantity.toLocaleString('en-US')}${over} | ${rps(r.open)} | ${ms(r.open)} | ${rps(r.soldOut)} | ${ms(r.soldOut)} | ${r.errors.total} | ${r.mysql.couponRowsPerSecPeak.toLocaleString('en-US')} | ${r.mysql.insertStatementsPerSecPeak.toLocaleString('en-US')} | ${bystander} | ${r.persistedAfterSec} s |`);
+  }
+  return lines.join('\n');
+}
+
+export function markdownReport(report: BenchReport): string {
+  const m = report.machine;
+  const s = report.settings;
+  const idle = report.bystanderIdle;
+  const ceiling = report.ceiling;
+  const lines = [
+    `# Burst benchmark (${report.mode} run, ${report.startedAt.slice(0, 16).replace('T', ' ')} UTC)`,
+    '',
+    `Machine: ${m.cpus} cores (${m.cpuModel}), ${m.memoryGiB} GiB, ${m.os}; Node ${m.node}, Redis ${m.redis}, MariaDB ${m.mariadb}, autocannon ${m.autocannon}; load average ${m.loadAverage1mAtStart} at start.${m.note ? ` ${m.note}` : ''}`,
+    '',
+    `Setup: ${s.apiProcesses} Koa processes per design, ${s.connections} connections from autocannon in its own process over loopback, ${Math.round(s.repeatFraction * 100)}% repeat users; outbox worker capped at ${s.persistRatePerSec} rows/s in batches of ${s.persistBatchSize}; bystander ${s.bystanderOpsPerSec} order ops/s (INSERT and point SELECT alternating).`,
+    '',
+    `Hello-world ceiling: **${ceiling.rps.toLocaleString('en-US')} req/s** (runs: ${ceiling.runs.map((r) => `${r.rps.toLocaleString('en-US')} req/s, p99 ${r.p99Ms} ms`).join('; ')}). Bystander idle: p50 ${idle.p50Ms} ms, p99 ${idle.p99Ms} ms over ${idle.ops} ops.`,
+    '',
+    resultsTable(report),
+    '',
+  ];
+  if (report.worker) {
+    const w = report.worker;
+    lines.push(`Worker with the cap lifted (PERSIST_RATE_PER_SEC=${w.ratePerSec}): ${w.rows.toLocaleString('en-US')} pre-filled coupons persisted in ${w.drainSec} s = **${w.rowsPerSec.toLocaleString('en-US')} rows/s** (batch ${w.batchSize}; ${w.wallSecIncludingStartup} s including the worker's start-up).`, '');
+  }
+  lines.push('| target | goal | this run | met |', '| --- | --- | --- | --- |');
+  for (const t of report.targets) lines.push(`| ${t.description} | ${t.target} | ${t.value} | ${t.met === null ? '-' : t.met ? 'yes' : '**no**'} |`);
+  lines.push('');
+  return lines.join('\n');
+}
