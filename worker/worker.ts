@@ -7,7 +7,7 @@ import { EventService } from '../src/events.ts';
 import { createBoss } from '../src/jobs/queues.ts';
 import { createRegistry } from '../src/metrics.ts';
 import { createRedis } from '../src/redis/client.ts';
-import { closeAll } from '../src/shutdown.ts';
+import { closeAll, sleep } from '../src/shutdown.ts';
 import { OutboxConsumer } from './consumer.ts';
 import { FailurePath } from './failure-path.ts';
 import { Maintenance } from './maintenance.ts';
@@ -57,10 +57,9 @@ export async function createWorker(config: Config, logger: Logger, options: { co
     },
     /** Reachable Redis is what the worker needs to make progress; MySQL outages are ridden out by backing off. */
     async ready(): Promise<{ ready: boolean; redis: boolean; mysql: boolean; jobs: boolean }> {
-      const [redisOk, mysqlOk] = await Promise.all([
-        redis.ping().then(() => true, () => false),
-        store.ping().then(() => true, () => false),
-      ]);
+      // Time-boxed: this client queues commands while Redis is away, so an unbounded ping would hang the probe.
+      const answers = (check: Promise<unknown>) => Promise.race([check.then(() => true, () => false), sleep(1_000).then(() => false)]);
+      const [redisOk, mysqlOk] = await Promise.all([answers(redis.ping()), answers(store.ping())]);
       return { ready: !stopping && redisOk, redis: redisOk, mysql: mysqlOk, jobs: failurePath.ready };
     },
     /** SIGTERM: finish the batch in hand and ack it, leave the group where nothing is pending, close. */
