@@ -25,6 +25,8 @@ export interface AppDeps {
   identity: Identity | undefined;
   /** true once SIGTERM arrived: /readyz fails so the load balancer stops sending */
   isDraining(): boolean;
+  /** how long the gate waits for Redis before answering 503 */
+  gateTimeoutMs?: number;
   /** how long a "does this event exist" answer is trusted when Redis has no state for it */
   existenceCacheMs?: number;
 }
@@ -210,7 +212,10 @@ async function getCoupon(ctx: Context, deps: AppDeps): Promise<void> {
  */
 function applyRoute(deps: AppDeps) {
   const { redis, soldOut, metrics, identity } = deps;
+  const gateTimeoutMs = deps.gateTimeoutMs ?? 500;
   const existence = new ExistenceCache(deps.events, deps.existenceCacheMs ?? 5_000);
+  const requestIdPrefix = `${process.pid.toString(36)}.${Date.now().toString(36)}.`;
+  let requestCount = 0;
 
   return async (ctx: Context): Promise<void> => {
     const eventId = ctx.params.eventId as string;
@@ -233,7 +238,7 @@ function applyRoute(deps: AppDeps) {
       metrics.countGate('local_sold_out');
       return sendError(ctx, 'sold_out', 'all coupons of this event are issued');
     }
-    const outcome = await applyForCoupon(redis, eventId, userId);
+    const outcome = await applyForCoupon(redis, eventId, userId, requestIdPrefix + (++requestCount).toString(36), gateTimeoutMs);
     metrics.countGate(outcome.kind);
     switch (outcome.kind) {
       case 'issued':

@@ -20,7 +20,8 @@ if (!config.auth) {
 }
 if (!config.adminToken) logger.warn('ADMIN_TOKEN is unset: admin routes answer 401');
 
-const redis = createRedis(config.redisUrl, { failFast: true, commandTimeoutMs: config.redisCommandTimeoutMs, connectionName: 'coupon-api' });
+// The gate enforces REDIS_COMMAND_TIMEOUT_MS itself; the client's own timeout is a backstop for the other commands.
+const redis = createRedis(config.redisUrl, { failFast: true, commandTimeoutMs: 2 * config.redisCommandTimeoutMs, connectionName: 'coupon-api' });
 const subscriber = createRedis(config.redisUrl, { connectionName: 'coupon-api-sub' });
 for (const client of [redis, subscriber]) client.on('error', (error: Error) => logger.debug({ err: error }, 'redis connection error'));
 const orm = await createOrm(config.mysqlUrl);
@@ -36,6 +37,7 @@ const app = createApp({
   adminToken: config.adminToken,
   identity: createIdentity(config.auth),
   isDraining: () => draining,
+  gateTimeoutMs: config.redisCommandTimeoutMs,
 });
 app.on('error', (error: Error) => logger.error({ err: error }, 'koa error'));
 

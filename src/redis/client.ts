@@ -1,7 +1,7 @@
 import { readFileSync } from 'node:fs';
 import { Redis, type RedisOptions } from 'ioredis';
 import type { ApplyOutcome } from '../domain/coupon.ts';
-import { EVENT_REGISTRY_KEY, PERSIST_BUCKET_KEY, PERSIST_GROUP, eventKeys } from './keys.ts';
+import { EVENT_REGISTRY_KEY, PERSIST_BUCKET_KEY, PERSIST_GROUP, eventKeys, parseUserEntry } from './keys.ts';
 
 const script = (name: string): string => readFileSync(new URL(`./${name}.lua`, import.meta.url), 'utf8');
 
@@ -14,7 +14,7 @@ const SCRIPTS = {
 } as const;
 
 interface ScriptCommands {
-  gate(meta: string, issued: string, users: string, outbox: string, eventId: string, userId: string): Promise<[number, number, number]>;
+  gate(meta: string, issued: string, users: string, outbox: string, eventId: string, userId: string, requestId: string): Promise<[number, number, number]>;
   installEvent(...keysAndArgs: string[]): Promise<number>;
   updateEvent(meta: string, issued: string, total: string, endsAt: string): Promise<[number, number]>;
   reservePersistSlot(bucket: string, rows: number, rate: number): Promise<number>;
@@ -49,13 +49,76 @@ const OUTCOMES: ApplyOutcome[] = [
   { kind: 'sold_out' }, { kind: 'not_started' }, { kind: 'ended' }, { kind: 'state_missing' },
 ];
 
-/** One round trip: window, per-user check, INCR, record the user, XADD the outbox. */
-export async function applyForCoupon(redis: CouponRedis, eventId: string, userId: string): Promise<ApplyOutcome> {
+export class GateTimeoutError extends Error {
+  override name = 'GateTimeoutError';
+  constructor() {
+    super('Command timed out');
+  }
+}
+
+/**
+ * One round trip: window, per-user check, INCR, record the user, XADD the outbox.
+ * `requestId` must be unique per request; it is how a timed-out call finds out what happened.
+ */
+export async function applyForCoupon(
+  redis: CouponRedis, eventId: string, userId: string, requestId: string, timeoutMs = 500,
+): Promise<ApplyOutcome> {
   const keys = eventKeys(eventId);
-  const [code, sequence, issuedAtMs] = await redis.gate(keys.meta, keys.issued, keys.users, keys.outbox, eventId, userId);
+  let reply: [number, number, number];
+  try {
+    reply = await withTimeout(redis.gate(keys.meta, keys.issued, keys.users, keys.outbox, eventId, userId, requestId), timeoutMs);
+  } catch (error) {
+    if (error instanceof GateTimeoutError) return settleTimedOut(redis, keys.users, userId, requestId, timeoutMs);
+    throw error;
+  }
+  const [code, sequence, issuedAtMs] = reply;
   if (code === 0) return { kind: 'issued', sequence, issuedAtMs };
   if (code === 1) return { kind: 'already_applied', sequence };
   return OUTCOMES[code - 2] ?? { kind: 'state_missing' };
+}
+
+/**
+ * The gate's reply did not arrive in time, but the script may have run. Redis runs one connection's commands
+ * in order, so reading the user's entry now tells for certain: recorded with our request id, the coupon is
+ * ours; recorded with another, an earlier request got it; not recorded, nothing was issued and the fault stands.
+ */
+async function settleTimedOut(redis: CouponRedis, usersKey: string, userId: string, requestId: string, timeoutMs: number): Promise<ApplyOutcome> {
+  const entry = await withTimeout(redis.hget(usersKey, userId), timeoutMs);
+  if (entry === null) throw new GateTimeoutError();
+  const recorded = parseUserEntry(entry);
+  return recorded.requestId === requestId
+    ? { kind: 'issued', sequence: recorded.sequence, issuedAtMs: recorded.issuedAtMs }
+    : { kind: 'already_applied', sequence: recorded.sequence };
+}
+
+/**
+ * Rejects when the reply has not arrived after `ms`. The check is deferred to setImmediate, which runs after
+ * the event loop's I/O phase: a reply already waiting in the socket of a busy process is read first, so a
+ * slow event loop does not turn answered calls into timeouts; only a Redis that is really slow does.
+ */
+function withTimeout<T>(promise: Promise<T>, ms: number): Promise<T> {
+  return new Promise<T>((resolve, reject) => {
+    let done = false;
+    const timer = setTimeout(() => setImmediate(() => {
+      if (done) return;
+      done = true;
+      reject(new GateTimeoutError());
+    }), ms);
+    promise.then(
+      (value) => {
+        if (done) return;
+        done = true;
+        clearTimeout(timer);
+        resolve(value);
+      },
+      (error: unknown) => {
+        if (done) return;
+        done = true;
+        clearTimeout(timer);
+        reject(error);
+      },
+    );
+  });
 }
 
 export interface GateState {

@@ -3,11 +3,13 @@
 
   KEYS[1] meta    hash   total, startsAt (epoch ms), endsAt (epoch ms, absent when open-ended)
   KEYS[2] issued  string coupons issued so far (the last sequence handed out)
-  KEYS[3] users   hash   userId -> "sequence:issuedAtMs"
+  KEYS[3] users   hash   userId -> "sequence:issuedAtMs:requestId"
   KEYS[4] outbox  stream issued coupons waiting to be persisted
 
   ARGV[1] eventId
   ARGV[2] userId
+  ARGV[3] requestId: recorded with the user, so a caller whose reply timed out can learn whether it was its
+          own request that got the coupon
 
   Returns {code, sequence, issuedAtMs}:
     0 issued (sequence, issuedAtMs)   1 already applied (sequence)   2 sold out
@@ -42,6 +44,6 @@ if issued >= total then
 end
 
 local sequence = redis.call('INCR', KEYS[2])
-redis.call('HSET', KEYS[3], ARGV[2], sequence .. ':' .. now)
+redis.call('HSET', KEYS[3], ARGV[2], sequence .. ':' .. now .. ':' .. ARGV[3])
 redis.call('XADD', KEYS[4], '*', 'eventId', ARGV[1], 'userId', ARGV[2], 'sequence', sequence, 'issuedAt', now)
 return {0, sequence, now}

@@ -7,7 +7,7 @@ export interface EventKeys {
   meta: string;
   /** string counter: coupons issued so far, also the last sequence handed out */
   issued: string;
-  /** hash: userId -> "sequence:issuedAtMs" */
+  /** hash: userId -> "sequence:issuedAtMs[:requestId]" */
   users: string;
   /** stream: the outbox the worker drains into MySQL */
   outbox: string;
@@ -31,7 +31,7 @@ export const PERSIST_BUCKET_KEY = 'coupon:persist-bucket';
 
 export const eventIdOfOutbox = (stream: string): string => stream.slice('coupon:{'.length, stream.length - '}:outbox'.length);
 
-export function parseUserEntry(value: string): { sequence: number; issuedAtMs: number } {
-  const [sequence, issuedAtMs] = value.split(':');
-  return { sequence: Number(sequence), issuedAtMs: Number(issuedAtMs) };
+export function parseUserEntry(value: string): { sequence: number; issuedAtMs: number; requestId: string | undefined } {
+  const [sequence, issuedAtMs, requestId] = value.split(':');
+  return { sequence: Number(sequence), issuedAtMs: Number(issuedAtMs), requestId };
 }

@@ -1,3 +1,4 @@
+import { randomUUID } from 'node:crypto';
 import { applyForCoupon, createRedis, installEventState, updateEventState, type CouponRedis } from '../../src/redis/client.ts';
 import { EVENT_REGISTRY_KEY, eventKeys } from '../../src/redis/keys.ts';
 import { serverUrls, uniqueEventId } from '../support/harness.ts';
@@ -11,6 +12,8 @@ afterAll(async () => {
   await redis.quit();
 });
 
+const gate = (eventId: string, userId: string) => applyForCoupon(redis, eventId, userId, randomUUID());
+
 async function openEvent(totalQuantity: number, window: { startsAtMs?: number; endsAtMs?: number | null } = {}): Promise<string> {
   const eventId = uniqueEventId('gate');
   await installEventState(redis, eventId, {
@@ -23,7 +26,7 @@ describe('the gate script', () => {
   test('when users apply, then each gets the next sequence and one outbox entry with the gate\'s time', async () => {
     const eventId = await openEvent(3);
     const before = Date.now();
-    const outcomes = [await applyForCoupon(redis, eventId, 'ann'), await applyForCoupon(redis, eventId, 'bob')];
+    const outcomes = [await gate(eventId, 'ann'), await gate(eventId, 'bob')];
     expect(outcomes).toEqual([
       { kind: 'issued', sequence: 1, issuedAtMs: expect.any(Number) },
       { kind: 'issued', sequence: 2, issuedAtMs: expect.any(Number) },
@@ -40,8 +43,8 @@ describe('the gate script', () => {
 
   test('when a user applies twice, then the second answer names the first sequence and nothing more is issued', async () => {
     const eventId = await openEvent(5);
-    await applyForCoupon(redis, eventId, 'ann');
-    expect(await applyForCoupon(redis, eventId, 'ann')).toEqual({ kind: 'already_applied', sequence: 1 });
+    await gate(eventId, 'ann');
+    expect(await gate(eventId, 'ann')).toEqual({ kind: 'already_applied', sequence: 1 });
     expect(await redis.get(eventKeys(eventId).issued)).toBe('1');
     expect(await redis.xlen(eventKeys(eventId).outbox)).toBe(1);
   });
@@ -49,7 +52,7 @@ describe('the gate script', () => {
   test('when the quantity is reached, then every further user is sold out and the count stays at N', async () => {
     const eventId = await openEvent(2);
     const outcomes = [];
-    for (const user of ['a', 'b', 'c', 'd']) outcomes.push((await applyForCoupon(redis, eventId, user)).kind);
+    for (const user of ['a', 'b', 'c', 'd']) outcomes.push((await gate(eventId, user)).kind);
     expect(outcomes).toEqual(['issued', 'issued', 'sold_out', 'sold_out']);
     expect(await redis.get(eventKeys(eventId).issued)).toBe('2');
     expect(await redis.xlen(eventKeys(eventId).outbox)).toBe(2);
@@ -57,15 +60,15 @@ describe('the gate script', () => {
 
   test('when a sold-out user applies again, then they hear already_applied rather than sold_out', async () => {
     const eventId = await openEvent(1);
-    await applyForCoupon(redis, eventId, 'winner');
-    expect((await applyForCoupon(redis, eventId, 'winner')).kind).toBe('already_applied');
+    await gate(eventId, 'winner');
+    expect((await gate(eventId, 'winner')).kind).toBe('already_applied');
   });
 
   test('when the event has not started or has ended, then nothing is issued', async () => {
     const future = await openEvent(5, { startsAtMs: Date.now() + 3_600_000 });
     const past = await openEvent(5, { startsAtMs: Date.now() - 7_200_000, endsAtMs: Date.now() - 3_600_000 });
-    expect(await applyForCoupon(redis, future, 'ann')).toEqual({ kind: 'not_started' });
-    expect(await applyForCoupon(redis, past, 'ann')).toEqual({ kind: 'ended' });
+    expect(await gate(future, 'ann')).toEqual({ kind: 'not_started' });
+    expect(await gate(past, 'ann')).toEqual({ kind: 'ended' });
     for (const eventId of [future, past]) {
       expect(await redis.get(eventKeys(eventId).issued)).toBe('0');
       expect(await redis.xlen(eventKeys(eventId).outbox)).toBe(0);
@@ -75,26 +78,55 @@ describe('the gate script', () => {
 
   test('when Redis has no state for the event, then the gate says so and writes nothing', async () => {
     const eventId = uniqueEventId('gate');
-    expect(await applyForCoupon(redis, eventId, 'ann')).toEqual({ kind: 'state_missing' });
+    expect(await gate(eventId, 'ann')).toEqual({ kind: 'state_missing' });
     expect(await redis.exists(...Object.values(eventKeys(eventId)))).toBe(0);
   });
 
   test('when the state is installed twice, then the second install changes nothing (a rebuild cannot roll back the count)', async () => {
     const eventId = await openEvent(3);
-    await applyForCoupon(redis, eventId, 'ann');
+    await gate(eventId, 'ann');
     const wrote = await installEventState(redis, eventId, { totalQuantity: 3, startsAtMs: 0, endsAtMs: null, issued: 0 });
     expect(wrote).toBe(false);
-    expect((await applyForCoupon(redis, eventId, 'bob')).kind).toBe('issued');
+    expect((await gate(eventId, 'bob')).kind).toBe('issued');
     expect(await redis.get(eventKeys(eventId).issued)).toBe('2');
   });
 
   test('when the quantity is lowered below what is issued, then the change is refused; raising it reopens the event', async () => {
     const eventId = await openEvent(2);
-    await applyForCoupon(redis, eventId, 'a');
-    await applyForCoupon(redis, eventId, 'b');
+    await gate(eventId, 'a');
+    await gate(eventId, 'b');
     expect(await updateEventState(redis, eventId, { totalQuantity: 1 })).toEqual({ kind: 'quantity_below_issued', issued: 2 });
-    expect((await applyForCoupon(redis, eventId, 'c')).kind).toBe('sold_out');
+    expect((await gate(eventId, 'c')).kind).toBe('sold_out');
     expect(await updateEventState(redis, eventId, { totalQuantity: 3 })).toEqual({ kind: 'updated', issued: 2 });
-    expect(await applyForCoupon(redis, eventId, 'c')).toMatchObject({ kind: 'issued', sequence: 3 });
+    expect(await gate(eventId, 'c')).toMatchObject({ kind: 'issued', sequence: 3 });
+  });
+
+  test('when the gate\'s reply comes too late, then the request still learns for certain whether its own call issued the coupon', async () => {
+    const eventId = await openEvent(5);
+    const timeoutMs = 200;
+    const impatient = createRedis(serverUrls().REDIS_URL, { commandTimeoutMs: 5 * timeoutMs });
+    const probe = createRedis(serverUrls().REDIS_URL, { commandTimeoutMs: timeoutMs });
+    const blocker = createRedis(serverUrls().REDIS_URL);
+    try {
+      await Promise.all([impatient.ping(), probe.ping()]);
+      // Redis is busy for ~350 ms: the gate runs after that, so its reply misses the 200 ms timeout.
+      const busy = blocker.eval("local t = redis.call('TIME'); local s = t[1] * 1000000 + t[2]; repeat t = redis.call('TIME') until t[1] * 1000000 + t[2] - s > 350000; return 1", 0);
+      await new Promise((resolve) => setTimeout(resolve, 20));
+      const [mine, theirs, plain] = await Promise.allSettled([
+        applyForCoupon(impatient, eventId, 'ann', 'request-1', timeoutMs),
+        applyForCoupon(impatient, eventId, 'ann', 'request-2', timeoutMs),
+        probe.get(eventKeys(eventId).issued),
+      ]);
+      // The same wait makes an ordinary command fail: the gate calls above really did time out.
+      expect(plain).toMatchObject({ status: 'rejected', reason: { message: 'Command timed out' } });
+      await busy;
+      expect(mine).toMatchObject({ status: 'fulfilled', value: { kind: 'issued', sequence: 1 } });
+      expect(theirs).toEqual({ status: 'fulfilled', value: { kind: 'already_applied', sequence: 1 } });
+      expect(await redis.xlen(eventKeys(eventId).outbox)).toBe(1);
+    } finally {
+      impatient.disconnect();
+      probe.disconnect();
+      blocker.disconnect();
+    }
   });
 });
