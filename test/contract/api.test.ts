@@ -89,6 +89,8 @@ describe('POST /v1/events', () => {
     ['no name', { id: 'ok-id', totalQuantity: 1 }, /name/],
     ['startsAt that is no date-time', { ...valid, id: 'ok-id', startsAt: 'tomorrow' }, /startsAt/],
     ['endsAt before startsAt', { ...valid, id: 'ok-id', startsAt: isoIn(60_000), endsAt: isoIn(0) }, /endsAt must be after startsAt/],
+    ['startsAt in year 0001 (MySQL stored it as 2001)', { ...valid, id: 'ok-id', startsAt: '0001-01-01T00:00:00Z' }, /startsAt must be between/],
+    ['endsAt past year 9999 once in UTC', { ...valid, id: 'ok-id', endsAt: '9999-12-31T23:59:59-01:00' }, /endsAt must be between/],
     ['an array body', [valid], /body/],
   ])('when the body has %s, then it answers 400 invalid_request saying what is wrong', async (_what, body, message) => {
     const response = await admin('/v1/events', { body });
@@ -167,6 +169,15 @@ describe('PATCH /v1/events/:eventId', () => {
     const response = await admin(`/v1/events/${id}`, { method: 'PATCH', body });
     expect(response.status).toBe(400);
     expect(response.body.error).toBe('invalid_request');
+  });
+
+  test('when endsAt lies beyond what MySQL can store, then it answers 400 and changes nothing', async () => {
+    const id = await newEvent({ totalQuantity: 1 });
+    const response = await admin(`/v1/events/${id}`, { method: 'PATCH', body: { endsAt: '9999-12-31T23:59:59-01:00' } });
+    expect(response.status).toBe(400);
+    expect(response.body.message).toMatch(/endsAt must be between/);
+    expect((await call(`${api.url}/v1/events/${id}`)).body).toMatchObject({ endsAt: null, status: 'open' });
+    expect((await applyAs(id, { userId: 'still-open' })).status).toBe(202);
   });
 
   test('when no admin token is sent, then it answers 401 and changes nothing', async () => {
