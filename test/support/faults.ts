@@ -31,6 +31,8 @@ export interface FaultStack {
   query<T = Record<string, unknown>>(sql: string, params?: unknown[]): Promise<T[]>;
   /** a plain Redis client on this stack, for inspecting streams and flushing */
   redisClient(): Redis;
+  /** SIGKILLs every api and worker spawned through this stack so far (between tests of one file) */
+  stopProcesses(): Promise<void>;
   /** stops every process spawned through this stack, then the servers, and deletes the folder */
   stop(): Promise<void>;
 }
@@ -82,8 +84,11 @@ export async function startFaultStack(name: string, options: { redisAppendonly?:
       clients.push(client);
       return client;
     },
+    async stopProcesses() {
+      await Promise.allSettled(processes.splice(0).map((service) => service.stop('SIGKILL')));
+    },
     async stop() {
-      await Promise.allSettled(processes.map((service) => service.stop('SIGKILL')));
+      await Promise.allSettled(processes.splice(0).map((service) => service.stop('SIGKILL')));
       for (const client of clients) client.disconnect();
       await Promise.allSettled([redis.stop(), mariadb.stop(), postgres.stop()]);
       await rm(dir, { recursive: true, force: true });
@@ -219,11 +224,8 @@ export function cpuTimeMs(pid: number): number {
   return (ticks * 1000) / clockTicksPerSecond();
 }
 
-let ticksPerSecond: number | undefined;
-function clockTicksPerSecond(): number {
-  ticksPerSecond ??= 100; // USER_HZ is 100 on every Linux this runs on (x86-64 and arm64)
-  return ticksPerSecond;
-}
+/** USER_HZ, the unit of /proc/<pid>/stat times: 100 on every Linux this runs on (x86-64 and arm64). */
+const clockTicksPerSecond = (): number => 100;
 
 export async function readyz(serviceUrl: string): Promise<{ status: number; body: Record<string, unknown> }> {
   try {
