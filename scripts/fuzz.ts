@@ -1,0 +1,119 @@
+/**
+ * Fuzzes a running api from docs/openapi.yaml with schemathesis (installed by scripts/install-fuzz-tools.sh into
+ * .tools/fuzz-venv): schema-valid and schema-invalid requests to every operation, plus stateful sequences, and
+ * every check schemathesis has (no 5xx, documented statuses, content types, headers and bodies, invalid data
+ * rejected, valid data accepted, auth not ignored, 405 for undocumented methods). Exits non-zero on any failure.
+ *
+ * The api must run with AUTH_JWT_SECRET set (user tokens are minted from it, subject "fuzz-user") and ADMIN_TOKEN:
+ *   AUTH_JWT_SECRET=$(openssl rand -hex 32) ADMIN_TOKEN=$(openssl rand -hex 16) npm run stack
+ *   AUTH_JWT_SECRET=... ADMIN_TOKEN=... npm run fuzz -- --url http://127.0.0.1:8080 [--max-examples 30] [--seed 1]
+ * test/contract/fuzz.test.ts runs it on every `npm test`.
+ */
+import { spawn } from 'node:child_process';
+import { existsSync } from 'node:fs';
+import { mkdtemp, rm } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { fileURLToPath } from 'node:url';
+import { parseArgs } from 'node:util';
+import { SignJWT } from 'jose';
+
+const ROOT = fileURLToPath(new URL('..', import.meta.url));
+export const SCHEMATHESIS = join(ROOT, '.tools', 'fuzz-venv', 'bin', 'st');
+export const OPENAPI_DOCUMENT = join(ROOT, 'docs', 'openapi.yaml');
+export const SCHEMATHESIS_CONFIG = join(ROOT, 'test', 'contract', 'schemathesis.toml');
+/** the seed CI uses, so a failure it reports can be replayed exactly */
+export const DEFAULT_SEED = 20261125;
+export const FUZZ_USER = 'fuzz-user';
+
+export interface FuzzOptions {
+  apiUrl: string;
+  adminToken: string;
+  /** a user JWT the api accepts (see userToken) */
+  userToken: string;
+  /** test cases per operation and phase */
+  maxExamples?: number;
+  seed?: number;
+  /** another OpenAPI document (the self-check of the fuzz test feeds a broken one) */
+  document?: string;
+  /** extra schemathesis `run` arguments, e.g. ['--include-operation-id', 'getEvent'] */
+  extraArgs?: string[];
+  timeoutMs?: number;
+}
+
+export interface FuzzResult {
+  code: number | null;
+  /** schemathesis's report, without colours */
+  output: string;
+  /** "Test cases: N generated" of the report */
+  generated: number;
+}
+
+/** A user token for the api under test: HS256 with its AUTH_JWT_SECRET, valid for an hour. */
+export function userToken(jwtSecret: string, subject = FUZZ_USER): Promise<string> {
+  return new SignJWT({}).setProtectedHeader({ alg: 'HS256' }).setSubject(subject).setIssuedAt().setExpirationTime('1h')
+    .sign(new TextEncoder().encode(jwtSecret));
+}
+
+export async function runSchemathesis(options: FuzzOptions): Promise<FuzzResult> {
+  if (!existsSync(SCHEMATHESIS)) {
+    throw new Error(`schemathesis is not installed at ${SCHEMATHESIS}: run scripts/install-fuzz-tools.sh`);
+  }
+  const args = [
+    '--config-file', SCHEMATHESIS_CONFIG, '--no-color',
+    'run', options.document ?? OPENAPI_DOCUMENT,
+    '--url', options.apiUrl,
+    '--checks', 'all',
+    '--max-examples', String(options.maxExamples ?? 30),
+    '--seed', String(options.seed ?? DEFAULT_SEED),
+    '--workers', '1',
+    '--request-timeout', '10',
+    ...(options.extraArgs ?? []),
+  ];
+  // schemathesis keeps its example database and reports in the working directory: keep them out of the tree.
+  const workDir = await mkdtemp(join(tmpdir(), 'coupon-fuzz-'));
+  try {
+    const child = spawn(SCHEMATHESIS, args, {
+      cwd: workDir,
+      env: { ...process.env, NO_COLOR: '1', FUZZ_ADMIN_TOKEN: options.adminToken, FUZZ_USER_TOKEN: options.userToken },
+      stdio: ['ignore', 'pipe', 'pipe'],
+    });
+    const chunks: string[] = [];
+    child.stdout.on('data', (chunk: Buffer) => chunks.push(chunk.toString()));
+    child.stderr.on('data', (chunk: Buffer) => chunks.push(chunk.toString()));
+    const timer = setTimeout(() => child.kill('SIGKILL'), options.timeoutMs ?? 240_000);
+    const code = await new Promise<number | null>((resolve, reject) => {
+      child.on('error', reject);
+      child.on('close', (exitCode) => resolve(exitCode));
+    }).finally(() => clearTimeout(timer));
+    const output = chunks.join('');
+    const generated = Number(/(\d+) generated/.exec(output)?.[1] ?? 0);
+    return { code, output, generated };
+  } finally {
+    await rm(workDir, { recursive: true, force: true });
+  }
+}
+
+async function main(): Promise<void> {
+  const { values } = parseArgs({
+    options: {
+      url: { type: 'string', default: 'http://127.0.0.1:8080' },
+      'max-examples': { type: 'string', default: '30' },
+      seed: { type: 'string', default: String(DEFAULT_SEED) },
+    },
+  });
+  const adminToken = process.env.ADMIN_TOKEN;
+  const jwtSecret = process.env.AUTH_JWT_SECRET;
+  if (!adminToken || !jwtSecret) {
+    console.error('set ADMIN_TOKEN and AUTH_JWT_SECRET to the values the api under test runs with');
+    process.exit(2);
+  }
+  const result = await runSchemathesis({
+    apiUrl: values.url, adminToken, userToken: await userToken(jwtSecret),
+    maxExamples: Number(values['max-examples']), seed: Number(values.seed),
+  });
+  process.stdout.write(result.output);
+  process.exit(result.code ?? 1);
+}
+
+if (process.argv[1] === fileURLToPath(import.meta.url)) await main();

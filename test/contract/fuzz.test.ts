@@ -1,0 +1,61 @@
+/**
+ * schemathesis fuzzes a real api (with JWT identity) and a worker from docs/openapi.yaml: no 5xx, every
+ * response as documented, invalid input refused, valid input accepted. Needs scripts/install-fuzz-tools.sh.
+ */
+import { writeFile, mkdtemp, rm } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { FUZZ_USER, runSchemathesis, userToken } from '../../scripts/fuzz.ts';
+import { ADMIN_TOKEN, closePool, spawnApi, spawnWorker, uniqueEventId, type ServiceProcess } from '../support/harness.ts';
+import { call, openapi } from '../support/openapi.ts';
+
+const JWT_SECRET = 'fuzz-test-jwt-secret-0123456789abcdef';
+const started: ServiceProcess[] = [];
+let api: ServiceProcess;
+let token: string;
+
+beforeAll(async () => {
+  api = await spawnApi({ AUTH_JWT_SECRET: JWT_SECRET });
+  started.push(api, await spawnWorker());
+  token = await userToken(JWT_SECRET);
+});
+
+afterAll(async () => {
+  await Promise.all(started.map((service) => service.stop()));
+  await closePool();
+});
+
+test('when schemathesis fuzzes every operation with all its checks, then it finds no failure', async () => {
+  // An open event with a coupon, so lookups and stateful sequences reach more than 404s.
+  const eventId = uniqueEventId('fuzz');
+  expect((await call(`${api.url}/v1/events`, { body: { id: eventId, name: 'fuzz', totalQuantity: 1000 }, token: ADMIN_TOKEN })).status).toBe(201);
+  expect((await call(`${api.url}/v1/events/${eventId}/apply`, { method: 'POST', token })).status).toBe(202);
+
+  const result = await runSchemathesis({ apiUrl: api.url, adminToken: ADMIN_TOKEN, userToken: token, maxExamples: 30 });
+  if (result.code !== 0) throw new Error(`schemathesis failed (exit ${result.code}):\n${result.output}`);
+  expect(result.generated).toBeGreaterThan(200);
+  expect(result.output).toMatch(/Operations:\s+8 selected \/ 8 total/);
+  // The api is still healthy and logged no failed request.
+  expect((await call(`${api.url}/readyz`)).status).toBe(200);
+  expect(api.output()).not.toMatch(/request failed|koa error/);
+  expect((await call(`${api.url}/v1/events/${eventId}/coupons/${FUZZ_USER}`)).body).toMatchObject({ sequence: 1 });
+}, 180_000);
+
+test('when the document disagrees with the api, then the same run fails and names the mismatch', async () => {
+  // The error message documented as a number: every error response now breaks the document.
+  const broken = structuredClone(openapi) as unknown as { components: { schemas: { Error: { properties: { message: unknown } } } } };
+  broken.components.schemas.Error.properties.message = { type: 'integer' };
+  const dir = await mkdtemp(join(tmpdir(), 'coupon-fuzz-doc-'));
+  try {
+    const document = join(dir, 'openapi.json');
+    await writeFile(document, JSON.stringify(broken));
+    const result = await runSchemathesis({
+      apiUrl: api.url, adminToken: ADMIN_TOKEN, userToken: token, document, maxExamples: 5,
+      extraArgs: ['--include-operation-id', 'getEvent', '--phases', 'fuzzing'],
+    });
+    expect(result.code).not.toBe(0);
+    expect(result.output).toMatch(/Response violates schema/);
+  } finally {
+    await rm(dir, { recursive: true, force: true });
+  }
+}, 120_000);
