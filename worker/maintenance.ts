@@ -2,7 +2,7 @@ import type { Logger } from 'pino';
 import type { CouponStore } from '../src/db/store.ts';
 import type { EventService } from '../src/events.ts';
 import type { CouponRedis } from '../src/redis/client.ts';
-import { eventIdOfOutbox, eventKeys } from '../src/redis/keys.ts';
+import { STATE_SENTINEL_KEY, eventIdOfOutbox, eventKeys } from '../src/redis/keys.ts';
 import { sleep } from '../src/shutdown.ts';
 import type { FailurePath } from './failure-path.ts';
 import type { WorkerMetrics } from './metrics.ts';
@@ -29,7 +29,7 @@ export class Maintenance {
   }) {
     this.#deps = deps;
     this.#tasks = [
-      { name: 'restore gate state', everyMs: 1_000, run: () => this.restoreGateState().then(() => undefined), dueAt: 0 },
+      { name: 'restore gate state', everyMs: 1_000, run: () => this.restoreGateStateIfLost(), dueAt: 0 },
       { name: 'trim outbox', everyMs: 5_000, run: () => this.trimOutbox(), dueAt: 0 },
       { name: 'outbox gauges', everyMs: 2_000, run: () => this.refreshOutboxGauges(), dueAt: 0 },
       { name: 'persisted gauges', everyMs: 10_000, run: () => this.refreshPersistedGauges(), dueAt: 0 },
@@ -60,6 +60,21 @@ export class Maintenance {
       }
       await sleep(200);
     }
+  }
+
+  #lastFullCheck = 0;
+
+  /**
+   * Cheap every second, thorough every minute: a sentinel key that only a flush or an empty replacement can
+   * remove says whether Redis lost its data; only then (or once a minute) are all events compared with MySQL.
+   */
+  async restoreGateStateIfLost(): Promise<void> {
+    const { redis } = this.#deps;
+    const lost = (await redis.exists(STATE_SENTINEL_KEY)) === 0;
+    if (!lost && Date.now() - this.#lastFullCheck < 60_000) return;
+    await this.restoreGateState();
+    this.#lastFullCheck = Date.now();
+    await redis.set(STATE_SENTINEL_KEY, String(Date.now()));
   }
 
   /** Rebuilds from MySQL the gate state of every event whose Redis state is missing. Returns the ids rebuilt. */

@@ -26,6 +26,8 @@ export const EVENT_REGISTRY_KEY = 'coupon:events';
 export const EVENT_CHANGED_CHANNEL = 'coupon:event-changed';
 /** the worker's consumer group on every outbox stream */
 export const PERSIST_GROUP = 'persist';
+/** set by the worker once the gate state of every event is known to be in Redis; gone after a flush */
+export const STATE_SENTINEL_KEY = 'coupon:state-sentinel';
 /** the global write-rate bucket shared by all worker replicas */
 export const PERSIST_BUCKET_KEY = 'coupon:persist-bucket';
 

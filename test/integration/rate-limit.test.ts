@@ -1,3 +1,7 @@
+import { mkdtemp } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { type LocalServer, startRedis } from '../../scripts/local-servers.ts';
 import {
   type ServiceProcess, apply, closePool, createEvent, query, spawnApi, spawnWorker, uniqueEventId, waitForPersisted,
 } from '../support/harness.ts';
@@ -11,13 +15,19 @@ async function persistedBy(worker: ServiceProcess): Promise<number> {
 
 describe('the global write cap', () => {
   const processes: ServiceProcess[] = [];
+  let redis: LocalServer;
+  // A Redis of its own: the workers' counters then count this test's rows only.
+  beforeAll(async () => {
+    redis = await startRedis({ dir: join(await mkdtemp(join(tmpdir(), 'coupon-rate-')), 'redis') });
+  });
   afterAll(async () => {
     await Promise.all(processes.map((process) => process.stop()));
+    await redis?.stop();
     await closePool();
   });
 
   test(`when two workers drain a backlog with PERSIST_RATE_PER_SEC=${RATE}, then MySQL never gets more than the cap plus 10% in any second`, async () => {
-    const api = await spawnApi();
+    const api = await spawnApi({ REDIS_URL: redis.url });
     processes.push(api);
     const eventId = uniqueEventId('rate');
     const total = 1_000;
@@ -26,7 +36,7 @@ describe('the global write cap', () => {
       await Promise.all(Array.from({ length: 200 }, (_, i) => apply(api.url, eventId, `user-${start + i}`)));
     }
 
-    const env = { PERSIST_RATE_PER_SEC: String(RATE), PERSIST_BATCH_SIZE: '10' };
+    const env = { REDIS_URL: redis.url, PERSIST_RATE_PER_SEC: String(RATE), PERSIST_BATCH_SIZE: '10' };
     const workers = await Promise.all([spawnWorker(env), spawnWorker(env)]);
     processes.push(...workers);
     await waitForPersisted(eventId, total, 60_000);
