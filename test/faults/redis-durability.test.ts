@@ -101,8 +101,8 @@ describe('fault: Redis durability', () => {
     }, { what: 'the gate state rebuilt by the worker' });
     const rebuiltAfterMs = Date.now() - flushedAt;
     // The outbox went with the flush: nothing can persist those 50 any more.
-    const [{ n: persistedOfThe50 }] = await stack.query<{ n: number }>("select count(*) as n from coupon where event_id = ? and user_id like 'p-%'", [eventId]);
-    const lostCoupons = inOutbox.length - Number(persistedOfThe50);
+    const [persistedOfThe50] = await stack.query<{ n: number }>("select count(*) as n from coupon where event_id = ? and user_id like 'p-%'", [eventId]);
+    const lostCoupons = inOutbox.length - Number(persistedOfThe50?.n);
 
     const holder = await apply(api.url, eventId, 'a-0');
     const lostUser = await apply(api.url, eventId, 'p-0');
