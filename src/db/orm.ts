@@ -18,6 +18,10 @@ export function ormConfig(mysqlUrl: string, options: { poolMax?: number } = {}) 
       tableName: 'mikro_orm_migrations',
       migrationsList: [{ name: 'Migration20261125000000_initial', class: Migration20261125000000_initial }],
       transactional: false,
+      // Migrations are hand-written SQL; no schema snapshot file is kept, and the caller reports what ran.
+      snapshot: false,
+      snapshotOnMigrate: false,
+      silent: true,
     },
     debug: false,
   });
