@@ -150,16 +150,16 @@ function parseBody<T>(ctx: Context, validate: { (body: unknown): body is T; erro
   return body;
 }
 
-// MySQL's datetime cannot hold every instant JSON Schema's date-time can name (year 0001 was stored as 2001,
-// year 10000 broke reads with 500): dates outside these bounds are refused before anything is written.
-const EARLIEST_DATE_MS = Date.UTC(1970, 0, 1);
+// MySQL's datetime holds years 1000-9999 only (year 0001 was stored as 2001, year 10000 broke reads with 500).
+// The schemas ask for a four-digit year from 1000; an offset can still carry an instant past either end.
+const EARLIEST_DATE_MS = Date.UTC(1000, 0, 1);
 const LATEST_DATE_MS = Date.UTC(9999, 11, 31, 23, 59, 59, 999);
 
 function parseDate(value: string, field: string): Date {
   const date = new Date(value);
   if (Number.isNaN(date.getTime())) throw new HttpError('invalid_request', `${field} is not a valid date-time`);
   if (date.getTime() < EARLIEST_DATE_MS || date.getTime() > LATEST_DATE_MS) {
-    throw new HttpError('invalid_request', `${field} must be between 1970-01-01 and 9999-12-31 (UTC)`);
+    throw new HttpError('invalid_request', `${field} must be between 1000-01-01 and 9999-12-31 (UTC)`);
   }
   return date;
 }

@@ -2,6 +2,9 @@ import { Ajv, type ValidateFunction } from 'ajv';
 import addFormatsModule from 'ajv-formats';
 import { EVENT_ID_PATTERN, MAX_TOTAL_QUANTITY, USER_ID_PATTERN } from '../domain/coupon.ts';
 
+/** A date-time MySQL can store: years 1000-9999 (src/api/app.ts also checks the instant, offsets included). */
+const STORABLE_YEAR_PATTERN = '^[1-9][0-9]{3}-';
+
 /** JSON schemas of the request bodies; the OpenAPI document uses the same ones. Unknown fields are refused. */
 export const createEventBody = {
   type: 'object',
@@ -11,8 +14,8 @@ export const createEventBody = {
     id: { type: 'string', pattern: EVENT_ID_PATTERN },
     name: { type: 'string', minLength: 1, maxLength: 200 },
     totalQuantity: { type: 'integer', minimum: 1, maximum: MAX_TOTAL_QUANTITY },
-    startsAt: { type: 'string', format: 'date-time' },
-    endsAt: { type: ['string', 'null'], format: 'date-time' },
+    startsAt: { type: 'string', format: 'date-time', pattern: STORABLE_YEAR_PATTERN },
+    endsAt: { type: ['string', 'null'], format: 'date-time', pattern: STORABLE_YEAR_PATTERN },
   },
 } as const;
 
@@ -23,7 +26,7 @@ export const updateEventBody = {
   properties: {
     name: { type: 'string', minLength: 1, maxLength: 200 },
     totalQuantity: { type: 'integer', minimum: 1, maximum: MAX_TOTAL_QUANTITY },
-    endsAt: { type: ['string', 'null'], format: 'date-time' },
+    endsAt: { type: ['string', 'null'], format: 'date-time', pattern: STORABLE_YEAR_PATTERN },
   },
 } as const;
 
