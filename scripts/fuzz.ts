@@ -11,10 +11,11 @@
  */
 import { spawn } from 'node:child_process';
 import { existsSync } from 'node:fs';
-import { mkdtemp, rm } from 'node:fs/promises';
+import { mkdtemp, readFile, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
+import { randomBytes } from 'node:crypto';
 import { parseArgs } from 'node:util';
 import { SignJWT } from 'jose';
 
@@ -26,11 +27,15 @@ export const SCHEMATHESIS_CONFIG = join(ROOT, 'test', 'contract', 'schemathesis.
 export const DEFAULT_SEED = 20261125;
 export const FUZZ_USER = 'fuzz-user';
 
+/** Events in every state, which the generated requests pick half of the time (see schemathesis.toml). */
+export interface FuzzEvents { open: string; soldOut: string; scheduled: string; closed: string }
+
 export interface FuzzOptions {
   apiUrl: string;
   adminToken: string;
   /** a user JWT the api accepts (see userToken) */
   userToken: string;
+  events: FuzzEvents;
   /** test cases per operation and phase */
   maxExamples?: number;
   seed?: number;
@@ -55,24 +60,57 @@ export function userToken(jwtSecret: string, subject = FUZZ_USER): Promise<strin
     .sign(new TextEncoder().encode(jwtSecret));
 }
 
+/**
+ * Creates one event in each state through the api: open (with room), sold out (its one coupon went to the fuzz
+ * user), scheduled (starts in a day) and closed (ended a minute ago).
+ */
+export async function prepareFuzzEvents(apiUrl: string, adminToken: string, token: string): Promise<FuzzEvents> {
+  const prefix = `fuzz-${randomBytes(4).toString('hex')}`;
+  const at = (offsetMs: number) => new Date(Date.now() + offsetMs).toISOString();
+  const events: FuzzEvents = { open: `${prefix}-open`, soldOut: `${prefix}-sold-out`, scheduled: `${prefix}-scheduled`, closed: `${prefix}-closed` };
+  const bodies = [
+    { id: events.open, name: 'fuzz open', totalQuantity: 1_000 },
+    { id: events.soldOut, name: 'fuzz sold out', totalQuantity: 1 },
+    { id: events.scheduled, name: 'fuzz scheduled', totalQuantity: 10, startsAt: at(86_400_000) },
+    { id: events.closed, name: 'fuzz closed', totalQuantity: 10, startsAt: at(-120_000), endsAt: at(-60_000) },
+  ];
+  for (const body of bodies) {
+    const response = await fetch(`${apiUrl}/v1/events`, {
+      method: 'POST', headers: { authorization: `Bearer ${adminToken}`, 'content-type': 'application/json' }, body: JSON.stringify(body),
+    });
+    if (response.status !== 201) throw new Error(`creating ${body.id} answered ${response.status}: ${await response.text()}`);
+  }
+  const applied = await fetch(`${apiUrl}/v1/events/${events.soldOut}/apply`, { method: 'POST', headers: { authorization: `Bearer ${token}` } });
+  if (applied.status !== 202) throw new Error(`the apply that sells ${events.soldOut} out answered ${applied.status}: ${await applied.text()}`);
+  return events;
+}
+
 export async function runSchemathesis(options: FuzzOptions): Promise<FuzzResult> {
   if (!existsSync(SCHEMATHESIS)) {
     throw new Error(`schemathesis is not installed at ${SCHEMATHESIS}: run scripts/install-fuzz-tools.sh`);
   }
-  const args = [
-    '--config-file', SCHEMATHESIS_CONFIG, '--no-color',
-    'run', options.document ?? OPENAPI_DOCUMENT,
-    '--url', options.apiUrl,
-    '--checks', 'all',
-    '--max-examples', String(options.maxExamples ?? 30),
-    '--seed', String(options.seed ?? DEFAULT_SEED),
-    '--workers', '1',
-    '--request-timeout', '10',
-    ...(options.extraArgs ?? []),
-  ];
   // schemathesis keeps its example database and reports in the working directory: keep them out of the tree.
   const workDir = await mkdtemp(join(tmpdir(), 'coupon-fuzz-'));
   try {
+    // The checked-in settings plus this run's ids (dictionary values cannot come from the environment).
+    const { open, soldOut, scheduled, closed } = options.events;
+    const config = join(workDir, 'schemathesis.toml');
+    await writeFile(config, `${await readFile(SCHEMATHESIS_CONFIG, 'utf8')}
+[dictionaries]
+event-ids = { values = ${JSON.stringify([open, soldOut, scheduled, closed])} }
+user-ids = { values = ${JSON.stringify([FUZZ_USER])} }
+`);
+    const args = [
+      '--config-file', config, '--no-color',
+      'run', options.document ?? OPENAPI_DOCUMENT,
+      '--url', options.apiUrl,
+      '--checks', 'all',
+      '--max-examples', String(options.maxExamples ?? 30),
+      '--seed', String(options.seed ?? DEFAULT_SEED),
+      '--workers', '1',
+      '--request-timeout', '10',
+      ...(options.extraArgs ?? []),
+    ];
     const child = spawn(SCHEMATHESIS, args, {
       cwd: workDir,
       env: { ...process.env, NO_COLOR: '1', FUZZ_ADMIN_TOKEN: options.adminToken, FUZZ_USER_TOKEN: options.userToken },
@@ -108,8 +146,9 @@ async function main(): Promise<void> {
     console.error('set ADMIN_TOKEN and AUTH_JWT_SECRET to the values the api under test runs with');
     process.exit(2);
   }
+  const token = await userToken(jwtSecret);
   const result = await runSchemathesis({
-    apiUrl: values.url, adminToken, userToken: await userToken(jwtSecret),
+    apiUrl: values.url, adminToken, userToken: token, events: await prepareFuzzEvents(values.url, adminToken, token),
     maxExamples: Number(values['max-examples']), seed: Number(values.seed),
   });
   process.stdout.write(result.output);

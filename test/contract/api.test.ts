@@ -89,7 +89,8 @@ describe('POST /v1/events', () => {
     ['no name', { id: 'ok-id', totalQuantity: 1 }, /name/],
     ['startsAt that is no date-time', { ...valid, id: 'ok-id', startsAt: 'tomorrow' }, /startsAt/],
     ['endsAt before startsAt', { ...valid, id: 'ok-id', startsAt: isoIn(60_000), endsAt: isoIn(0) }, /endsAt must be after startsAt/],
-    ['startsAt in year 0001 (MySQL stored it as 2001)', { ...valid, id: 'ok-id', startsAt: '0001-01-01T00:00:00Z' }, /startsAt must be between/],
+    ['startsAt in year 0001 (MySQL stored it as 2001)', { ...valid, id: 'ok-id', startsAt: '0001-01-01T00:00:00Z' }, /startsAt must match/],
+    ['startsAt before year 1000 once in UTC', { ...valid, id: 'ok-id', startsAt: '1000-01-01T00:00:00+01:00' }, /startsAt must be between/],
     ['endsAt past year 9999 once in UTC', { ...valid, id: 'ok-id', endsAt: '9999-12-31T23:59:59-01:00' }, /endsAt must be between/],
     ['an array body', [valid], /body/],
   ])('when the body has %s, then it answers 400 invalid_request saying what is wrong', async (_what, body, message) => {

@@ -5,19 +5,21 @@
 import { writeFile, mkdtemp, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { FUZZ_USER, runSchemathesis, userToken } from '../../scripts/fuzz.ts';
-import { ADMIN_TOKEN, closePool, spawnApi, spawnWorker, uniqueEventId, type ServiceProcess } from '../support/harness.ts';
+import { FUZZ_USER, prepareFuzzEvents, runSchemathesis, userToken, type FuzzEvents } from '../../scripts/fuzz.ts';
+import { ADMIN_TOKEN, closePool, spawnApi, spawnWorker, type ServiceProcess } from '../support/harness.ts';
 import { call, openapi } from '../support/openapi.ts';
 
 const JWT_SECRET = 'fuzz-test-jwt-secret-0123456789abcdef';
 const started: ServiceProcess[] = [];
 let api: ServiceProcess;
 let token: string;
+let events: FuzzEvents;
 
 beforeAll(async () => {
   api = await spawnApi({ AUTH_JWT_SECRET: JWT_SECRET });
   started.push(api, await spawnWorker());
   token = await userToken(JWT_SECRET);
+  events = await prepareFuzzEvents(api.url, ADMIN_TOKEN, token);
 });
 
 afterAll(async () => {
@@ -26,19 +28,19 @@ afterAll(async () => {
 });
 
 test('when schemathesis fuzzes every operation with all its checks, then it finds no failure', async () => {
-  // An open event with a coupon, so lookups and stateful sequences reach more than 404s.
-  const eventId = uniqueEventId('fuzz');
-  expect((await call(`${api.url}/v1/events`, { body: { id: eventId, name: 'fuzz', totalQuantity: 1000 }, token: ADMIN_TOKEN })).status).toBe(201);
-  expect((await call(`${api.url}/v1/events/${eventId}/apply`, { method: 'POST', token })).status).toBe(202);
-
-  const result = await runSchemathesis({ apiUrl: api.url, adminToken: ADMIN_TOKEN, userToken: token, maxExamples: 30 });
+  const result = await runSchemathesis({ apiUrl: api.url, adminToken: ADMIN_TOKEN, userToken: token, events, maxExamples: 30 });
   if (result.code !== 0) throw new Error(`schemathesis failed (exit ${result.code}):\n${result.output}`);
   expect(result.generated).toBeGreaterThan(200);
   expect(result.output).toMatch(/Operations:\s+8 selected \/ 8 total/);
   // The api is still healthy and logged no failed request.
   expect((await call(`${api.url}/readyz`)).status).toBe(200);
   expect(api.output()).not.toMatch(/request failed|koa error/);
-  expect((await call(`${api.url}/v1/events/${eventId}/coupons/${FUZZ_USER}`)).body).toMatchObject({ sequence: 1 });
+  expect((await call(`${api.url}/v1/events/${events.soldOut}/coupons/${FUZZ_USER}`)).body).toMatchObject({ sequence: 1 });
+  // Generated requests got past validation and identity to the gate, with more than one outcome.
+  const metrics = (await call<string>(`${api.url}/metrics`)).body;
+  const outcomes = [...metrics.matchAll(/^coupon_gate_outcomes_total\{[^}]*outcome="(\w+)"[^}]*\} (\d+)/gm)].map((match) => [match[1], Number(match[2])] as const);
+  expect(outcomes.reduce((sum, [, count]) => sum + count, 0)).toBeGreaterThan(20);
+  expect(outcomes.length).toBeGreaterThanOrEqual(3);
 }, 180_000);
 
 test('when the document disagrees with the api, then the same run fails and names the mismatch', async () => {
@@ -50,7 +52,7 @@ test('when the document disagrees with the api, then the same run fails and name
     const document = join(dir, 'openapi.json');
     await writeFile(document, JSON.stringify(broken));
     const result = await runSchemathesis({
-      apiUrl: api.url, adminToken: ADMIN_TOKEN, userToken: token, document, maxExamples: 5,
+      apiUrl: api.url, adminToken: ADMIN_TOKEN, userToken: token, events, document, maxExamples: 5,
       extraArgs: ['--include-operation-id', 'getEvent', '--phases', 'fuzzing'],
     });
     expect(result.code).not.toBe(0);
