@@ -215,6 +215,13 @@ describe('GET /v1/events/:eventId', () => {
     expect(response.body).toMatchObject({ status: 'sold_out', issued: 2, totalQuantity: 2 });
   });
 
+  test('when the event lies at the ends of the storable range, then its dates read back exactly', async () => {
+    const startsAt = '1000-01-01T00:00:00.000Z';
+    const endsAt = '9999-12-31T23:59:59.999Z';
+    const id = await newEvent({ totalQuantity: 1, startsAt, endsAt });
+    expect((await call(`${api.url}/v1/events/${id}`)).body).toMatchObject({ startsAt, endsAt, status: 'open' });
+  });
+
   test('when the event does not exist, then it answers 404 event_not_found', async () => {
     const response = await call(`${api.url}/v1/events/${uniqueEventId('missing')}`);
     expect(response.status).toBe(404);
