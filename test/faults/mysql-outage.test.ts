@@ -69,15 +69,20 @@ describe('fault: MySQL outage', () => {
     const restartedAt = Date.now();
     const steadyResults = await steady;
 
-    // The operator redrives the dead-letter queue; the running worker persists what comes back.
+    // The operator redrives the dead-letter queue until it stays empty (a retry that was under way when MySQL
+    // came back may still land there); the running worker persists what comes back.
     const deadJobs = deadDuring.jobs as Array<{ coupons: number; lastError: string | null }>;
     const deadAfter = (await runDlq(stack.env(), 'list')).jobs as unknown[];
-    const redriven = (await runDlq(stack.env(), 'redrive')).redriven as number;
-    expect(redriven).toBe(deadAfter.length);
     const issued = [...burst, ...steadyResults].filter((result) => result.status === 202)
       .map((result) => ({ userId: result.userId, sequence: result.body.sequence! }));
-    await waitFor(async () => (await countRows(stack.query, eventId)) >= issued.length || undefined, { timeoutMs: 60_000, what: 'everything persisted' });
+    let redriven = 0;
+    await waitFor(async () => {
+      if ((await countRows(stack.query, eventId)) >= issued.length) return true;
+      redriven += (await runDlq(stack.env(), 'redrive')).redriven as number;
+      return undefined;
+    }, { timeoutMs: 60_000, intervalMs: 1_000, what: 'everything persisted' });
     const drainedAfterMs = Date.now() - restartedAt;
+    expect(redriven).toBeGreaterThanOrEqual(deadAfter.length);
     expect((await runDlq(stack.env(), 'list')).jobs).toEqual([]);
 
     // What held: apply never failed; the backoff kept attempts sparse; the failure path carried some entries.
