@@ -2,6 +2,10 @@
  * The HTTP contract of DESIGN.md against a real api process (and a worker where persisted states matter):
  * every route and outcome, and every response body held to docs/openapi.yaml by `call`.
  */
+import { mkdtemp, rm } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { startRedis } from '../../scripts/local-servers.ts';
 import { ADMIN_TOKEN, closePool, spawnApi, spawnWorker, uniqueEventId, waitFor, type ServiceProcess } from '../support/harness.ts';
 import { call } from '../support/openapi.ts';
 
@@ -301,24 +305,33 @@ describe('POST /v1/events/:eventId/apply', () => {
 
 describe('GET /v1/events/:eventId/coupons/:userId', () => {
   test('when a coupon is issued, then it is pending, and persisted once a worker has written it', async () => {
-    const id = await newEvent({ totalQuantity: 2 });
-    const issued = await applyAs(id, { userId: 'holder' });
-    // No worker of this test runs yet, so the coupon waits in the outbox.
-    const pending = await call(`${api.url}/v1/events/${id}/coupons/holder`);
-    expect(pending.status).toBe(200);
-    expect(pending.body).toEqual({ userId: 'holder', sequence: issued.body.sequence, status: 'pending' });
+    // A Redis of its own, so no worker of another test can persist the coupon before it is seen pending.
+    const dir = await mkdtemp(join(tmpdir(), 'coupon-contract-pending-'));
+    const redis = await startRedis({ dir });
+    try {
+      const own = await spawnApi({ REDIS_URL: redis.url });
+      started.push(own);
+      const id = uniqueEventId('ct');
+      expect((await call(`${own.url}/v1/events`, { body: { id, name: id, totalQuantity: 2 }, token: ADMIN_TOKEN })).status).toBe(201);
+      expect((await call(`${own.url}/v1/events/${id}/apply`, { body: { userId: 'holder' } })).status).toBe(202);
+      const pending = await call(`${own.url}/v1/events/${id}/coupons/holder`);
+      expect(pending.status).toBe(200);
+      expect(pending.body).toEqual({ userId: 'holder', sequence: 1, status: 'pending' });
+      expect((await call(`${own.url}/v1/events/${id}`)).body).toMatchObject({ issued: 1, persisted: 0 });
 
-    started.push(await spawnWorker());
-    const persisted = await waitFor(async () => {
-      const response = await call(`${api.url}/v1/events/${id}/coupons/holder`);
-      return response.body.status === 'persisted' && response;
-    }, { what: 'the coupon to be persisted' });
-    expect(persisted.body).toEqual({ userId: 'holder', sequence: 1, status: 'persisted' });
-    const event = await waitFor(async () => {
-      const response = await call(`${api.url}/v1/events/${id}`);
-      return response.body.persisted === 1 && response;
-    }, { what: 'the event to count the persisted coupon' });
-    expect(event.body).toMatchObject({ issued: 1, persisted: 1, status: 'open' });
+      const worker = await spawnWorker({ REDIS_URL: redis.url });
+      started.push(worker);
+      const persisted = await waitFor(async () => {
+        const response = await call(`${own.url}/v1/events/${id}/coupons/holder`);
+        return response.body.status === 'persisted' && response;
+      }, { what: 'the coupon to be persisted' });
+      expect(persisted.body).toEqual({ userId: 'holder', sequence: 1, status: 'persisted' });
+      expect((await call(`${own.url}/v1/events/${id}`)).body).toMatchObject({ issued: 1, persisted: 1, status: 'open' });
+      await Promise.all([worker.stop(), own.stop()]);
+    } finally {
+      await redis.stop();
+      await rm(dir, { recursive: true, force: true });
+    }
   });
 
   test('when the user holds no coupon, then it answers 404 coupon_not_found', async () => {
