@@ -46,7 +46,7 @@ export async function renderPlots(report: BenchReport): Promise<Record<string, s
   const cap = report.settings.persistRatePerSec;
   return {
     'requests-per-sec.svg': await toSvg(chart(report, 'Apply responses per second (250 ms buckets)', 'responses/s',
-      (r) => r.series.requestsPerSec, { value: report.ceiling.rps, label: `hello-world ceiling ${report.ceiling.rps} req/s` })),
+      (r) => r.series.requestsPerSec, { value: report.ceiling.rps, label: `hello-world ceiling ${report.ceiling.rps} req/s (best run)` })),
     'mysql-writes-per-sec.svg': await toSvg(chart(report, 'Coupon rows written to MySQL per second (from created_at)', 'rows/s',
       (r) => r.series.couponRowsPerSec, { value: cap, label: `outbox worker cap ${cap} rows/s` })),
     'mysql-insert-statements-per-sec.svg': await toSvg(chart(report, 'INSERT statements per second on MariaDB (Com_insert, all tables, 250 ms samples)', 'statements/s',

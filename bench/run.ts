@@ -28,7 +28,7 @@ import type { LoadResult, LoadSpec } from './load.ts';
 import { machineFacts } from './machine.ts';
 import { CounterSampler, type CouponTable, countCoupons, couponWriteTimes, createEventRow, prepareTables } from './mysql.ts';
 import { renderPlots } from './plots.ts';
-import { type BenchReport, type BurstResult, type CeilingRun, type DesignName, type Settings, evaluateTargets, markdownReport } from './report.ts';
+import { type BenchReport, type BurstResult, type CeilingRun, type DesignName, type DrainRun, type Settings, evaluateTargets, markdownReport } from './report.ts';
 import { startDesign, startOutboxWorker } from './processes.ts';
 import { percentileOverTime, ratePerSecond, round, summarise } from './stats.ts';
 
@@ -49,13 +49,13 @@ const settings: Settings = args.quick
   ? {
     mode: 'quick', apiProcesses: 2, connections: 16, repeatFraction: 0.1, persistRatePerSec: 1000, persistBatchSize: 100,
     bystanderOpsPerSec: 100, bystanderTimeoutMs: 2000, idleBaselineSec: 1.5, warmupRequests: 200, ceilingRequests: 1500,
-    maxBurstSec: 20, drainRows: 2000, drainRatePerSec: 1_000_000,
+    maxBurstSec: 20, drainRows: 2000, drainRatePerSec: 1_000_000, drainBatchSizes: [100], durableCommits: true,
     scenarios: [{ name: 'small', totalQuantity: 20, requests: 600 }, { name: 'large', totalQuantity: 300, requests: 1500 }],
   }
   : {
     mode: 'full', apiProcesses: 2, connections: 64, repeatFraction: 0.1, persistRatePerSec: 1000, persistBatchSize: 100,
     bystanderOpsPerSec: 200, bystanderTimeoutMs: 2000, idleBaselineSec: 10, warmupRequests: 5000, ceilingRequests: 40_000,
-    maxBurstSec: 90, drainRows: 50_000, drainRatePerSec: 1_000_000,
+    maxBurstSec: 90, drainRows: 50_000, drainRatePerSec: 1_000_000, drainBatchSizes: [100, 500], durableCommits: true,
     scenarios: [{ name: 'N=100', totalQuantity: 100, requests: 20_000 }, { name: 'N=10,000', totalQuantity: 10_000, requests: 40_000 }],
   };
 const designs = args.designs ? (args.designs.split(',') as DesignName[]) : DESIGNS;
@@ -88,6 +88,9 @@ async function main(): Promise<void> {
   };
   await migrateUp(mariadb.url);
   const pool = mysql.createPool({ uri: mariadb.url, connectionLimit: 4 });
+  // The throwaway server trades durability for test speed; production MySQL flushes the redo log at every commit,
+  // which is what makes one INSERT per request expensive. The benchmark measures that setting.
+  if (settings.durableCommits) await pool.query('set global innodb_flush_log_at_trx_commit = 1');
   const gateRedis = createRedis(redis.url);
   try {
     await prepareTables(pool);
@@ -102,21 +105,26 @@ async function main(): Promise<void> {
     await sleep(settings.idleBaselineSec * 1000);
     const idleWindow = { fromMs: idleFrom, toMs: now() };
 
-    const ceilingRuns: CeilingRun[] = [await measureCeiling(env)];
+    // The ceiling is measured right before each design and once at the end: on a shared machine the load of
+    // others drifts, and each design is compared with the ceiling measured next to it.
+    const ceilingRuns: CeilingRun[] = [];
     const results: BurstResult[] = [];
     let worker: BenchReport['worker'];
     for (const design of designs) {
+      const ceiling = await measureCeiling(env, `before ${design}`);
+      ceilingRuns.push(ceiling);
       const outcome = await runDesign(design, env, pool, gateRedis, sampler);
+      for (const result of outcome.results) result.ceilingRps = ceiling.rps;
       results.push(...outcome.results);
       worker = outcome.worker ?? worker;
     }
-    ceilingRuns.push(await measureCeiling(env));
+    ceilingRuns.push(await measureCeiling(env, 'end'));
 
     const samples = await bystander.stop();
     await sampler.stop();
     const idle = bystanderWindow(samples, idleWindow.fromMs, idleWindow.toMs);
     const ceilingRps = Math.max(...ceilingRuns.map((run) => run.rps));
-    for (const result of results) finishResult(result, samples, idle.p99Ms, ceilingRps);
+    for (const result of results) finishResult(result, samples, idle.p99Ms);
 
     const report: BenchReport = {
       schemaVersion: 1,
@@ -147,15 +155,17 @@ async function main(): Promise<void> {
 }
 
 /** The hello-world ceiling: the same burst shape against a bare Koa route on the same number of processes. */
-async function measureCeiling(env: Record<string, string>): Promise<CeilingRun> {
-  log('ceiling: hello-world');
+async function measureCeiling(env: Record<string, string>, label: string): Promise<CeilingRun> {
+  log(`ceiling: hello-world (${label})`);
   const design = await track(startDesign('hello', settings.apiProcesses, env));
   try {
     await burst(design.urls, '/v1/events/hello/apply', settings.warmupRequests, 1);
+    const cpuBefore = design.cpuMs();
     const load = await burst(design.urls, '/v1/events/hello/apply', settings.ceilingRequests, 2);
+    const cpuUsPerRequest = Math.round(((design.cpuMs() - cpuBefore) * 1000) / Math.max(load.status.length, 1));
     const seconds = (lastDone(load) - load.startedAtMs) / 1000;
     const latency = summarise(load.latencyMs);
-    return { requests: load.status.length, durationSec: round(seconds, 3), rps: Math.round(load.status.length / seconds), p50Ms: latency.p50Ms, p99Ms: latency.p99Ms, errors: load.errors };
+    return { label, requests: load.status.length, durationSec: round(seconds, 3), rps: Math.round(load.status.length / seconds), p50Ms: latency.p50Ms, p99Ms: latency.p99Ms, errors: load.errors, cpuUsPerRequest };
   } finally {
     await untrack(design);
   }
@@ -189,19 +199,24 @@ async function runDesign(
       await createEvent(eventId, scenario.totalQuantity);
       await sleep(500);
       log(`${design}: ${scenario.name}, ${scenario.requests} requests over ${settings.connections} connections`);
+      const cpuBefore = api.cpuMs();
       const load = await burst(api.urls, `/v1/events/${eventId}/apply`, scenario.requests, 100 + index);
+      const cpuUsPerRequest = Math.round(((api.cpuMs() - cpuBefore) * 1000) / Math.max(load.status.length, 1));
       const accepted = load.status.filter((s) => s === 202).length;
       const rows = await waitForCount(pool, table, eventId, accepted);
       const writeTimes = await couponWriteTimes(pool, table, eventId);
       // A naive run can leave rows whose 202 never arrived; count the rows, not the answers.
-      results.push(summariseBurst(design, scenario, load, rows, writeTimes, sampler));
+      results.push({ ...summariseBurst(design, scenario, load, rows, writeTimes, sampler), apiCpuUsPerRequest: cpuUsPerRequest });
       log(`${design}: ${scenario.name}: ${rows} coupons for N=${scenario.totalQuantity}, ${results.at(-1)!.overall.rps} req/s`);
     }
 
     if (design !== 'outbox' || !worker) return { results };
     await untrack(worker);
     worker = undefined;
-    return { results, worker: await measureDrain(api.urls[0]!, env, pool, gateRedis) };
+    const runs = [];
+    for (const batchSize of settings.drainBatchSizes) runs.push(await measureDrain(api.urls[0]!, env, pool, gateRedis, batchSize));
+    const best = runs.reduce((a, b) => (b.rowsPerSec > a.rowsPerSec ? b : a));
+    return { results, worker: { rowsPerSec: best.rowsPerSec, batchSize: best.batchSize, runs } };
   } finally {
     if (worker) await untrack(worker);
     await untrack(api);
@@ -212,8 +227,10 @@ async function runDesign(
  * The worker without its cap: an outbox pre-filled with `drainRows` coupons through the gate script itself, then
  * one worker with PERSIST_RATE_PER_SEC very high; rows/s from the first to the last coupon's created_at.
  */
-async function measureDrain(apiUrl: string, env: Record<string, string>, pool: mysql.Pool, gateRedis: ReturnType<typeof createRedis>): Promise<BenchReport['worker']> {
-  const eventId = `bench-drain-${runId}`;
+async function measureDrain(
+  apiUrl: string, env: Record<string, string>, pool: mysql.Pool, gateRedis: ReturnType<typeof createRedis>, batchSize: number,
+): Promise<DrainRun> {
+  const eventId = `bench-drain-${batchSize}-${runId}`;
   const rows = settings.drainRows;
   const response = await fetch(`${apiUrl}/v1/events`, {
     method: 'POST',
@@ -226,9 +243,9 @@ async function measureDrain(apiUrl: string, env: Record<string, string>, pool: m
     const batch = Array.from({ length: Math.min(1000, rows - start) }, (_, i) => applyForCoupon(gateRedis, eventId, `d${start + i}`, `bench-drain-${start + i}`));
     for (const outcome of await Promise.all(batch)) if (outcome.kind !== 'issued') throw new Error(`pre-fill: ${outcome.kind}`);
   }
-  log(`worker: draining with PERSIST_RATE_PER_SEC=${settings.drainRatePerSec}, PERSIST_BATCH_SIZE=${settings.persistBatchSize}`);
+  log(`worker: draining with PERSIST_RATE_PER_SEC=${settings.drainRatePerSec}, PERSIST_BATCH_SIZE=${batchSize}`);
   const started = now();
-  const worker = await track(startOutboxWorker({ ...env, PERSIST_RATE_PER_SEC: String(settings.drainRatePerSec) }));
+  const worker = await track(startOutboxWorker({ ...env, PERSIST_RATE_PER_SEC: String(settings.drainRatePerSec), PERSIST_BATCH_SIZE: String(batchSize) }));
   try {
     await waitForCount(pool, 'coupon', eventId, rows, 120_000);
   } finally {
@@ -237,7 +254,7 @@ async function measureDrain(apiUrl: string, env: Record<string, string>, pool: m
   const times = await couponWriteTimes(pool, 'coupon', eventId);
   const spanSec = (maxOf(times) - minOf(times)) / 1000;
   return {
-    rows, batchSize: settings.persistBatchSize, ratePerSec: settings.drainRatePerSec,
+    rows, batchSize, ratePerSec: settings.drainRatePerSec,
     drainSec: round(spanSec, 3), rowsPerSec: Math.round(rows / Math.max(spanSec, 0.001)), wallSecIncludingStartup: round((now() - started) / 1000, 2),
   };
 }
@@ -281,6 +298,8 @@ function summariseBurst(
       insertStatementsPerSecPeak: peak.statementsPerSec,
     },
     bystander: null,
+    ceilingRps: 0,
+    apiCpuUsPerRequest: 0,
     window: { fromMs: round(from), toMs: round(windowEnd) },
     series: {
       requestsPerSec: ratePerSecond(load.doneAtMs, from, lastResponse, 250).map(({ t, perSec }) => ({ t, value: perSec })),
@@ -291,7 +310,8 @@ function summariseBurst(
   };
 }
 
-function finishResult(result: BurstResult, samples: BystanderSamples, idleP99Ms: number, ceilingRps: number): void {
+function finishResult(result: BurstResult, samples: BystanderSamples, idleP99Ms: number): void {
+  const ceilingRps = result.ceilingRps;
   const { fromMs, toMs } = result.window;
   const during = bystanderWindow(samples, fromMs, toMs);
   result.bystander = { ...during, p99VsIdle: round(during.p99Ms / idleP99Ms, 2) };

@@ -16,6 +16,7 @@ interface Result {
   statuses: Record<string, number>;
   errors: { total: number; connection: number; timeouts: number; unexpectedStatus: number };
   overall: Phase; open: Phase; soldOut: Phase | null; burstSec: number; persistedAfterSec: number;
+  apiCpuUsPerRequest: number;
   mysql: { couponRowsPerSecPeak: number; rowsInsertedPerSecPeak: number; insertStatementsPerSecPeak: number };
   bystander: { ops: number; p50Ms: number; p99Ms: number; p99VsIdle: number; errors: number } | null;
   series: { requestsPerSec: unknown[]; couponRowsPerSec: unknown[]; mysqlCounters: unknown[]; bystanderP99Ms: unknown[] };
@@ -24,10 +25,10 @@ interface Report {
   schemaVersion: number; mode: string;
   machine: { cpus: number; node: string; redis: string; mariadb: string };
   settings: { scenarios: Array<{ totalQuantity: number; requests: number }>; drainRows: number };
-  ceiling: { rps: number; runs: unknown[] };
+  ceiling: { rps: number; runs: Array<{ label: string; rps: number }> };
   bystanderIdle: { ops: number; p99Ms: number };
   results: Result[];
-  worker: { rows: number; rowsPerSec: number };
+  worker: { rowsPerSec: number; batchSize: number; runs: Array<{ rows: number; rowsPerSec: number }> };
   targets: Array<{ id: string; met: boolean | null }>;
 }
 
@@ -57,7 +58,7 @@ test('when the quick benchmark runs, then every design meets every scenario and 
   expect(report).toMatchObject({ schemaVersion: 1, mode: 'quick' });
   expect(report.machine.cpus).toBeGreaterThan(0);
   for (const field of ['node', 'redis', 'mariadb'] as const) expect(report.machine[field]).toMatch(/\d+\.\d+/);
-  expect(report.ceiling.runs).toHaveLength(2);
+  expect(report.ceiling.runs.map((run) => run.label)).toEqual(['before naive', 'before incr-direct', 'before outbox', 'end']);
   expect(report.ceiling.rps).toBeGreaterThan(0);
   expect(report.bystanderIdle.ops).toBeGreaterThan(0);
   const scenarios = report.settings.scenarios.length;
@@ -90,14 +91,18 @@ test('when a burst is reported, then throughput, latency, MySQL writes, the byst
     }
     expect(result.soldOut?.requests).toBeGreaterThan(0);
     expect(result.persistedAfterSec).toBeGreaterThan(0);
+    expect(result.apiCpuUsPerRequest).toBeGreaterThanOrEqual(0);
     expect(result.mysql.couponRowsPerSecPeak).toBeGreaterThan(0);
     expect(result.mysql.insertStatementsPerSecPeak).toBeGreaterThan(0);
     expect(result.bystander?.ops).toBeGreaterThan(0);
     expect(typeof result.bystander?.p99VsIdle).toBe('number');
     for (const series of Object.values(result.series)) expect(series.length).toBeGreaterThan(0);
   }
-  expect(report.worker.rows).toBe(report.settings.drainRows);
-  expect(report.worker.rowsPerSec).toBeGreaterThan(0);
+  expect(report.worker.runs.length).toBeGreaterThan(0);
+  for (const run of report.worker.runs) {
+    expect(run.rows).toBe(report.settings.drainRows);
+    expect(run.rowsPerSec).toBeGreaterThan(0);
+  }
   expect(report.targets.map((t) => t.id)).toEqual([
     'outbox-open-throughput', 'outbox-sold-out-throughput', 'outbox-p99', 'outbox-writes-at-cap',
     'bystander-outbox', 'bystander-incr-direct', 'worker-unthrottled', 'exactly-n',
