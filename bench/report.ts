@@ -66,8 +66,10 @@ export interface BurstResult {
   /** from the burst's first request until the last coupon row was written */
   persistedAfterSec: number;
   mysql: {
-    /** coupon rows of this event written in any one second (from created_at) */
+    /** coupon rows of this event written in any one-second bucket from the burst's start (from created_at) */
     couponRowsPerSecPeak: number;
+    /** the event's rows over the time from its first to its last row */
+    couponRowsPerSecMean: number;
     /** all rows inserted in MariaDB (every table, bystander included), highest one-second rate */
     rowsInsertedPerSecPeak: number;
     /** INSERT statements (Com_insert), highest one-second rate */
@@ -103,6 +105,9 @@ export interface CeilingRun {
   errors: number;
   /** the hello-world processes' CPU time per request */
   cpuUsPerRequest: number;
+  window: { fromMs: number; toMs: number };
+  /** the bystander during this burst: what CPU contention alone does to it, with no extra database work */
+  bystander: (BystanderStats & { p99VsIdle: number }) | null;
 }
 
 export interface DrainRun {
@@ -145,7 +150,6 @@ export function evaluateTargets(report: BenchReport): Target[] {
   const outbox = report.results.filter((r) => r.design === 'outbox');
   const incr = report.results.filter((r) => r.design === 'incr-direct');
   const largest = outbox.at(-1);
-  const smallest = outbox[0];
   const cap = report.settings.persistRatePerSec;
   const targets: Target[] = [];
   const add = (id: string, description: string, target: string, value: string | undefined, met: boolean | undefined) =>
@@ -153,16 +157,25 @@ export function evaluateTargets(report: BenchReport): Target[] {
 
   add('outbox-open-throughput', `outbox apply throughput while open (${largest?.scenario ?? '-'}) / hello-world ceiling`, '>= 0.80',
     fmt(largest?.open.ratioToCeiling, 2), largest && (largest.open.ratioToCeiling ?? 0) >= 0.8);
-  add('outbox-sold-out-throughput', `outbox apply throughput after sold out (${smallest?.scenario ?? '-'}) / hello-world ceiling`, '>= 0.95',
-    fmt(smallest?.soldOut?.ratioToCeiling, 2), smallest?.soldOut ? (smallest.soldOut.ratioToCeiling ?? 0) >= 0.95 : undefined);
+  const soldOut = outbox.filter((r) => r.soldOut).map((r) => r.soldOut!.ratioToCeiling ?? 0);
+  add('outbox-sold-out-throughput', 'outbox apply throughput after sold out / hello-world ceiling (worst burst)', '>= 0.95',
+    soldOut.length ? outbox.map((r) => `${fmt(r.soldOut?.ratioToCeiling, 2) ?? '-'} (${r.scenario})`).join(', ') : undefined,
+    soldOut.length ? Math.min(...soldOut) >= 0.95 : undefined);
   const p99 = outbox.length ? Math.max(...outbox.map((r) => r.overall.p99Ms)) : undefined;
   add('outbox-p99', `outbox apply p99 at ${report.settings.connections} connections (worst burst)`, '< 10 ms',
     p99 === undefined ? undefined : `${fmt(p99, 1)} ms`, p99 === undefined ? undefined : p99 < 10);
-  add('outbox-writes-at-cap', `outbox coupon writes per second during the burst (${largest?.scenario ?? '-'}), cap ${cap}/s`, `peak <= ${Math.round(cap * 1.05)}/s`,
-    largest && `peak ${largest.mysql.couponRowsPerSecPeak}/s`, largest && largest.mysql.couponRowsPerSecPeak <= cap * 1.05);
+  // A batch is written at once at the start of its reserved slot, so a fixed one-second bucket can hold one batch more.
+  const batch = report.settings.persistBatchSize;
+  add('outbox-writes-at-cap', `outbox coupon writes per one-second bucket during the burst (${largest?.scenario ?? '-'}), cap ${cap}/s, batch ${batch}`,
+    `peak <= ${cap + batch}/s (cap + one batch), flat at the cap`,
+    largest && `peak ${largest.mysql.couponRowsPerSecPeak}/s, mean ${largest.mysql.couponRowsPerSecMean}/s`,
+    largest && largest.mysql.couponRowsPerSecPeak <= cap + batch);
   const outboxBystander = outbox.length ? Math.max(...outbox.map((r) => r.bystander?.p99VsIdle ?? Number.NaN)) : undefined;
   add('bystander-outbox', 'bystander p99 during outbox bursts / idle p99 (worst burst)', '<= 1.5',
     fmt(outboxBystander, 2), outboxBystander === undefined ? undefined : outboxBystander <= 1.5);
+  const control = report.ceiling.runs.length ? Math.max(...report.ceiling.runs.map((r) => r.bystander?.p99VsIdle ?? Number.NaN)) : undefined;
+  add('bystander-hello-control', 'bystander p99 during hello-world bursts / idle p99 (worst run): CPU contention alone, no database work', 'for reference',
+    fmt(control, 2), undefined);
   const incrBystander = incr.length ? Math.max(...incr.map((r) => r.bystander?.p99VsIdle ?? Number.NaN)) : undefined;
   add('bystander-incr-direct', 'bystander p99 during incr-direct bursts / idle p99 (worst burst), for contrast', 'far worse than outbox',
     fmt(incrBystander, 2), incrBystander === undefined || outboxBystander === undefined ? undefined : incrBystander > outboxBystander);
@@ -206,7 +219,7 @@ export function markdownReport(report: BenchReport): string {
     '',
     `Setup: MariaDB with innodb_flush_log_at_trx_commit=${s.durableCommits ? 1 : 2}; ${s.apiProcesses} Koa processes per design, ${s.connections} connections from autocannon in its own process over loopback, ${Math.round(s.repeatFraction * 100)}% repeat users; outbox worker capped at ${s.persistRatePerSec} rows/s in batches of ${s.persistBatchSize}; bystander ${s.bystanderOpsPerSec} order ops/s (INSERT and point SELECT alternating).`,
     '',
-    `Hello-world ceiling, measured before each design (each design's ratios use its own): ${ceiling.runs.map((r) => `${r.label} ${r.rps.toLocaleString('en-US')} req/s (p99 ${r.p99Ms} ms, ${r.cpuUsPerRequest} µs CPU/req)`).join('; ')}. Bystander idle: p50 ${idle.p50Ms} ms, p99 ${idle.p99Ms} ms over ${idle.ops} ops.`,
+    `Hello-world ceiling, measured before each design (each design's ratios use its own): ${ceiling.runs.map((r) => `${r.label} ${r.rps.toLocaleString('en-US')} req/s (p99 ${r.p99Ms} ms, ${r.cpuUsPerRequest} µs CPU/req, bystander p99 ${r.bystander?.p99Ms ?? '-'} ms)`).join('; ')}. Bystander idle: p50 ${idle.p50Ms} ms, p99 ${idle.p99Ms} ms over ${idle.ops} ops.`,
     '',
     resultsTable(report),
     '',

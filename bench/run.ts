@@ -125,6 +125,10 @@ async function main(): Promise<void> {
     const idle = bystanderWindow(samples, idleWindow.fromMs, idleWindow.toMs);
     const ceilingRps = Math.max(...ceilingRuns.map((run) => run.rps));
     for (const result of results) finishResult(result, samples, idle.p99Ms);
+    for (const run of ceilingRuns) {
+      const during = bystanderWindow(samples, run.window.fromMs, run.window.toMs);
+      run.bystander = { ...during, p99VsIdle: round(during.p99Ms / idle.p99Ms, 2) };
+    }
 
     const report: BenchReport = {
       schemaVersion: 1,
@@ -165,7 +169,10 @@ async function measureCeiling(env: Record<string, string>, label: string): Promi
     const cpuUsPerRequest = Math.round(((design.cpuMs() - cpuBefore) * 1000) / Math.max(load.status.length, 1));
     const seconds = (lastDone(load) - load.startedAtMs) / 1000;
     const latency = summarise(load.latencyMs);
-    return { label, requests: load.status.length, durationSec: round(seconds, 3), rps: Math.round(load.status.length / seconds), p50Ms: latency.p50Ms, p99Ms: latency.p99Ms, errors: load.errors, cpuUsPerRequest };
+    return {
+      label, requests: load.status.length, durationSec: round(seconds, 3), rps: Math.round(load.status.length / seconds), p50Ms: latency.p50Ms,
+      p99Ms: latency.p99Ms, errors: load.errors, cpuUsPerRequest, window: { fromMs: round(load.startedAtMs), toMs: round(lastDone(load)) }, bystander: null,
+    };
   } finally {
     await untrack(design);
   }
@@ -294,6 +301,7 @@ function summariseBurst(
     persistedAfterSec: round((persistedAt - from) / 1000, 3),
     mysql: {
       couponRowsPerSecPeak: maxOf([0, ...couponPerSecond.map((b) => b.perSec)]),
+      couponRowsPerSecMean: writeTimes.length > 1 ? Math.round(writeTimes.length / Math.max((maxOf(writeTimes) - minOf(writeTimes)) / 1000, 0.001)) : writeTimes.length,
       rowsInsertedPerSecPeak: peak.rowsPerSec,
       insertStatementsPerSecPeak: peak.statementsPerSec,
     },
