@@ -27,6 +27,8 @@ export interface RedisClientOptions {
   failFast?: boolean;
   commandTimeoutMs?: number;
   connectionName?: string;
+  /** Send the commands of one event-loop tick in one write: under a burst, far fewer syscalls on both ends. */
+  autoPipelining?: boolean;
 }
 
 export function createRedis(url: string, options: RedisClientOptions = {}): CouponRedis {
@@ -36,6 +38,7 @@ export function createRedis(url: string, options: RedisClientOptions = {}): Coup
     // Reconnect forever, at most once a second: a Redis restart heals without restarting the process.
     retryStrategy: (attempt) => Math.min(attempt * 100, 1_000),
     ...(options.failFast && { enableOfflineQueue: false, maxRetriesPerRequest: 0 }),
+    ...(options.autoPipelining && { enableAutoPipelining: true }),
     ...(options.commandTimeoutMs !== undefined && { commandTimeout: options.commandTimeoutMs }),
   };
   const redis = new Redis(url, redisOptions);
