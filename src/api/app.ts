@@ -257,6 +257,7 @@ function applyRoute(deps: AppDeps) {
     if (userId === undefined) return sendError(ctx, 'invalid_request', 'userId is required');
 
     const now = Date.now();
+    // Without JWT identity answerLocallySoldOut has answered already; with it, the flag counts after the token.
     if (soldOut.isSoldOut(eventId, now)) {
       metrics.countGate('local_sold_out');
       return sendError(ctx, 'sold_out', 'all coupons of this event are issued');
