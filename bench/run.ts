@@ -56,7 +56,7 @@ const settings: Settings = args.quick
     mode: 'full', apiProcesses: 2, connections: 64, repeatFraction: 0.1, persistRatePerSec: 1000, persistBatchSize: 100,
     bystanderOpsPerSec: 200, bystanderTimeoutMs: 2000, idleBaselineSec: 10, warmupRequests: 5000, ceilingRequests: 40_000,
     maxBurstSec: 90, drainRows: 50_000, drainRatePerSec: 1_000_000, drainBatchSizes: [100, 500], durableCommits: true,
-    scenarios: [{ name: 'N=100', totalQuantity: 100, requests: 20_000 }, { name: 'N=10,000', totalQuantity: 10_000, requests: 40_000 }],
+    scenarios: [{ name: 'N=100', totalQuantity: 100, requests: 40_000 }, { name: 'N=10,000', totalQuantity: 10_000, requests: 40_000 }],
   };
 const designs = args.designs ? (args.designs.split(',') as DesignName[]) : DESIGNS;
 for (const design of designs) if (!DESIGNS.includes(design)) throw new Error(`unknown design ${design}; choose from ${DESIGNS.join(', ')}`);
