@@ -669,7 +669,8 @@ async function logTail(logFile: string, lines = 20): Promise<string> {
   return `--- last lines of ${logFile} ---\n${tail || '(empty)'}`;
 }
 
-function isAlive(pid: number): boolean {
+/** Whether a process with this pid exists (EPERM: it exists but belongs to someone else). */
+export function isAlive(pid: number): boolean {
   try {
     process.kill(pid, 0);
     return true;

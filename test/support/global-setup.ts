@@ -10,7 +10,7 @@
 import { mkdir, readdir, rm } from 'node:fs/promises';
 import { join } from 'node:path';
 import { pathToFileURL } from 'node:url';
-import { freePort, startLocalStack, stopLeftoverServer, type LocalStack } from '../../scripts/local-servers.ts';
+import { freePort, isAlive, startLocalStack, stopLeftoverServer, type LocalStack } from '../../scripts/local-servers.ts';
 
 export interface TestStackHandle {
   stack: LocalStack;
@@ -85,14 +85,5 @@ async function removeDeadRuns(testDir: string): Promise<void> {
     } catch (err) {
       console.warn(`could not clean ${runDir}: ${(err as Error).message}`);
     }
-  }
-}
-
-function isAlive(pid: number): boolean {
-  try {
-    process.kill(pid, 0);
-    return true;
-  } catch (err) {
-    return (err as NodeJS.ErrnoException).code === 'EPERM';
   }
 }
