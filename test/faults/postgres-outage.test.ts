@@ -39,7 +39,8 @@ describe('fault: PostgreSQL outage', () => {
     const restartedAt = Date.now();
     await waitFor(async () => (await readyz(second.url)).body.jobs === true || undefined, { what: 'the failure path of the worker started during the outage' });
     const secondConnectedAfterMs = Date.now() - restartedAt;
-    expect(second.output()).toContain('failure path ready');
+    // The log line travels through a pipe and can arrive after /readyz has answered: wait for it, don't race it.
+    await waitFor(() => second.output().includes('failure path ready'), { timeoutMs: 5_000, what: 'the failure path ready log line' });
     await second.stop('SIGTERM');
 
     // Only the failure path can close this gap: rows lost from MySQL after they were acked (say, a restore
