@@ -6,7 +6,7 @@
 import { randomBytes } from 'node:crypto';
 import { fileURLToPath } from 'node:url';
 import { migrateUp } from '../src/db/migrate.ts';
-import { startLocalStack } from './local-servers.ts';
+import { type LocalStack, startLocalStack } from './local-servers.ts';
 import { startApi, startWorker, type ServiceProcess } from './services.ts';
 
 const root = fileURLToPath(new URL('..', import.meta.url));
@@ -14,8 +14,8 @@ const apiPort = Number(process.env.PORT ?? 8080);
 const workerPort = Number(process.env.WORKER_PORT ?? 8081);
 const adminToken = process.env.ADMIN_TOKEN ?? randomBytes(18).toString('base64url');
 
-const stack = await startLocalStack({ dir: `${root}.stack/dev` });
 const services: ServiceProcess[] = [];
+let stack: LocalStack | undefined;
 let stopping = false;
 
 async function stopAll(code: number): Promise<never> {
@@ -23,11 +23,13 @@ async function stopAll(code: number): Promise<never> {
   stopping = true;
   console.log('\nstopping api, worker and the servers this stack started...');
   await Promise.all(services.map((service) => service.stop('SIGTERM')));
-  await stack.stop();
+  await stack?.stop();
   process.exit(code);
 }
+// Before anything starts: a Ctrl-C while MariaDB initialises must still stop what was started.
 process.on('SIGINT', () => void stopAll(0));
 process.on('SIGTERM', () => void stopAll(0));
+stack = await startLocalStack({ dir: `${root}.stack/dev` });
 
 try {
   const applied = await migrateUp(stack.mysqlUrl);

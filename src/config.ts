@@ -51,7 +51,7 @@ export function loadConfig(env: Env = process.env, defaults: { port: number } = 
     maxDeliveries: read.integer('MAX_DELIVERIES', 5, 1, 1_000),
     logLevel: read.oneOf('LOG_LEVEL', 'info', LOG_LEVELS),
     shutdownDrainMs: read.integer('SHUTDOWN_DRAIN_MS', 5_000, 0, 600_000),
-    reconcileCron: read.string('RECONCILE_CRON', '*/5 * * * *'),
+    reconcileCron: read.cron('RECONCILE_CRON', '*/5 * * * *'),
     retryLimit: read.integer('RETRY_LIMIT', 8, 0, 1_000),
     retryDelaySec: read.integer('RETRY_DELAY_SEC', 5, 1, 86_400),
     soldOutCacheMs: read.integer('SOLD_OUT_CACHE_MS', 5_000, 0, 3_600_000),
@@ -97,6 +97,16 @@ class EnvReader {
     const value = this.#raw(name);
     if (value !== undefined && value.length < minLength) {
       throw new ConfigError(`${name} must be at least ${minLength} characters long`);
+    }
+    return value;
+  }
+
+  /** Five cron fields (minute hour day month weekday) of digits, `*`, `/`, `,` and `-`, as pg-boss's schedule takes. */
+  cron(name: string, fallback: string): string {
+    const value = this.#raw(name) ?? fallback;
+    const fields = value.split(/\s+/);
+    if (fields.length !== 5 || !fields.every((field) => /^[\d*/,-]+$/.test(field))) {
+      throw new ConfigError(`${name} must be a five-field cron expression such as "*/5 * * * *", got "${value}"`);
     }
     return value;
   }

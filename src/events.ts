@@ -20,6 +20,7 @@ export type UpdateEventResult =
   | { kind: 'updated'; event: EventView }
   | { kind: 'event_not_found' }
   | { kind: 'quantity_below_issued'; issued: number }
+  | { kind: 'ends_before_start' }
   | { kind: 'state_missing' };
 export type CouponView = { userId: string; sequence: number; status: 'pending' | 'persisted' };
 
@@ -47,6 +48,7 @@ export class EventService {
   async update(id: string, change: { name?: string; totalQuantity?: number; endsAt?: Date | null }): Promise<UpdateEventResult> {
     const event = await this.#store.findEvent(id);
     if (!event) return { kind: 'event_not_found' };
+    if (change.endsAt && change.endsAt <= event.startsAt) return { kind: 'ends_before_start' };
     // Redis first: the script refuses a quantity below what is issued, atomically with the gate.
     const outcome = await updateEventState(this.#redis, id, {
       ...(change.totalQuantity !== undefined && { totalQuantity: change.totalQuantity }),

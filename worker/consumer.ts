@@ -1,17 +1,9 @@
 import type { Logger } from 'pino';
+import { isDependencyFault } from '../src/faults.ts';
 import { sleep } from '../src/shutdown.ts';
 import type { FailurePath } from './failure-path.ts';
 import type { Outbox, OutboxEntry } from './outbox.ts';
 import type { Persister } from './persister.ts';
-
-const CONNECTION_FAULT = /ECONNREFUSED|ECONNRESET|ETIMEDOUT|PROTOCOL_CONNECTION_LOST|Connection lost|connect|Pool|closed state/i;
-
-/** A fault of reaching MySQL (retry the whole batch later), as opposed to MySQL refusing a row. */
-function isConnectionFault(error: unknown): boolean {
-  if (!(error instanceof Error)) return true;
-  const code = (error as { code?: string }).code ?? '';
-  return error.name === 'ConnectionException' || CONNECTION_FAULT.test(code) || CONNECTION_FAULT.test(error.message);
-}
 
 export interface ConsumerSettings {
   batchSize: number;
@@ -101,7 +93,7 @@ export class OutboxConsumer {
     try {
       await this.#persister.persist(entries.map((entry) => entry.coupon));
     } catch (error) {
-      if (entries.length === 1 || isConnectionFault(error)) throw error;
+      if (entries.length === 1 || isDependencyFault(error)) throw error;
       // The database answered but refused the batch: one bad entry must not hold back the rest. Persist them
       // one by one, ack those that succeed, and leave the bad ones pending for the delivery limit to catch.
       await this.#persistOneByOne(entries);

@@ -111,6 +111,13 @@ export class FailurePath {
 
   /** Re-enqueues every coupon Redis issued that MySQL lacks, for events whose outbox is fully drained. */
   async reconcile(): Promise<number> {
+    // Coupons waiting in the retry queue are acked in the outbox and absent from MySQL: comparing now would
+    // enqueue them a second time. The next scheduled run compares once the queue is empty.
+    const retrying = await this.#boss?.getQueue(PERSIST_RETRY_QUEUE);
+    if (retrying && retrying.queuedCount + retrying.activeCount > 0) {
+      this.#logger.info({ queued: retrying.queuedCount, active: retrying.activeCount }, 'reconcile skipped: the retry queue is not empty');
+      return 0;
+    }
     const missing = await this.#reconciler.findMissing();
     if (missing.length > 0) {
       this.#logger.warn({ count: missing.length }, 'reconcile found issued coupons missing from MySQL; re-enqueued');

@@ -115,12 +115,25 @@ export class Maintenance {
     }
   }
 
+  /** Events whose issued-minus-persisted gauge is above zero: counted again until it is back to zero. */
+  readonly #behind = new Set<string>();
+
+  /**
+   * issued minus persisted, per event. MySQL is asked only about events whose outbox still has work, or that
+   * were behind last time, so finished events of the past cost the shared database nothing.
+   */
   async refreshPersistedGauges(): Promise<void> {
     const { outbox, redis, store, metrics } = this.#deps;
     for (const stream of await outbox.streams()) {
       const event = eventIdOfOutbox(stream);
+      const state = await outbox.groupState(stream);
+      const draining = state !== null && (state.lag > 0 || state.pending > 0);
+      if (!draining && !this.#behind.has(event)) continue;
       const [issued, persisted] = await Promise.all([redis.get(eventKeys(event).issued), store.countPersisted(event)]);
-      metrics.issuedMinusPersisted.set({ event }, Math.max(0, Number(issued ?? 0) - persisted));
+      const behind = Math.max(0, Number(issued ?? 0) - persisted);
+      metrics.issuedMinusPersisted.set({ event }, behind);
+      if (behind > 0) this.#behind.add(event);
+      else this.#behind.delete(event);
     }
   }
 }

@@ -49,7 +49,9 @@ export class Outbox {
     let reply: Array<[string, RawEntry[]]> | null;
     try {
       reply = (await this.#redis.xreadgroup(
-        'GROUP', PERSIST_GROUP, this.consumer, 'COUNT', count, 'BLOCK', blockMs, 'STREAMS', ...streams, ...streams.map(() => '>'),
+        // COUNT applies per stream: share one batch among them, so a read never holds more than a batch.
+        'GROUP', PERSIST_GROUP, this.consumer, 'COUNT', Math.max(1, Math.ceil(count / streams.length)), 'BLOCK', blockMs,
+        'STREAMS', ...streams, ...streams.map(() => '>'),
       )) as Array<[string, RawEntry[]]> | null;
     } catch (error) {
       // A stream whose group vanished (Redis flushed and the event not yet rebuilt): re-read the registry.
@@ -98,7 +100,9 @@ export class Outbox {
   }
 
   async #deliveryCounts(stream: string, first: string, last: string, count: number): Promise<Map<string, number>> {
-    const pending = (await this.#redis.xpending(stream, PERSIST_GROUP, first, last, count * 2)) as Array<[string, string, number, number]>;
+    // The claimed entries are this consumer's now; filtering by it keeps other consumers' entries in the same
+    // id range from crowding them out of the reply.
+    const pending = (await this.#redis.xpending(stream, PERSIST_GROUP, first, last, count, this.consumer)) as Array<[string, string, number, number]>;
     return new Map(pending.map(([id, , , deliveries]) => [id, deliveries]));
   }
 
@@ -161,7 +165,7 @@ export class Outbox {
     }
     for (const consumer of consumers.map(toRecord)) {
       if (consumer.name !== this.consumer && Number(consumer.pending) === 0 && Number(consumer.idle) > idleMs) {
-        await this.#redis.xgroup('DELCONSUMER', stream, PERSIST_GROUP, String(consumer.name));
+        await this.#redis.removeConsumerIfIdle(stream, PERSIST_GROUP, String(consumer.name));
       }
     }
   }
@@ -170,8 +174,7 @@ export class Outbox {
   async leave(): Promise<void> {
     for (const stream of this.#streams) {
       try {
-        const held = (await this.#redis.xpending(stream, PERSIST_GROUP, '-', '+', 1, this.consumer)) as unknown[];
-        if (held.length === 0) await this.#redis.xgroup('DELCONSUMER', stream, PERSIST_GROUP, this.consumer);
+        await this.#redis.removeConsumerIfIdle(stream, PERSIST_GROUP, this.consumer);
       } catch {
         // the stream or group is gone: nothing to leave
       }

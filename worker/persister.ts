@@ -21,7 +21,8 @@ export class Persister {
     this.#store = deps.store;
     this.#metrics = deps.metrics;
     this.#ratePerSec = deps.ratePerSec;
-    this.#batchSize = deps.batchSize;
+    // A batch is written at one instant, so it may not hold more than one second's worth of the cap.
+    this.#batchSize = Math.min(deps.batchSize, deps.ratePerSec);
   }
 
   /** Persists coupons in batches of PERSIST_BATCH_SIZE; rows already there are skipped. Returns the new rows. */

@@ -5,7 +5,9 @@ import { bodyParser } from '@koa/bodyparser';
 import type { Logger } from 'pino';
 import { isEventId, isUserId } from '../domain/coupon.ts';
 import type { EventService } from '../events.ts';
+import { isDependencyFault } from '../faults.ts';
 import { applyForCoupon, type CouponRedis } from '../redis/client.ts';
+import { STATE_SENTINEL_KEY } from '../redis/keys.ts';
 import { ERROR_STATUS, type ErrorCode, HttpError } from './errors.ts';
 import type { Identity } from './identity.ts';
 import type { ApiMetrics } from './metrics.ts';
@@ -95,17 +97,6 @@ function errorMiddleware(deps: AppDeps) {
     }
     deps.metrics.observeRequest(String(ctx._matchedRoute ?? 'unmatched'), ctx.status, (performance.now() - started) / 1000);
   };
-}
-
-const DEPENDENCY_ERROR_NAMES = new Set(['MaxRetriesPerRequestError', 'ConnectionException', 'DriverException', 'AbortError']);
-const DEPENDENCY_ERROR_CODES = new Set(['ECONNREFUSED', 'ECONNRESET', 'ETIMEDOUT', 'EPIPE', 'PROTOCOL_CONNECTION_LOST', 'ER_CON_COUNT_ERROR']);
-
-function isDependencyFault(error: unknown): boolean {
-  if (!(error instanceof Error)) return false;
-  const code = (error as { code?: string }).code;
-  return DEPENDENCY_ERROR_NAMES.has(error.name)
-    || (code !== undefined && DEPENDENCY_ERROR_CODES.has(code))
-    || /Command timed out|Connection is closed|Stream isn't writeable|connect ECONNREFUSED|Reached the max retries/.test(error.message);
 }
 
 async function readiness(ctx: Context, deps: AppDeps): Promise<void> {
@@ -201,6 +192,8 @@ async function updateEvent(ctx: Context, deps: AppDeps): Promise<void> {
       return sendError(ctx, 'event_not_found', `event ${eventId} does not exist`);
     case 'quantity_below_issued':
       return sendError(ctx, 'quantity_below_issued', `${result.issued} coupons are already issued`);
+    case 'ends_before_start':
+      return sendError(ctx, 'invalid_request', 'endsAt must be after startsAt');
     case 'state_missing':
       return sendError(ctx, 'unavailable', 'the event is being restored from the database; try again shortly');
   }
@@ -279,10 +272,15 @@ function applyRoute(deps: AppDeps) {
       case 'ended':
         return sendError(ctx, 'event_not_open', 'the event has ended');
       case 'state_missing':
-        // Redis has no gate state: either no such event, or Redis lost it and the worker will rebuild it
-        // from MySQL. Until then nothing is issued, so a flush can never cause over-issue.
-        if (await existence.exists(eventId)) return sendError(ctx, 'unavailable', 'the event is being restored; try again shortly');
-        return sendError(ctx, 'event_not_found', `event ${eventId} does not exist`);
+        // Redis has no gate state: either no such event, or Redis lost its data and a worker will rebuild it
+        // from MySQL; nothing is issued until then, so a flush can never cause over-issue. The worker's
+        // sentinel tells the two apart without MySQL: present, Redis has lost nothing since the worker last
+        // compared it with MySQL, so the event does not exist. Only while it is absent (a flush, or no worker
+        // has run yet) is MySQL asked, once per event id for a few seconds.
+        if (await redis.exists(STATE_SENTINEL_KEY) || !(await existence.exists(eventId))) {
+          return sendError(ctx, 'event_not_found', `event ${eventId} does not exist`);
+        }
+        return sendError(ctx, 'unavailable', 'the event is being restored; try again shortly');
     }
   };
 }

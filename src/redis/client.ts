@@ -11,6 +11,7 @@ const SCRIPTS = {
   installEvent: { numberOfKeys: 5, lua: script('install-event') },
   updateEvent: { numberOfKeys: 2, lua: script('update-event') },
   reservePersistSlot: { numberOfKeys: 1, lua: script('persist-bucket') },
+  removeConsumerIfIdle: { numberOfKeys: 1, lua: script('remove-consumer') },
 } as const;
 
 interface ScriptCommands {
@@ -18,6 +19,8 @@ interface ScriptCommands {
   installEvent(...keysAndArgs: string[]): Promise<number>;
   updateEvent(meta: string, issued: string, total: string, endsAt: string): Promise<[number, number]>;
   reservePersistSlot(bucket: string, rows: number, rate: number): Promise<number>;
+  /** Removes a consumer from a group only if it holds no pending entries; 1 when removed. */
+  removeConsumerIfIdle(stream: string, group: string, consumer: string): Promise<number>;
 }
 
 export type CouponRedis = Redis & ScriptCommands;
@@ -71,7 +74,9 @@ export async function applyForCoupon(
   try {
     reply = await withTimeout(redis.gate(keys.meta, keys.issued, keys.users, keys.outbox, eventId, userId, requestId), timeoutMs);
   } catch (error) {
-    if (error instanceof GateTimeoutError) return settleTimedOut(redis, keys.users, userId, requestId, timeoutMs);
+    // One deadline for both calls: the gate's wait, then half of it again to settle, so a hung Redis is
+    // answered 503 in 1.5x REDIS_COMMAND_TIMEOUT_MS (750 ms by default), well within a second.
+    if (error instanceof GateTimeoutError) return settleTimedOut(redis, keys.users, userId, requestId, timeoutMs / 2);
     throw error;
   }
   const [code, sequence, issuedAtMs] = reply;

@@ -103,14 +103,15 @@ describe('the gate script', () => {
 
   test('when the gate\'s reply comes too late, then the request still learns for certain whether its own call issued the coupon', async () => {
     const eventId = await openEvent(5);
-    const timeoutMs = 200;
+    const timeoutMs = 300;
     const impatient = createRedis(serverUrls().REDIS_URL, { commandTimeoutMs: 5 * timeoutMs });
     const probe = createRedis(serverUrls().REDIS_URL, { commandTimeoutMs: timeoutMs });
     const blocker = createRedis(serverUrls().REDIS_URL);
     try {
       await Promise.all([impatient.ping(), probe.ping()]);
-      // Redis is busy for ~350 ms: the gate runs after that, so its reply misses the 200 ms timeout.
-      const busy = blocker.eval("local t = redis.call('TIME'); local s = t[1] * 1000000 + t[2]; repeat t = redis.call('TIME') until t[1] * 1000000 + t[2] - s > 350000; return 1", 0);
+      // Redis is busy for ~400 ms: the gate runs after that, so its reply misses the 300 ms timeout, and the
+      // settling read (150 ms more) arrives in time.
+      const busy = blocker.eval("local t = redis.call('TIME'); local s = t[1] * 1000000 + t[2]; repeat t = redis.call('TIME') until t[1] * 1000000 + t[2] - s > 400000; return 1", 0);
       await new Promise((resolve) => setTimeout(resolve, 20));
       const [mine, theirs, plain] = await Promise.allSettled([
         applyForCoupon(impatient, eventId, 'ann', 'request-1', timeoutMs),

@@ -31,6 +31,8 @@ describe('configuration', () => {
     ['LOG_LEVEL', 'loud', /LOG_LEVEL must be one of/],
     ['ADMIN_TOKEN', 'short', /ADMIN_TOKEN must be at least 16 characters/],
     ['AUTH_JWT_SECRET', 'too-short-secret', /AUTH_JWT_SECRET must be at least 32 characters/],
+    ['RECONCILE_CRON', 'every 5 minutes', /RECONCILE_CRON must be a five-field cron expression/],
+    ['RECONCILE_CRON', '*/5 * * *', /RECONCILE_CRON must be a five-field cron expression/],
   ])('when %s is %p, then start-up fails naming it', (name, value, message) => {
     expect(() => loadConfig({ [name]: value })).toThrow(ConfigError);
     expect(() => loadConfig({ [name]: value })).toThrow(message);

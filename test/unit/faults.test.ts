@@ -1,0 +1,27 @@
+import { isDependencyFault } from '../../src/faults.ts';
+
+const withCode = (message: string, code: string) => Object.assign(new Error(message), { code });
+
+describe('telling an unreachable dependency from a refusal', () => {
+  test.each([
+    ['MySQL refusing connections', withCode('connect ECONNREFUSED 127.0.0.1:3306', 'ECONNREFUSED')],
+    ['a MySQL connection lost mid-query', withCode('Connection lost: The server closed the connection.', 'PROTOCOL_CONNECTION_LOST')],
+    ['a gate call that timed out', new Error('Command timed out')],
+    ['Redis down with no offline queue', new Error("Stream isn't writeable and enableOfflineQueue options is false")],
+    ['Redis loading its AOF after a restart', new Error('LOADING Redis is loading the dataset in memory')],
+    ['a replica after a failover', new Error("READONLY You can't write against a read only replica.")],
+    ['a full Redis with noeviction', new Error('OOM command not allowed when used memory > maxmemory.')],
+  ])('when the error is %s, then it is a dependency fault (503, retry the batch)', (_, error) => {
+    expect(isDependencyFault(error)).toBe(true);
+  });
+
+  test.each([
+    ['a malformed coupon whose user id mentions a pool', new Error('malformed coupon refused: {"userId":"pool-connect-1"}')],
+    ['a MySQL trigger refusing a row', withCode('refused by test trigger', 'ER_SIGNAL_EXCEPTION')],
+    ['a duplicate key', withCode("Duplicate entry 'x' for key 'PRIMARY'", 'ER_DUP_ENTRY')],
+    ['a programming error', new TypeError("Cannot read properties of undefined (reading 'id')")],
+    ['something that is not an Error', 'ECONNREFUSED'],
+  ])('when the error is %s, then it is not a dependency fault', (_, error) => {
+    expect(isDependencyFault(error)).toBe(false);
+  });
+});
