@@ -22,6 +22,8 @@ export type UpdateEventResult =
   | { kind: 'quantity_below_issued'; issued: number }
   | { kind: 'ends_before_start' }
   | { kind: 'state_missing' };
+const READ_CACHE_MS = 1_000;
+
 export type CouponView = { userId: string; sequence: number; status: 'pending' | 'persisted' };
 
 /**
@@ -31,6 +33,7 @@ export type CouponView = { userId: string; sequence: number; status: 'pending' |
 export class EventService {
   readonly #redis: CouponRedis;
   readonly #store: CouponStore;
+  readonly #readCache = new Map<string, { event: CouponEvent | null; until: number }>();
 
   constructor(redis: CouponRedis, store: CouponStore) {
     this.#redis = redis;
@@ -55,14 +58,35 @@ export class EventService {
       ...(change.endsAt !== undefined && { endsAtMs: change.endsAt?.getTime() ?? null }),
     });
     if (outcome.kind !== 'updated') return outcome;
-    await this.#store.updateEvent(id, change);
+    try {
+      await this.#store.updateEvent(id, change);
+    } catch (error) {
+      // MySQL failed after the gate changed: put the gate back so a later rebuild from MySQL agrees with it.
+      // If coupons beyond the old quantity were issued meanwhile, the gate keeps the new one (never over-issues).
+      await updateEventState(this.#redis, id, {
+        ...(change.totalQuantity !== undefined && { totalQuantity: event.totalQuantity }),
+        ...(change.endsAt !== undefined && { endsAtMs: event.endsAt?.getTime() ?? null }),
+      }).catch(() => undefined);
+      throw error;
+    }
+    this.#readCache.delete(id);
     await this.#redis.publish(EVENT_CHANGED_CHANNEL, id);
     return { kind: 'updated', event: await this.#view({ ...event, ...change }) };
   }
 
+  /**
+   * The public event view. The event row is shared for a second per id, found or not, so a flood of made-up
+   * ids costs the shared database one query a second each; the persisted count is always read fresh.
+   */
   async get(id: string): Promise<EventView | null> {
-    const event = await this.#store.findEvent(id);
-    return event && this.#view(event);
+    const now = Date.now();
+    let cached = this.#readCache.get(id);
+    if (!cached || cached.until <= now) {
+      cached = { event: await this.#store.findEvent(id), until: now + READ_CACHE_MS };
+      if (this.#readCache.size >= 10_000) this.#readCache.clear();
+      this.#readCache.set(id, cached);
+    }
+    return cached.event && this.#view(cached.event);
   }
 
   async exists(id: string): Promise<boolean> {
