@@ -5,6 +5,7 @@ export class WorkerMetrics {
   readonly persisted: Counter;
   readonly persistFailures: Counter;
   readonly movedToRetry: Counter;
+  readonly sequenceConflicts: Counter;
   readonly batchSeconds: Histogram;
   readonly outboxLag: Gauge<'event'>;
   readonly outboxPending: Gauge<'event'>;
@@ -18,6 +19,9 @@ export class WorkerMetrics {
     this.persistFailures = new Counter({ name: 'coupon_persist_failures_total', help: 'Multi-row inserts that failed', registers });
     this.movedToRetry = new Counter({
       name: 'coupon_moved_to_retry_total', help: 'Outbox entries moved to the pg-boss retry queue after MAX_DELIVERIES', registers,
+    });
+    this.sequenceConflicts = new Counter({
+      name: 'coupon_sequence_conflicts_total', help: 'Coupons not written because another user holds their sequence (Redis lost data)', registers,
     });
     this.batchSeconds = new Histogram({
       name: 'coupon_persist_batch_seconds', help: 'Time of one multi-row insert', registers,

@@ -1,5 +1,5 @@
 import { type IssuedCoupon, isValidCoupon } from '../src/domain/coupon.ts';
-import type { CouponStore } from '../src/db/store.ts';
+import { type CouponStore, holderKey } from '../src/db/store.ts';
 import { type CouponRedis, reservePersistSlot } from '../src/redis/client.ts';
 import { sleep } from '../src/shutdown.ts';
 import type { WorkerMetrics } from './metrics.ts';
@@ -37,7 +37,9 @@ export class Persister {
       if (waitMs > 0) await sleep(waitMs);
       const timer = this.#metrics.batchSeconds.startTimer();
       try {
-        inserted += await this.#store.persistCoupons(batch);
+        const written = await this.#store.persistCoupons(batch);
+        inserted += written;
+        if (written < batch.length) await this.#checkSkipped(batch);
       } catch (error) {
         this.#metrics.persistFailures.inc();
         throw error;
@@ -47,5 +49,18 @@ export class Persister {
     }
     this.#metrics.persisted.inc(inserted);
     return inserted;
+  }
+
+  /**
+   * INSERT IGNORE skips a row whose holder already has one (a redelivery: fine) but also one whose sequence is
+   * taken by another user, which only a Redis that lost data can cause. That second kind must not be acked as
+   * done: it is reported, and the error keeps the entry pending until it reaches the dead-letter queue.
+   */
+  async #checkSkipped(batch: readonly IssuedCoupon[]): Promise<void> {
+    const holders = await this.#store.existingHolders(batch);
+    const clashing = batch.filter((coupon) => !holders.has(holderKey(coupon)));
+    if (clashing.length === 0) return;
+    this.#metrics.sequenceConflicts.inc(clashing.length);
+    throw new Error(`sequence already taken by another user, not written: ${JSON.stringify(clashing)}`);
   }
 }

@@ -56,6 +56,15 @@ export class CouponStore {
     return result.affectedRows;
   }
 
+  /** Which of these coupons' holders (event and user) already have a row. */
+  async existingHolders(coupons: readonly IssuedCoupon[]): Promise<Set<string>> {
+    if (coupons.length === 0) return new Set();
+    const rows = await this.#em().find(
+      CouponSchema, { $or: coupons.map((coupon) => ({ eventId: coupon.eventId, userId: coupon.userId })) }, { fields: ['eventId', 'userId'] },
+    );
+    return new Set(rows.map((row) => holderKey(row)));
+  }
+
   async countPersisted(eventId: string): Promise<number> {
     return this.#em().count(CouponSchema, { eventId });
   }
@@ -75,3 +84,5 @@ export class CouponStore {
     await this.#em().execute('select 1');
   }
 }
+
+export const holderKey = (coupon: { eventId: string; userId: string }): string => `${coupon.eventId}\u0000${coupon.userId}`;

@@ -55,6 +55,14 @@ describe('persisting coupons', () => {
     expect(await couponRows(eventId)).toHaveLength(130);
   });
 
+  test('when a coupon\'s sequence is already held by another user, then it is reported, not silently skipped as a redelivery', async () => {
+    const eventId = uniqueEventId('clash');
+    await persister.persist(coupons(eventId, 3));
+    const clash = { eventId, userId: 'newcomer', sequence: 2, issuedAtMs: Date.now() };
+    await expect(persister.persist([clash])).rejects.toThrow(/sequence already taken by another user/);
+    expect((await couponRows(eventId)).map((row) => row.user_id)).toEqual(['user-1', 'user-2', 'user-3']);
+  });
+
   test('when a malformed coupon is handed over, then it is refused instead of being truncated into MySQL', async () => {
     const eventId = uniqueEventId('bad');
     await expect(persister.persist([{ eventId, userId: 'u'.repeat(100), sequence: 1, issuedAtMs: Date.now() }])).rejects.toThrow(/malformed/);
