@@ -9,6 +9,8 @@ export interface ConsumerSettings {
   batchSize: number;
   claimIdleMs: number;
   maxDeliveries: number;
+  /** the global write cap: with CLAIM_IDLE_MS it bounds how many entries one read may take */
+  ratePerSec: number;
   /** how long one XREADGROUP waits for new entries */
   blockMs?: number;
 }
@@ -68,7 +70,7 @@ export class OutboxConsumer {
   }
 
   async #step(): Promise<void> {
-    const { batchSize, claimIdleMs, maxDeliveries, blockMs } = this.#settings;
+    const { batchSize, claimIdleMs, maxDeliveries, blockMs, ratePerSec } = this.#settings;
     let entries: OutboxEntry[] = [];
     // Stale entries can only appear after CLAIM_IDLE_MS, so looking for them twice per that period (at most once
     // a second) is enough, and keeps XAUTOCLAIM's round trips off the path of every batch. A full batch of
@@ -77,7 +79,12 @@ export class OutboxConsumer {
       entries = await this.#outbox.claimStale(claimIdleMs, batchSize);
       this.#nextClaimAt = entries.length >= batchSize ? 0 : Date.now() + Math.min(claimIdleMs / 2, 1_000);
     }
-    if (entries.length === 0) entries = await this.#outbox.readNew(batchSize, blockMs);
+    if (entries.length === 0) {
+      // What one read takes must be written within half of CLAIM_IDLE_MS at the cap, or other workers would
+      // claim entries this one is about to write.
+      const maxHeld = Math.max(batchSize, Math.floor((ratePerSec * claimIdleMs) / 2_000));
+      entries = await this.#outbox.readNew(batchSize, blockMs, maxHeld);
+    }
     if (entries.length === 0) return;
 
     const exhausted = entries.filter((entry) => entry.deliveries > maxDeliveries);

@@ -40,7 +40,11 @@ export class Outbox {
   }
 
   /** Entries never delivered to the group, blocking up to `blockMs` while there are none. */
-  async readNew(count: number, blockMs: number): Promise<OutboxEntry[]> {
+  /**
+   * Up to `count` entries from each stream, but never more in all than `maxHeld`: everything read is pending on
+   * this consumer until it is written, so it must be writable (under the rate cap) before CLAIM_IDLE_MS passes.
+   */
+  async readNew(count: number, blockMs: number, maxHeld = count): Promise<OutboxEntry[]> {
     const streams = await this.streams();
     if (streams.length === 0) {
       await new Promise((resolve) => setTimeout(resolve, Math.min(blockMs, 200)));
@@ -49,8 +53,8 @@ export class Outbox {
     let reply: Array<[string, RawEntry[]]> | null;
     try {
       reply = (await this.#redis.xreadgroup(
-        // COUNT applies per stream: share one batch among them, so a read never holds more than a batch.
-        'GROUP', PERSIST_GROUP, this.consumer, 'COUNT', Math.max(1, Math.ceil(count / streams.length)), 'BLOCK', blockMs,
+        // COUNT applies to each stream.
+        'GROUP', PERSIST_GROUP, this.consumer, 'COUNT', Math.max(1, Math.min(count, Math.floor(maxHeld / streams.length))), 'BLOCK', blockMs,
         'STREAMS', ...streams, ...streams.map(() => '>'),
       )) as Array<[string, RawEntry[]]> | null;
     } catch (error) {

@@ -37,7 +37,9 @@ export async function createWorker(config: Config, logger: Logger, options: { co
   });
   const consumer = new OutboxConsumer({
     outbox, persister, failurePath, logger,
-    settings: { batchSize: config.persistBatchSize, claimIdleMs: config.claimIdleMs, maxDeliveries: config.maxDeliveries },
+    settings: {
+      batchSize: config.persistBatchSize, claimIdleMs: config.claimIdleMs, maxDeliveries: config.maxDeliveries, ratePerSec: config.persistRatePerSec,
+    },
   });
   const maintenance = new Maintenance({
     redis, store, events: new EventService(redis, store), outbox: new Outbox(redis, consumerName), failurePath, metrics, logger,
