@@ -58,4 +58,23 @@ describe('the global write cap', () => {
     expect(second).toBeGreaterThan(0);
     expect(first! + second!).toBe(total);
   }, 120_000);
+
+  test('when the batch size is larger than the cap, then a batch is cut to one second of the cap', async () => {
+    // Only this test's worker may drain this Redis.
+    await Promise.all(processes.splice(0).map((process) => process.stop()));
+    const api = await spawnApi({ REDIS_URL: redis.url });
+    processes.push(api);
+    const eventId = uniqueEventId('smallcap');
+    const total = 60;
+    await createEvent(api.url, { id: eventId, totalQuantity: total });
+    await Promise.all(Array.from({ length: total }, (_, i) => apply(api.url, eventId, `user-${i}`)));
+    processes.push(await spawnWorker({ REDIS_URL: redis.url, PERSIST_RATE_PER_SEC: '20', PERSIST_BATCH_SIZE: '100' }));
+    await waitForPersisted(eventId, total, 30_000);
+    const perSecond = await query<{ n: number }>(
+      `select count(*) as n from coupon where event_id = ? group by date_format(created_at, '%Y-%m-%d %H:%i:%s')`, [eventId]);
+    const counts = perSecond.map((row) => Number(row.n));
+    console.log(`rate-limit (cap 20/s, batch 100): rows per second ${JSON.stringify(counts)}`);
+    expect(Math.max(...counts)).toBeLessThanOrEqual(22);
+  }, 60_000);
 });
+
