@@ -29,7 +29,6 @@ export class OutboxConsumer {
   #stopping = false;
   #running: Promise<void> | undefined;
   #nextClaimAt = 0;
-  #lastError: unknown;
 
   constructor(deps: { outbox: Outbox; persister: Persister; failurePath: FailurePath; logger: Logger; settings: ConsumerSettings }) {
     this.#outbox = deps.outbox;
@@ -37,10 +36,6 @@ export class OutboxConsumer {
     this.#failurePath = deps.failurePath;
     this.#logger = deps.logger;
     this.#settings = { blockMs: 1_000, ...deps.settings };
-  }
-
-  get lastError(): unknown {
-    return this.#lastError;
   }
 
   start(): void {
@@ -59,9 +54,7 @@ export class OutboxConsumer {
       try {
         await this.#step();
         backoffMs = 0;
-        this.#lastError = undefined;
       } catch (error) {
-        this.#lastError = error;
         backoffMs = Math.min(Math.max(backoffMs * 2, 100), 5_000);
         this.#logger.warn({ err: error, consumer: this.#outbox.consumer, backoffMs }, 'outbox batch failed; backing off');
         await sleep(backoffMs);

@@ -47,15 +47,6 @@ export class FailurePath {
     this.#starting ??= this.#connect();
   }
 
-  /** Resolves once connected (tests and the operator CLI wait for this). */
-  async whenReady(timeoutMs: number): Promise<void> {
-    const deadline = Date.now() + timeoutMs;
-    while (!this.#boss) {
-      if (Date.now() > deadline) throw new Error('pg-boss did not start in time');
-      await sleep(50);
-    }
-  }
-
   async #connect(): Promise<void> {
     let delayMs = 500;
     while (!this.#stopping) {

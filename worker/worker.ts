@@ -19,7 +19,7 @@ import { Reconciler } from './reconciler.ts';
 export type Worker = Awaited<ReturnType<typeof createWorker>>;
 
 /** The worker's composition root: every part built with plain constructors, started and closed in order. */
-export async function createWorker(config: Config, logger: Logger, options: { consumerName?: string } = {}) {
+export async function createWorker(config: Config, logger: Logger) {
   // One connection for the consumer loop (its XREADGROUP blocks), one for everything else.
   const loopRedis = createRedis(config.redisUrl, { connectionName: 'coupon-worker-loop' });
   const redis = createRedis(config.redisUrl, { connectionName: 'coupon-worker' });
@@ -27,10 +27,12 @@ export async function createWorker(config: Config, logger: Logger, options: { co
   const orm = await createOrm(config.mysqlUrl);
   const store = new CouponStore(orm);
   const metrics = new WorkerMetrics(createRegistry('worker'));
-  const consumerName = options.consumerName ?? `${hostname()}-${process.pid}`;
+  const consumerName = `${hostname()}-${process.pid}`;
   const outbox = new Outbox(loopRedis, consumerName);
+  // The same streams seen from the other connection, for the reconciler and housekeeping.
+  const adminOutbox = new Outbox(redis, consumerName);
   const persister = new Persister({ redis, store, metrics, ratePerSec: config.persistRatePerSec, batchSize: config.persistBatchSize });
-  const reconciler = new Reconciler(redis, store, new Outbox(redis, consumerName));
+  const reconciler = new Reconciler(redis, store, adminOutbox);
   const failurePath = new FailurePath({
     createBoss: () => createBoss(config.postgresUrl), persister, reconciler, metrics, logger,
     settings: { retryLimit: config.retryLimit, retryDelaySec: config.retryDelaySec, reconcileCron: config.reconcileCron },
@@ -42,20 +44,17 @@ export async function createWorker(config: Config, logger: Logger, options: { co
     },
   });
   const maintenance = new Maintenance({
-    redis, store, events: new EventService(redis, store), outbox: new Outbox(redis, consumerName), failurePath, metrics, logger,
+    redis, store, events: new EventService(redis, store), outbox: adminOutbox, failurePath, metrics, logger,
     claimIdleMs: config.claimIdleMs,
   });
 
   let stopping = false;
   return {
-    consumerName, metrics, failurePath, maintenance, store, redis,
+    consumerName, metrics,
     start(): void {
       failurePath.start();
       maintenance.start();
       consumer.start();
-    },
-    get stopping(): boolean {
-      return stopping;
     },
     /** Reachable Redis is what the worker needs to make progress; MySQL outages are ridden out by backing off. */
     async ready(): Promise<{ ready: boolean; redis: boolean; mysql: boolean; jobs: boolean }> {
