@@ -6,6 +6,13 @@
 export interface Config {
   readonly port: number;
   readonly redisUrl: string;
+  /** where Redis is: REDIS_URL alone, or the Sentinels that name the current primary (credentials still from REDIS_URL) */
+  readonly redis: RedisTarget;
+  /** a connection that has a command outstanding and hears nothing for this long is torn down and replaced */
+  readonly redisSocketTimeoutMs: number;
+  /** 202 only once this many replicas acknowledged the gate's write (WAIT); 0 answers on the primary's word */
+  readonly gateMinReplicas: number;
+  readonly gateReplicaTimeoutMs: number;
   readonly mysqlUrl: string;
   readonly postgresUrl: string;
   readonly adminToken: string | undefined;
@@ -23,6 +30,13 @@ export interface Config {
   readonly redisCommandTimeoutMs: number;
 }
 
+export type RedisTarget =
+  | { readonly kind: 'standalone'; readonly url: string }
+  | {
+    readonly kind: 'sentinel'; readonly url: string; readonly masterName: string;
+    readonly sentinels: ReadonlyArray<{ readonly host: string; readonly port: number }>; readonly sentinelPassword?: string;
+  };
+
 export type AuthConfig =
   | { readonly kind: 'secret'; readonly secret: string; readonly audience?: string; readonly issuer?: string }
   | { readonly kind: 'jwks'; readonly jwksUrl: string; readonly audience?: string; readonly issuer?: string };
@@ -38,9 +52,14 @@ const LOG_LEVELS = ['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent'
 export function loadConfig(env: Env = process.env, defaults: { port: number } = { port: 8080 }): Config {
   const read = new EnvReader(env);
   const auth = readAuth(read);
+  const redisUrl = read.url('REDIS_URL', 'redis://127.0.0.1:6379', ['redis:', 'rediss:']);
   const config: Config = {
     port: read.integer('PORT', defaults.port, 0, 65535),
-    redisUrl: read.url('REDIS_URL', 'redis://127.0.0.1:6379', ['redis:', 'rediss:']),
+    redisUrl,
+    redis: readRedisTarget(read, redisUrl),
+    redisSocketTimeoutMs: read.integer('REDIS_SOCKET_TIMEOUT_MS', 3_000, 500, 60_000),
+    gateMinReplicas: read.integer('GATE_MIN_REPLICAS', 0, 0, 16),
+    gateReplicaTimeoutMs: read.integer('GATE_REPLICA_TIMEOUT_MS', 250, 10, 10_000),
     mysqlUrl: read.url('MYSQL_URL', 'mysql://root@127.0.0.1:3306/coupon', ['mysql:']),
     postgresUrl: read.url('POSTGRES_URL', 'postgres://postgres@127.0.0.1:5432/coupon_jobs', ['postgres:', 'postgresql:']),
     adminToken: read.optionalString('ADMIN_TOKEN', 16),
@@ -58,6 +77,26 @@ export function loadConfig(env: Env = process.env, defaults: { port: number } = 
     redisCommandTimeoutMs: read.integer('REDIS_COMMAND_TIMEOUT_MS', 500, 50, 10_000),
   };
   return Object.freeze(config);
+}
+
+function readRedisTarget(read: EnvReader, url: string): RedisTarget {
+  const sentinels = read.optionalString('REDIS_SENTINELS');
+  const masterName = read.optionalString('REDIS_SENTINEL_MASTER');
+  if (sentinels === undefined) {
+    if (masterName !== undefined) throw new ConfigError('REDIS_SENTINEL_MASTER is set but REDIS_SENTINELS is not: name the Sentinels too');
+    return { kind: 'standalone', url };
+  }
+  if (masterName === undefined) throw new ConfigError('REDIS_SENTINELS is set: REDIS_SENTINEL_MASTER must name the master too');
+  const parsed = sentinels.split(',').map((entry) => {
+    const match = /^\s*([^\s:]+|\[[^\]]+\]):(\d{1,5})\s*$/.exec(entry);
+    const port = Number(match?.[2]);
+    if (!match || port < 1 || port > 65535) {
+      throw new ConfigError(`REDIS_SENTINELS must be host:port[,host:port...], got "${sentinels}"`);
+    }
+    return { host: match[1]!.replace(/^\[|\]$/g, ''), port };
+  });
+  const sentinelPassword = read.optionalString('REDIS_SENTINEL_PASSWORD');
+  return { kind: 'sentinel', url, masterName, sentinels: parsed, ...(sentinelPassword && { sentinelPassword }) };
 }
 
 function readAuth(read: EnvReader): AuthConfig | undefined {

@@ -16,13 +16,18 @@ import { Outbox } from './outbox.ts';
 import { Persister } from './persister.ts';
 import { Reconciler } from './reconciler.ts';
 
+/** how long one XREADGROUP waits for new entries */
+const OUTBOX_BLOCK_MS = 1_000;
+
 export type Worker = Awaited<ReturnType<typeof createWorker>>;
 
 /** The worker's composition root: every part built with plain constructors, started and closed in order. */
 export async function createWorker(config: Config, logger: Logger) {
-  // One connection for the consumer loop (its XREADGROUP blocks), one for everything else.
-  const loopRedis = createRedis(config.redisUrl, { connectionName: 'coupon-worker-loop' });
-  const redis = createRedis(config.redisUrl, { connectionName: 'coupon-worker' });
+  // One connection for the consumer loop (its XREADGROUP blocks up to OUTBOX_BLOCK_MS), one for everything else.
+  const loopRedis = createRedis(config.redis, {
+    connectionName: 'coupon-worker-loop', socketTimeoutMs: OUTBOX_BLOCK_MS + config.redisSocketTimeoutMs,
+  });
+  const redis = createRedis(config.redis, { connectionName: 'coupon-worker', socketTimeoutMs: config.redisSocketTimeoutMs });
   for (const client of [loopRedis, redis]) client.on('error', (error: Error) => logger.debug({ err: error }, 'redis connection error'));
   const orm = await createOrm(config.mysqlUrl);
   const store = new CouponStore(orm);
@@ -41,6 +46,7 @@ export async function createWorker(config: Config, logger: Logger) {
     outbox, persister, failurePath, logger,
     settings: {
       batchSize: config.persistBatchSize, claimIdleMs: config.claimIdleMs, maxDeliveries: config.maxDeliveries, ratePerSec: config.persistRatePerSec,
+      blockMs: OUTBOX_BLOCK_MS,
     },
   });
   const maintenance = new Maintenance({

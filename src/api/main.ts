@@ -21,10 +21,11 @@ if (!config.auth) {
 if (!config.adminToken) logger.warn('ADMIN_TOKEN is unset: admin routes answer 401');
 
 // The gate enforces REDIS_COMMAND_TIMEOUT_MS itself; the client's own timeout is a backstop for the other commands.
-const redis = createRedis(config.redisUrl, {
+const redis = createRedis(config.redis, {
   failFast: true, autoPipelining: true, commandTimeoutMs: 2 * config.redisCommandTimeoutMs, connectionName: 'coupon-api',
+  socketTimeoutMs: config.redisSocketTimeoutMs,
 });
-const subscriber = createRedis(config.redisUrl, { connectionName: 'coupon-api-sub' });
+const subscriber = createRedis(config.redis, { connectionName: 'coupon-api-sub', socketTimeoutMs: config.redisSocketTimeoutMs });
 for (const client of [redis, subscriber]) client.on('error', (error: Error) => logger.debug({ err: error }, 'redis connection error'));
 const orm = await createOrm(config.mysqlUrl);
 const soldOut = new SoldOutFlags(config.soldOutCacheMs);

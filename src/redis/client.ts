@@ -1,5 +1,6 @@
 import { readFileSync } from 'node:fs';
 import { Redis, type RedisOptions } from 'ioredis';
+import type { RedisTarget } from '../config.ts';
 import type { ApplyOutcome } from '../domain/coupon.ts';
 import { EVENT_REGISTRY_KEY, PERSIST_BUCKET_KEY, PERSIST_GROUP, eventKeys, parseUserEntry } from './keys.ts';
 
@@ -29,26 +30,65 @@ export interface RedisClientOptions {
   /** Fail commands at once while disconnected instead of queueing them (the api's gate must answer fast). */
   failFast?: boolean;
   commandTimeoutMs?: number;
+  /**
+   * A connection with a command outstanding that hears nothing for this long is destroyed and replaced: the cure
+   * for a connection that went silent without FIN or RST (a vanished node, a hung proxy, a partition), which
+   * the kernel would otherwise keep for many minutes. Must exceed the longest blocking wait sent on it.
+   */
+  socketTimeoutMs?: number;
   connectionName?: string;
   /** Send the commands of one event-loop tick in one write: under a burst, far fewer syscalls on both ends. */
   autoPipelining?: boolean;
 }
 
-export function createRedis(url: string, options: RedisClientOptions = {}): CouponRedis {
+/** A Redis URL, or a whole target from the configuration (a single server or Sentinel-discovered primary). */
+export type RedisTargetLike = string | RedisTarget;
+
+/**
+ * The one way this project opens a Redis connection, whatever the topology: a single server named by URL, or
+ * the primary the Sentinels name, followed across failovers by the client itself.
+ */
+export function createRedis(target: RedisTargetLike, options: RedisClientOptions = {}): CouponRedis {
+  const resolved: RedisTarget = typeof target === 'string' ? { kind: 'standalone', url: target } : target;
   const redisOptions: RedisOptions = {
     connectionName: options.connectionName,
     connectTimeout: 2_000,
     // Reconnect forever, at most once a second: a Redis restart heals without restarting the process.
     retryStrategy: (attempt) => Math.min(attempt * 100, 1_000),
-    ...(options.failFast && { enableOfflineQueue: false, maxRetriesPerRequest: 0 }),
+    // A primary demoted to a replica answers writes with READONLY: find the primary again. The failed command is
+    // not re-sent: the caller decides (the gate answers 503 rather than issue on a server not yet checked).
+    reconnectOnError: (error) => error.message.startsWith('READONLY'),
+    keepAlive: 5_000,
+    ...(options.failFast && { enableOfflineQueue: false, maxRetriesPerRequest: 0, autoResendUnfulfilledCommands: false }),
     ...(options.autoPipelining && { enableAutoPipelining: true }),
     ...(options.commandTimeoutMs !== undefined && { commandTimeout: options.commandTimeoutMs }),
+    ...(options.socketTimeoutMs !== undefined && { socketTimeout: options.socketTimeoutMs }),
   };
-  const redis = new Redis(url, redisOptions);
+  const redis = resolved.kind === 'standalone'
+    ? new Redis(resolved.url, redisOptions)
+    : new Redis({ ...redisOptions, ...sentinelOptions(resolved) });
   for (const [name, definition] of Object.entries(SCRIPTS)) {
     redis.defineCommand(name, definition);
   }
   return redis as CouponRedis;
+}
+
+/** Sentinel settings for ioredis; the primary's credentials, database and TLS come from REDIS_URL. */
+function sentinelOptions(target: Extract<RedisTarget, { kind: 'sentinel' }>): RedisOptions {
+  const url = new URL(target.url);
+  const db = Number(url.pathname.slice(1) || 0);
+  return {
+    sentinels: target.sentinels.map(({ host, port }) => ({ host, port })),
+    name: target.masterName,
+    ...(target.sentinelPassword && { sentinelPassword: target.sentinelPassword }),
+    ...(url.username && { username: decodeURIComponent(url.username) }),
+    ...(url.password && { password: decodeURIComponent(url.password) }),
+    ...(Number.isInteger(db) && db > 0 && { db }),
+    ...(url.protocol === 'rediss:' && { tls: {}, enableTLSForSentinelMode: true }),
+    // Sentinels tell of a failover at once (+switch-master), rather than the client learning it from a dead socket.
+    failoverDetector: true,
+    sentinelRetryStrategy: (attempt: number) => Math.min(attempt * 100, 1_000),
+  };
 }
 
 const OUTCOMES: ApplyOutcome[] = [
