@@ -10,6 +10,8 @@ export const CouponEventSchema = defineEntity({
     totalQuantity: p.integer().fieldName('total_quantity'),
     startsAt: p.datetime(3).fieldName('starts_at'),
     endsAt: p.datetime(3).fieldName('ends_at').nullable(),
+    /** raised before each rebuild or repair of the event's Redis gate state; coupon inserts check it */
+    epoch: p.integer().default(0),
     createdAt: p.datetime(3).fieldName('created_at').defaultRaw('current_timestamp(3)').persist(false),
   },
 });

@@ -2,6 +2,8 @@ import { MikroORM, defineConfig } from '@mikro-orm/mysql';
 import { Migrator } from '@mikro-orm/migrations';
 import { CouponEventSchema, CouponSchema } from './entities.ts';
 import { Migration20261125000000_initial } from './migrations/Migration20261125000000_initial.ts';
+import { Migration20261201000000_exact_ids } from './migrations/Migration20261201000000_exact_ids.ts';
+import { Migration20261201000001_event_epoch } from './migrations/Migration20261201000001_event_epoch.ts';
 
 export type Orm = MikroORM;
 
@@ -16,7 +18,11 @@ export function ormConfig(mysqlUrl: string, options: { poolMax?: number } = {}) 
     extensions: [Migrator],
     migrations: {
       tableName: 'mikro_orm_migrations',
-      migrationsList: [{ name: 'Migration20261125000000_initial', class: Migration20261125000000_initial }],
+      migrationsList: [
+        { name: 'Migration20261125000000_initial', class: Migration20261125000000_initial },
+        { name: 'Migration20261201000000_exact_ids', class: Migration20261201000000_exact_ids },
+        { name: 'Migration20261201000001_event_epoch', class: Migration20261201000001_event_epoch },
+      ],
       transactional: false,
       // Migrations are hand-written SQL; no schema snapshot file is kept, and the caller reports what ran.
       snapshot: false,
