@@ -76,6 +76,10 @@ export function loadConfig(env: Env = process.env, defaults: { port: number } = 
     soldOutCacheMs: read.integer('SOLD_OUT_CACHE_MS', 5_000, 0, 3_600_000),
     redisCommandTimeoutMs: read.integer('REDIS_COMMAND_TIMEOUT_MS', 500, 50, 10_000),
   };
+  if (config.gateMinReplicas > 0 && config.gateReplicaTimeoutMs >= config.redisSocketTimeoutMs) {
+    // WAIT keeps the connection silent while it waits: the socket timeout would tear it down first.
+    throw new ConfigError('GATE_REPLICA_TIMEOUT_MS must be below REDIS_SOCKET_TIMEOUT_MS');
+  }
   return Object.freeze(config);
 }
 

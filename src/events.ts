@@ -101,23 +101,6 @@ export class EventService {
     return null;
   }
 
-  /**
-   * Rebuilds the gate state of an event whose Redis state is gone (a flush, or an empty replacement) from the
-   * rows in MySQL. The issued counter resumes after the highest persisted sequence, never below it, so a
-   * rebuild can hand out fewer coupons than were lost but never more than the quantity.
-   */
-  async rebuildGateState(event: CouponEvent): Promise<boolean> {
-    const coupons = await this.#store.persistedCoupons(event.id);
-    const issued = coupons.reduce((max, coupon) => Math.max(max, coupon.sequence), 0);
-    return installEventState(this.#redis, event.id, {
-      totalQuantity: event.totalQuantity,
-      startsAtMs: event.startsAt.getTime(),
-      endsAtMs: event.endsAt?.getTime() ?? null,
-      issued,
-      users: coupons.map((coupon) => [coupon.userId, `${coupon.sequence}:${coupon.issuedAtMs}`]),
-    });
-  }
-
   async #view(event: CouponEvent): Promise<EventView> {
     const [issuedRaw, persisted, nowMs] = await Promise.all([
       this.#redis.get(eventKeys(event.id).issued), this.#store.countPersisted(event.id), redisNowMs(this.#redis),

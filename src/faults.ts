@@ -4,7 +4,11 @@
  * batch later instead of splitting it row by row. Only error names, codes and the client libraries' own fixed
  * messages are looked at, never free text that could carry user data.
  */
-const NAMES = new Set(['MaxRetriesPerRequestError', 'ConnectionException', 'GateTimeoutError', 'AbortError', 'TimeoutError']);
+const NAMES = new Set([
+  'MaxRetriesPerRequestError', 'ConnectionException', 'GateTimeoutError', 'AbortError', 'TimeoutError', 'NotReplicatedError',
+  // The gate state is being restored or was restored under a batch: retry the batch whole, later.
+  'GateEpochChangedError', 'GateStateMissingError',
+]);
 const CODES = new Set([
   'ECONNREFUSED', 'ECONNRESET', 'ETIMEDOUT', 'EPIPE', 'EHOSTUNREACH', 'ENOTFOUND', 'EAI_AGAIN',
   'PROTOCOL_CONNECTION_LOST', 'ER_CON_COUNT_ERROR', 'ER_SERVER_SHUTDOWN', 'ER_LOCK_DEADLOCK', 'ER_LOCK_WAIT_TIMEOUT',

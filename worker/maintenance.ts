@@ -1,8 +1,8 @@
 import type { Logger } from 'pino';
 import type { CouponStore } from '../src/db/store.ts';
-import type { EventService } from '../src/events.ts';
+import type { GateStateKeeper } from '../src/gate-state.ts';
 import type { CouponRedis } from '../src/redis/client.ts';
-import { STATE_SENTINEL_KEY, eventIdOfOutbox, eventKeys } from '../src/redis/keys.ts';
+import { eventIdOfOutbox, eventKeys } from '../src/redis/keys.ts';
 import { sleep } from '../src/shutdown.ts';
 import type { FailurePath } from './failure-path.ts';
 import type { WorkerMetrics } from './metrics.ts';
@@ -10,13 +10,14 @@ import type { Outbox } from './outbox.ts';
 
 /**
  * Housekeeping beside the consumer loop, each task on its own period:
- * - restore the gate state of events Redis lost (flush or empty replacement) from MySQL;
+ * - compare the gate state with MySQL whenever Redis may have lost writes (a flush, a restart, a failover) and
+ *   repair it from MySQL;
  * - trim acked entries so every outbox stays bounded, and drop consumers of gone processes;
  * - refresh the lag, pending, issued-minus-persisted and dead-letter gauges.
  */
 export class Maintenance {
   readonly #deps: {
-    redis: CouponRedis; store: CouponStore; events: EventService; outbox: Outbox; failurePath: FailurePath;
+    redis: CouponRedis; store: CouponStore; keeper: GateStateKeeper; outbox: Outbox; failurePath: FailurePath;
     metrics: WorkerMetrics; logger: Logger; claimIdleMs: number;
   };
   readonly #tasks: Array<{ name: string; everyMs: number; run: () => Promise<void>; dueAt: number }>;
@@ -24,12 +25,12 @@ export class Maintenance {
   #running: Promise<void> | undefined;
 
   constructor(deps: {
-    redis: CouponRedis; store: CouponStore; events: EventService; outbox: Outbox; failurePath: FailurePath;
+    redis: CouponRedis; store: CouponStore; keeper: GateStateKeeper; outbox: Outbox; failurePath: FailurePath;
     metrics: WorkerMetrics; logger: Logger; claimIdleMs: number;
   }) {
     this.#deps = deps;
     this.#tasks = [
-      { name: 'restore gate state', everyMs: 1_000, run: () => this.restoreGateStateIfLost(), dueAt: 0 },
+      { name: 'check gate state', everyMs: 1_000, run: () => this.checkGateState(), dueAt: 0 },
       { name: 'trim outbox', everyMs: 5_000, run: () => this.trimOutbox(), dueAt: 0 },
       { name: 'outbox gauges', everyMs: 2_000, run: () => this.refreshOutboxGauges(), dueAt: 0 },
       { name: 'persisted gauges', everyMs: 10_000, run: () => this.refreshPersistedGauges(), dueAt: 0 },
@@ -62,38 +63,19 @@ export class Maintenance {
     }
   }
 
-  #lastFullCheck = 0;
+  #lastSweep = 0;
 
   /**
-   * Cheap every second, thorough every minute: a sentinel key that only a flush or an empty replacement can
-   * remove says whether Redis lost its data; only then (or once a minute) are all events compared with MySQL.
+   * Every second: is the connected Redis server the one last compared with MySQL (the marker names it)? A flush,
+   * a restart or a failover says no, and the gate state is compared and repaired, fenced, before the api issues
+   * on it again. Once a minute also: any single event whose state went missing is restored.
    */
-  async restoreGateStateIfLost(): Promise<void> {
-    const { redis } = this.#deps;
-    const lost = (await redis.exists(STATE_SENTINEL_KEY)) === 0;
-    if (!lost && Date.now() - this.#lastFullCheck < 60_000) return;
-    await this.restoreGateState();
-    this.#lastFullCheck = Date.now();
-    await redis.set(STATE_SENTINEL_KEY, String(Date.now()));
-  }
-
-  /** Rebuilds from MySQL the gate state of every event whose Redis state is missing. Returns the ids rebuilt. */
-  async restoreGateState(): Promise<string[]> {
-    const { redis, store, events, logger } = this.#deps;
-    const all = await store.listEvents();
-    if (all.length === 0) return [];
-    const pipeline = redis.pipeline();
-    for (const event of all) pipeline.exists(eventKeys(event.id).meta);
-    const exists = (await pipeline.exec()) ?? [];
-    const restored: string[] = [];
-    for (const [index, event] of all.entries()) {
-      if (exists[index]?.[1] === 1) continue;
-      if (await events.rebuildGateState(event)) {
-        restored.push(event.id);
-        logger.warn({ event: event.id }, 'gate state was missing in Redis; rebuilt from MySQL');
-      }
-    }
-    return restored;
+  async checkGateState(): Promise<void> {
+    const { keeper } = this.#deps;
+    await keeper.ensureChecked();
+    if (Date.now() - this.#lastSweep < 60_000) return;
+    await keeper.restoreMissing();
+    this.#lastSweep = Date.now();
   }
 
   async trimOutbox(): Promise<void> {

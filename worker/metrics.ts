@@ -6,6 +6,7 @@ export class WorkerMetrics {
   readonly persistFailures: Counter;
   readonly movedToRetry: Counter;
   readonly sequenceConflicts: Counter;
+  readonly fencedCoupons: Counter;
   readonly batchSeconds: Histogram;
   readonly outboxLag: Gauge<'event'>;
   readonly outboxPending: Gauge<'event'>;
@@ -22,6 +23,10 @@ export class WorkerMetrics {
     });
     this.sequenceConflicts = new Counter({
       name: 'coupon_sequence_conflicts_total', help: 'Coupons not written because another user holds their sequence (Redis lost data)', registers,
+    });
+    this.fencedCoupons = new Counter({
+      name: 'coupon_fenced_total',
+      help: 'Coupons not written because the gate state that issued them was lost (flush, failover) before they were persisted', registers,
     });
     this.batchSeconds = new Histogram({
       name: 'coupon_persist_batch_seconds', help: 'Time of one multi-row insert', registers,

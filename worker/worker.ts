@@ -3,7 +3,7 @@ import type { Logger } from 'pino';
 import type { Config } from '../src/config.ts';
 import { createOrm } from '../src/db/orm.ts';
 import { CouponStore } from '../src/db/store.ts';
-import { EventService } from '../src/events.ts';
+import { GateStateKeeper } from '../src/gate-state.ts';
 import { createBoss } from '../src/jobs/queues.ts';
 import { createRegistry } from '../src/metrics.ts';
 import { createRedis } from '../src/redis/client.ts';
@@ -36,7 +36,7 @@ export async function createWorker(config: Config, logger: Logger) {
   const outbox = new Outbox(loopRedis, consumerName);
   // The same streams seen from the other connection, for the reconciler and housekeeping.
   const adminOutbox = new Outbox(redis, consumerName);
-  const persister = new Persister({ redis, store, metrics, ratePerSec: config.persistRatePerSec, batchSize: config.persistBatchSize });
+  const persister = new Persister({ redis, store, metrics, logger, ratePerSec: config.persistRatePerSec, batchSize: config.persistBatchSize });
   const reconciler = new Reconciler(redis, store, adminOutbox);
   const failurePath = new FailurePath({
     createBoss: () => createBoss(config.postgresUrl), persister, reconciler, metrics, logger,
@@ -50,7 +50,7 @@ export async function createWorker(config: Config, logger: Logger) {
     },
   });
   const maintenance = new Maintenance({
-    redis, store, events: new EventService(redis, store), outbox: adminOutbox, failurePath, metrics, logger,
+    redis, store, keeper: new GateStateKeeper(redis, store, logger), outbox: adminOutbox, failurePath, metrics, logger,
     claimIdleMs: config.claimIdleMs,
   });
 

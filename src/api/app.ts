@@ -7,6 +7,7 @@ import { isEventId, isUserId } from '../domain/coupon.ts';
 import type { EventService } from '../events.ts';
 import { isDependencyFault } from '../faults.ts';
 import { applyForCoupon, type CouponRedis } from '../redis/client.ts';
+import type { ReplicaAcks } from '../redis/replica-acks.ts';
 import { STATE_SENTINEL_KEY } from '../redis/keys.ts';
 import { ERROR_STATUS, type ErrorCode, HttpError } from './errors.ts';
 import type { Identity } from './identity.ts';
@@ -31,6 +32,10 @@ export interface AppDeps {
   gateTimeoutMs?: number;
   /** how long a "does this event exist" answer is trusted when Redis has no state for it */
   existenceCacheMs?: number;
+  /** whether the connected Redis server was compared with MySQL: nothing is issued on one that was not */
+  server: { readonly checked: boolean };
+  /** GATE_MIN_REPLICAS > 0: a 202 waits until replicas hold the coupon */
+  replicas?: ReplicaAcks;
 }
 
 const MAX_BODY = '4kb';
@@ -227,7 +232,7 @@ function answerLocallySoldOut(deps: AppDeps) {
  * nothing is logged at info level and nothing throws unless something is broken.
  */
 function applyRoute(deps: AppDeps) {
-  const { redis, soldOut, metrics, identity } = deps;
+  const { redis, soldOut, metrics, identity, server, replicas } = deps;
   const gateTimeoutMs = deps.gateTimeoutMs ?? 500;
   const existence = new ExistenceCache(deps.events, deps.existenceCacheMs ?? 5_000);
   const requestIdPrefix = `${process.pid.toString(36)}.${Date.now().toString(36)}.`;
@@ -255,7 +260,9 @@ function applyRoute(deps: AppDeps) {
       metrics.countGate('local_sold_out');
       return sendError(ctx, 'sold_out', 'all coupons of this event are issued');
     }
-    const outcome = await applyForCoupon(redis, eventId, userId, requestIdPrefix + (++requestCount).toString(36), gateTimeoutMs);
+    // A server not yet compared with MySQL (just restarted, or a replica just promoted) may be older than it.
+    if (!server.checked) return sendError(ctx, 'unavailable', 'the gate state is being checked; try again shortly');
+    const outcome = await applyForCoupon(redis, eventId, userId, requestIdPrefix + (++requestCount).toString(36), gateTimeoutMs, replicas);
     metrics.countGate(outcome.kind);
     switch (outcome.kind) {
       case 'issued':

@@ -5,7 +5,9 @@ import { createOrm } from '../db/orm.ts';
 import { EventService } from '../events.ts';
 import { createLogger, redactUrl } from '../logger.ts';
 import { createRegistry } from '../metrics.ts';
+import { CheckedServer, GateStateKeeper } from '../gate-state.ts';
 import { createRedis } from '../redis/client.ts';
+import { ReplicaAcks } from '../redis/replica-acks.ts';
 import { closeAll, closeServer, onTermination, sleep } from '../shutdown.ts';
 import { createApp } from './app.ts';
 import { createIdentity } from './identity.ts';
@@ -22,18 +24,21 @@ if (!config.adminToken) logger.warn('ADMIN_TOKEN is unset: admin routes answer 4
 
 // The gate enforces REDIS_COMMAND_TIMEOUT_MS itself; the client's own timeout is a backstop for the other commands.
 const redis = createRedis(config.redis, {
-  failFast: true, autoPipelining: true, commandTimeoutMs: 2 * config.redisCommandTimeoutMs, connectionName: 'coupon-api',
+  failFast: true, autoPipelining: true, connectionName: 'coupon-api',
+  commandTimeoutMs: 2 * config.redisCommandTimeoutMs + (config.gateMinReplicas > 0 ? config.gateReplicaTimeoutMs : 0),
   socketTimeoutMs: config.redisSocketTimeoutMs,
 });
 const subscriber = createRedis(config.redis, { connectionName: 'coupon-api-sub', socketTimeoutMs: config.redisSocketTimeoutMs });
 for (const client of [redis, subscriber]) client.on('error', (error: Error) => logger.debug({ err: error }, 'redis connection error'));
 const orm = await createOrm(config.mysqlUrl);
+const store = new CouponStore(orm);
 const soldOut = new SoldOutFlags(config.soldOutCacheMs);
+const redisServer = new CheckedServer(redis, new GateStateKeeper(redis, store, logger), logger);
 let draining = false;
 
 const app = createApp({
   redis,
-  events: new EventService(redis, new CouponStore(orm)),
+  events: new EventService(redis, store),
   soldOut,
   metrics: new ApiMetrics(createRegistry('api')),
   logger,
@@ -41,9 +46,12 @@ const app = createApp({
   identity: createIdentity(config.auth),
   isDraining: () => draining,
   gateTimeoutMs: config.redisCommandTimeoutMs,
+  server: redisServer,
+  ...(config.gateMinReplicas > 0 && { replicas: new ReplicaAcks(redis, config.gateMinReplicas, config.gateReplicaTimeoutMs) }),
 });
 app.on('error', (error: Error) => logger.error({ err: error }, 'koa error'));
 
+redisServer.start();
 soldOut.start(subscriber).catch((error: unknown) => logger.warn({ err: error }, 'sold-out invalidation not subscribed yet'));
 const handle = app.callback();
 const server = createServer({ keepAliveTimeout: 65_000 }, (req, res) => {
@@ -62,6 +70,7 @@ onTermination(logger, async () => {
   await sleep(config.shutdownDrainMs);
   await closeServer(server, 10_000);
   await closeAll(logger, [
+    ['server check', () => redisServer.stop()],
     ['subscriber', () => soldOut.close()],
     ['redis', () => redis.quit()],
     ['mysql', () => orm.close(true)],

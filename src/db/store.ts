@@ -46,14 +46,51 @@ export class CouponStore {
   /**
    * One multi-row INSERT IGNORE: rows already there (same event and user) are skipped, so a batch that is
    * delivered twice writes nothing twice. Returns how many rows were new.
+   *
+   * Fenced: the coupons were checked against the gate state of `epochs` (event id -> gate epoch). In the same
+   * transaction the events' rows are read under a shared lock; if any epoch moved on (a rebuild or repair of the
+   * gate state began since the check), nothing is written and GateEpochChangedError asks for a new check. A
+   * rebuild raises the epoch first, which waits for inserts in flight, and reads the coupons after: so every
+   * row is either seen by the rebuild or refused, never written over answers the rebuilt gate gave.
    */
-  async persistCoupons(coupons: readonly IssuedCoupon[]): Promise<number> {
+  async persistCoupons(coupons: readonly IssuedCoupon[], epochs: ReadonlyMap<string, number>): Promise<number> {
     if (coupons.length === 0) return 0;
     const rows = coupons.map((coupon) => ({
       eventId: coupon.eventId, userId: coupon.userId, sequence: coupon.sequence, issuedAt: new Date(coupon.issuedAtMs),
     }));
-    const result = await this.#em().createQueryBuilder(CouponSchema).insert(rows).onConflict(['eventId', 'userId']).ignore().execute('run');
-    return result.affectedRows;
+    return this.#em().transactional(async (em) => {
+      const ids = [...epochs.keys()].sort();
+      const current = await em.execute<Array<{ id: string; epoch: number }>>(
+        `select id, epoch from coupon_event where id in (${ids.map(() => '?').join(', ')}) lock in share mode`, ids,
+      );
+      const moved = ids.filter((id) => current.find((row) => row.id === id)?.epoch !== epochs.get(id));
+      if (moved.length > 0) throw new GateEpochChangedError(moved);
+      const result = await em.createQueryBuilder(CouponSchema).insert(rows).onConflict(['eventId', 'userId']).ignore().execute('run');
+      return result.affectedRows;
+    });
+  }
+
+  /**
+   * Raises the gate epoch of the given events (or all): the fence a rebuild or repair puts up before it reads
+   * what MySQL holds. Waits for inserts in flight to commit; any insert checked against the old state after
+   * this is refused.
+   */
+  async raiseEpochs(eventIds: readonly string[] | 'all'): Promise<void> {
+    if (eventIds !== 'all' && eventIds.length === 0) return;
+    if (eventIds === 'all') await this.#em().execute('update coupon_event set epoch = epoch + 1');
+    else await this.#em().execute(`update coupon_event set epoch = epoch + 1 where id in (${eventIds.map(() => '?').join(', ')})`, [...eventIds]);
+  }
+
+  /** Per event: its gate epoch, how many coupons MySQL holds and the highest sequence among them. */
+  async persistedSummary(eventIds: readonly string[] | 'all'): Promise<Map<string, { epoch: number; count: number; maxSequence: number }>> {
+    if (eventIds !== 'all' && eventIds.length === 0) return new Map();
+    const where = eventIds === 'all' ? '' : `where e.id in (${eventIds.map(() => '?').join(', ')})`;
+    const rows = await this.#em().execute<Array<{ id: string; epoch: number; count: number | string; max_sequence: number | string }>>(
+      `select e.id, e.epoch, count(c.id) as count, coalesce(max(c.sequence), 0) as max_sequence
+       from coupon_event e left join coupon c on c.event_id = e.id ${where} group by e.id, e.epoch`,
+      eventIds === 'all' ? [] : [...eventIds],
+    );
+    return new Map(rows.map((row) => [row.id, { epoch: Number(row.epoch), count: Number(row.count), maxSequence: Number(row.max_sequence) }]));
   }
 
   /** Which of these coupons' holders (event and user) already have a row. */
@@ -74,14 +111,24 @@ export class CouponStore {
     return row && { sequence: row.sequence };
   }
 
-  /** Every persisted coupon of an event, for rebuilding the gate state and for reconciling. */
-  async persistedCoupons(eventId: string): Promise<IssuedCoupon[]> {
-    const rows = await this.#em().find(CouponSchema, { eventId }, { fields: ['userId', 'sequence', 'issuedAt'], orderBy: { sequence: 'asc' } });
+  /** The persisted coupons of an event (those above a sequence), for rebuilding the gate state and for reconciling. */
+  async persistedCoupons(eventId: string, aboveSequence = 0): Promise<IssuedCoupon[]> {
+    const rows = await this.#em().find(
+      CouponSchema, { eventId, sequence: { $gt: aboveSequence } }, { fields: ['userId', 'sequence', 'issuedAt'], orderBy: { sequence: 'asc' } },
+    );
     return rows.map((row) => ({ eventId, userId: row.userId, sequence: row.sequence, issuedAtMs: row.issuedAt.getTime() }));
   }
 
   async ping(): Promise<void> {
     await this.#em().execute('select 1');
+  }
+}
+
+/** The gate state was rebuilt or repaired between a batch's check and its insert: check again, then write. */
+export class GateEpochChangedError extends Error {
+  override name = 'GateEpochChangedError';
+  constructor(eventIds: string[]) {
+    super(`the gate state of ${eventIds.join(', ')} was rebuilt or repaired since the batch was checked`);
   }
 }
 

@@ -2,6 +2,7 @@ import { readFileSync } from 'node:fs';
 import { Redis, type RedisOptions } from 'ioredis';
 import type { RedisTarget } from '../config.ts';
 import type { ApplyOutcome } from '../domain/coupon.ts';
+import type { ReplicaAcks } from './replica-acks.ts';
 import { EVENT_REGISTRY_KEY, PERSIST_BUCKET_KEY, PERSIST_GROUP, eventKeys, parseUserEntry } from './keys.ts';
 
 const script = (name: string): string => readFileSync(new URL(`./${name}.lua`, import.meta.url), 'utf8');
@@ -10,6 +11,7 @@ const script = (name: string): string => readFileSync(new URL(`./${name}.lua`, i
 const SCRIPTS = {
   gate: { numberOfKeys: 4, lua: script('gate') },
   installEvent: { numberOfKeys: 5, lua: script('install-event') },
+  checkHolders: { numberOfKeys: 2, lua: script('check-holders') },
   updateEvent: { numberOfKeys: 2, lua: script('update-event') },
   reservePersistSlot: { numberOfKeys: 1, lua: script('persist-bucket') },
   removeConsumerIfIdle: { numberOfKeys: 1, lua: script('remove-consumer') },
@@ -18,6 +20,7 @@ const SCRIPTS = {
 interface ScriptCommands {
   gate(meta: string, issued: string, users: string, outbox: string, eventId: string, userId: string, requestId: string): Promise<[number, number, number]>;
   installEvent(...keysAndArgs: string[]): Promise<number>;
+  checkHolders(meta: string, users: string, ...userIds: string[]): Promise<Array<number | string | null>>;
   updateEvent(meta: string, issued: string, total: string, endsAt: string): Promise<[number, number]>;
   reservePersistSlot(bucket: string, rows: number, rate: number): Promise<number>;
   /** Removes a consumer from a group only if it holds no pending entries; 1 when removed. */
@@ -107,8 +110,15 @@ export class GateTimeoutError extends Error {
  * `requestId` must be unique per request; it is how a timed-out call finds out what happened.
  */
 export async function applyForCoupon(
-  redis: CouponRedis, eventId: string, userId: string, requestId: string, timeoutMs = 500,
+  redis: CouponRedis, eventId: string, userId: string, requestId: string, timeoutMs = 500, replicas?: ReplicaAcks,
 ): Promise<ApplyOutcome> {
+  const outcome = await runGate(redis, eventId, userId, requestId, timeoutMs);
+  // GATE_MIN_REPLICAS: an issued coupon is answered only once replicas hold it (NotReplicatedError otherwise).
+  if (outcome.kind === 'issued' && replicas) await replicas.confirm();
+  return outcome;
+}
+
+async function runGate(redis: CouponRedis, eventId: string, userId: string, requestId: string, timeoutMs: number): Promise<ApplyOutcome> {
   const keys = eventKeys(eventId);
   let reply: [number, number, number];
   try {
@@ -173,22 +183,59 @@ export interface GateState {
   totalQuantity: number;
   startsAtMs: number;
   endsAtMs: number | null;
-  /** the highest sequence already handed out */
+  /** the highest sequence already handed out (as far as MySQL knows) */
   issued: number;
+  /** the event's gate epoch in MySQL (see check-holders.lua), 0 for a new event; never lowered in Redis */
+  epoch?: number;
   /** users already holding a coupon: userId -> "sequence:issuedAtMs" */
   users?: Array<[string, string]>;
 }
 
-/** Writes an event's gate state unless it exists. Returns whether it wrote. */
-export async function installEventState(redis: CouponRedis, eventId: string, state: GateState): Promise<boolean> {
+/** What installEventState did: wrote a missing state, merged into an existing one, or found nothing to do. */
+export type InstallOutcome = 'installed' | 'merged' | 'unchanged';
+const INSTALL_OUTCOMES: InstallOutcome[] = ['unchanged', 'merged', 'installed'];
+
+/**
+ * Writes an event's gate state if it is missing; otherwise merges in the users and the counter it lacks and
+ * raises its epoch (see install-event.lua).
+ */
+export async function installEventState(redis: CouponRedis, eventId: string, state: GateState): Promise<InstallOutcome> {
   const keys = eventKeys(eventId);
   const args = [
     keys.meta, keys.issued, keys.users, keys.outbox, EVENT_REGISTRY_KEY,
     eventId, String(state.totalQuantity), String(state.startsAtMs), state.endsAtMs === null ? '' : String(state.endsAtMs),
-    String(state.issued), PERSIST_GROUP,
+    String(state.issued), PERSIST_GROUP, String(state.epoch ?? 0),
   ];
   for (const [userId, value] of state.users ?? []) args.push(userId, value);
-  return (await redis.installEvent(...args)) === 1;
+  return INSTALL_OUTCOMES[await redis.installEvent(...args)]!;
+}
+
+/**
+ * The gate's current word on coupons of one event about to be written: its epoch, and which of the coupons their
+ * users' entries still carry. Null when the event's gate state is missing (it must be restored first).
+ */
+export async function checkHolders(
+  redis: CouponRedis, eventId: string, coupons: ReadonlyArray<{ userId: string; sequence: number }>,
+): Promise<{ epoch: number; current: boolean[] } | null> {
+  const keys = eventKeys(eventId);
+  const [epoch, ...entries] = await redis.checkHolders(keys.meta, keys.users, ...coupons.map((coupon) => coupon.userId));
+  if (epoch === -1) return null;
+  const current = coupons.map((coupon, i) => {
+    const entry = entries[i];
+    return typeof entry === 'string' && parseUserEntry(entry).sequence === coupon.sequence;
+  });
+  return { epoch: Number(epoch), current };
+}
+
+/**
+ * Who this Redis server is: its run id (new on every start) and its replication id (new when a replica is
+ * promoted). Neither is replicated, so a marker written on one server and copied to its replica does not match
+ * the replica once it is promoted: that is how a server that may be older than MySQL is recognised.
+ */
+export async function serverIdentity(redis: Redis): Promise<string> {
+  const [info, replication] = await Promise.all([redis.info('server'), redis.info('replication')]);
+  const field = (text: string, name: string) => new RegExp(`^${name}:(\\S+)`, 'm').exec(text)?.[1] ?? '?';
+  return `${field(info, 'run_id')}/${field(replication, 'master_replid')}`;
 }
 
 export type UpdateOutcome = { kind: 'updated'; issued: number } | { kind: 'quantity_below_issued'; issued: number } | { kind: 'state_missing' };

@@ -1,7 +1,9 @@
 --[[
-  Writes an event's gate state if (and only if) it is missing: used when an event is created and when the
-  state is rebuilt from MySQL after Redis lost it. Doing the check and all writes in one script means two
-  rebuilders, or a rebuild racing the gate, can never roll the issued counter back.
+  Installs an event's gate state, or merges what MySQL knows into a state that is already there. Used when an
+  event is created, when the state is rebuilt after Redis lost it (a flush, an empty replacement), and when a
+  Redis that came back older than MySQL (a failover to a replica that had not received every write) is repaired.
+  The check and every write are one atomic step, so neither two restorers nor a restorer racing the gate can
+  ever roll the issued counter back or take a user's coupon away.
 
   KEYS[1] meta    hash
   KEYS[2] issued  string
@@ -13,30 +15,50 @@
   ARGV[2] total
   ARGV[3] startsAt (epoch ms)
   ARGV[4] endsAt (epoch ms, or '' when open-ended)
-  ARGV[5] issued: the highest sequence already handed out
+  ARGV[5] issued: the highest sequence MySQL knows was handed out
   ARGV[6] consumer group name
-  ARGV[7..] pairs of userId, "sequence:issuedAtMs" already persisted
+  ARGV[7] epoch: the event's gate epoch in MySQL; the state never goes back to an older one
+  ARGV[8..] pairs of userId, "sequence:issuedAtMs" persisted in MySQL
 
-  Returns 1 when it wrote the state, 0 when the state was already there.
+  Returns 2 when it installed a missing state, 1 when it merged something into an existing one (a user or a
+  higher counter that Redis lacked), 0 when the existing state already held everything.
 ]]
+local function ensureGroup()
+  if redis.call('EXISTS', KEYS[4]) == 0 then
+    redis.call('XGROUP', 'CREATE', KEYS[4], ARGV[6], '0', 'MKSTREAM')
+  else
+    pcall(redis.call, 'XGROUP', 'CREATE', KEYS[4], ARGV[6], '0')
+  end
+  redis.call('SADD', KEYS[5], ARGV[1])
+end
+
 if redis.call('EXISTS', KEYS[1]) == 1 then
+  local changed = 0
+  for i = 8, #ARGV, 2 do
+    changed = changed + redis.call('HSETNX', KEYS[3], ARGV[i], ARGV[i + 1])
+  end
+  if tonumber(redis.call('GET', KEYS[2]) or '0') < tonumber(ARGV[5]) then
+    redis.call('SET', KEYS[2], ARGV[5])
+    changed = changed + 1
+  end
+  if tonumber(redis.call('HGET', KEYS[1], 'epoch') or '0') < tonumber(ARGV[7]) then
+    redis.call('HSET', KEYS[1], 'epoch', ARGV[7])
+  end
+  ensureGroup()
+  if changed > 0 then return 1 end
   return 0
 end
 
 redis.call('DEL', KEYS[3])
-for i = 7, #ARGV, 2 do
+for i = 8, #ARGV, 2 do
   redis.call('HSET', KEYS[3], ARGV[i], ARGV[i + 1])
 end
 redis.call('SET', KEYS[2], ARGV[5])
-if redis.call('EXISTS', KEYS[4]) == 0 then
-  redis.call('XGROUP', 'CREATE', KEYS[4], ARGV[6], '0', 'MKSTREAM')
-else
-  local ok = pcall(redis.call, 'XGROUP', 'CREATE', KEYS[4], ARGV[6], '0')
-end
-redis.call('SADD', KEYS[5], ARGV[1])
+ensureGroup()
+-- The meta hash last: the gate treats an event without it as missing, so nothing issues from a half-written state.
 if ARGV[4] == '' then
-  redis.call('HSET', KEYS[1], 'total', ARGV[2], 'startsAt', ARGV[3])
+  redis.call('HSET', KEYS[1], 'total', ARGV[2], 'startsAt', ARGV[3], 'epoch', ARGV[7])
 else
-  redis.call('HSET', KEYS[1], 'total', ARGV[2], 'startsAt', ARGV[3], 'endsAt', ARGV[4])
+  redis.call('HSET', KEYS[1], 'total', ARGV[2], 'startsAt', ARGV[3], 'endsAt', ARGV[4], 'epoch', ARGV[7])
 end
-return 1
+return 2

@@ -26,8 +26,13 @@ export const EVENT_REGISTRY_KEY = 'coupon:events';
 export const EVENT_CHANGED_CHANNEL = 'coupon:event-changed';
 /** the worker's consumer group on every outbox stream */
 export const PERSIST_GROUP = 'persist';
-/** set by the worker once the gate state of every event is known to be in Redis; gone after a flush */
+/**
+ * The identity (run id / replication id) of the Redis server whose gate state was last compared with MySQL and
+ * repaired. Gone after a flush; wrong after a restart or a failover to a replica: either way, checked again.
+ */
 export const STATE_SENTINEL_KEY = 'coupon:state-sentinel';
+/** held (SET NX PX) by the one process that compares and repairs the gate state, so others do not repeat it */
+export const STATE_CHECK_LOCK_KEY = 'coupon:state-check-lock';
 /** the global write-rate bucket shared by all worker replicas */
 export const PERSIST_BUCKET_KEY = 'coupon:persist-bucket';
 

@@ -2,10 +2,10 @@ import { mkdtemp } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { type LocalServer, startRedis } from '../../scripts/local-servers.ts';
-import { createRedis } from '../../src/redis/client.ts';
+import { createRedis, serverIdentity } from '../../src/redis/client.ts';
 import { STATE_SENTINEL_KEY } from '../../src/redis/keys.ts';
 import {
-  ADMIN_TOKEN, type ServiceProcess, apply, createEvent, freePort, request, spawnApi, uniqueEventId,
+  ADMIN_TOKEN, type ServiceProcess, apply, createEvent, freePort, request, spawnApi, uniqueEventId, waitFor,
 } from '../support/harness.ts';
 
 describe('an event Redis knows nothing about', () => {
@@ -28,13 +28,17 @@ describe('an event Redis knows nothing about', () => {
   });
 
   test('when the worker\'s sentinel says Redis lost nothing, then an unknown event is 404 at once, without asking MySQL', async () => {
+    // What a worker (or an api) writes once it compared this server with MySQL: the server's own identity.
     const client = createRedis(redis.url);
     try {
-      await client.set(STATE_SENTINEL_KEY, String(Date.now()));
+      await client.set(STATE_SENTINEL_KEY, await serverIdentity(client));
     } finally {
       await client.quit();
     }
-    const answer = await apply(api.url, uniqueEventId('nowhere'), 'someone');
+    const answer = await waitFor(async () => {
+      const reply = await apply(api.url, uniqueEventId('nowhere'), 'someone');
+      return reply.status === 503 ? undefined : reply;
+    }, { what: 'the api to see the marker', timeoutMs: 5_000 });
     expect(answer).toMatchObject({ status: 404, body: { error: 'event_not_found' } });
   });
 });

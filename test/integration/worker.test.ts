@@ -3,7 +3,7 @@ import { createOrm, type Orm } from '../../src/db/orm.ts';
 import { CouponStore } from '../../src/db/store.ts';
 import type { IssuedCoupon } from '../../src/domain/coupon.ts';
 import { createRegistry } from '../../src/metrics.ts';
-import { createRedis, type CouponRedis } from '../../src/redis/client.ts';
+import { createRedis, installEventState, type CouponRedis } from '../../src/redis/client.ts';
 import { PERSIST_GROUP, eventKeys } from '../../src/redis/keys.ts';
 import { WorkerMetrics } from '../../worker/metrics.ts';
 import { Persister } from '../../worker/persister.ts';
@@ -14,6 +14,15 @@ import {
 
 const coupons = (eventId: string, count: number): IssuedCoupon[] =>
   Array.from({ length: count }, (_, i) => ({ eventId, userId: `user-${i + 1}`, sequence: i + 1, issuedAtMs: 1_790_000_000_000 + i }));
+
+/** An event in MySQL whose gate state in Redis issued these coupons, as the gate would have recorded them. */
+async function issuedBy(redis: CouponRedis, eventId: string, issued: IssuedCoupon[]): Promise<void> {
+  await query('insert into coupon_event (id, name, total_quantity, starts_at) values (?, ?, ?, now(3))', [eventId, eventId, 1_000]);
+  await installEventState(redis, eventId, {
+    totalQuantity: 1_000, startsAtMs: 0, endsAtMs: null, issued: issued.length,
+    users: issued.map((coupon) => [coupon.userId, `${coupon.sequence}:${coupon.issuedAtMs}:r`]),
+  });
+}
 
 async function insertStatements(): Promise<number> {
   const [row] = await query<{ Value: string }>("show global status like 'Com_insert'");
@@ -40,6 +49,7 @@ describe('persisting coupons', () => {
 
   test('when 250 coupons are persisted with a batch size of 100, then MySQL receives 3 multi-row inserts', async () => {
     const eventId = uniqueEventId('batch');
+    await issuedBy(redis, eventId, coupons(eventId, 250));
     const before = await insertStatements();
     expect(await persister.persist(coupons(eventId, 250))).toBe(250);
     expect((await insertStatements()) - before).toBe(3);
@@ -50,6 +60,7 @@ describe('persisting coupons', () => {
 
   test('when the same coupons are persisted again, then nothing is written twice and no new rows are reported', async () => {
     const eventId = uniqueEventId('idem');
+    await issuedBy(redis, eventId, coupons(eventId, 130));
     await persister.persist(coupons(eventId, 120));
     expect(await persister.persist([...coupons(eventId, 130)].reverse())).toBe(10);
     expect(await couponRows(eventId)).toHaveLength(130);
@@ -57,8 +68,10 @@ describe('persisting coupons', () => {
 
   test('when a coupon\'s sequence is already held by another user, then it is reported, not silently skipped as a redelivery', async () => {
     const eventId = uniqueEventId('clash');
-    await persister.persist(coupons(eventId, 3));
     const clash = { eventId, userId: 'newcomer', sequence: 2, issuedAtMs: Date.now() };
+    // A gate state that vouches for both holders of sequence 2: only a Redis that lost data can say so.
+    await issuedBy(redis, eventId, [...coupons(eventId, 3), clash]);
+    await persister.persist(coupons(eventId, 3));
     await expect(persister.persist([clash])).rejects.toThrow(/sequence already taken by another user/);
     expect((await couponRows(eventId)).map((row) => row.user_id)).toEqual(['user-1', 'user-2', 'user-3']);
   });

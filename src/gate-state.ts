@@ -1,0 +1,172 @@
+import { randomUUID } from 'node:crypto';
+import type { Logger } from 'pino';
+import type { CouponEvent } from './domain/coupon.ts';
+import type { CouponStore } from './db/store.ts';
+import { type CouponRedis, installEventState, serverIdentity } from './redis/client.ts';
+import { STATE_CHECK_LOCK_KEY, STATE_SENTINEL_KEY, eventKeys } from './redis/keys.ts';
+
+/**
+ * Keeps the Redis gate state no older than MySQL. Redis can lose writes it acknowledged: a flush or an empty
+ * replacement loses everything, a failover to a replica loses what the primary had not shipped yet, a restart
+ * from an old AOF loses its tail. MySQL may then hold coupons the gate no longer knows, and a gate issuing from
+ * such a state would hand their sequences out again. Every such loss either removes the marker
+ * (STATE_SENTINEL_KEY) or leaves one that names another server, so comparing the marker with the identity of the
+ * server connected now tells when to check; the api issues nothing on a server until it has been checked.
+ *
+ * A check is fenced: the events' epochs are raised in MySQL first, which waits for inserts in flight and makes
+ * any insert checked against the old state fail after; only then are MySQL's coupons read and merged into Redis.
+ */
+export class GateStateKeeper {
+  readonly #redis: CouponRedis;
+  readonly #store: CouponStore;
+  readonly #logger: Logger;
+
+  constructor(redis: CouponRedis, store: CouponStore, logger: Logger) {
+    this.#redis = redis;
+    this.#store = store;
+    this.#logger = logger;
+  }
+
+  /**
+   * Checks and repairs the connected server unless that was done already. One process works at a time (a lock);
+   * the others return false and ask again shortly. True once the server is checked.
+   */
+  async ensureChecked(): Promise<boolean> {
+    const redis = this.#redis;
+    const identity = await serverIdentity(redis);
+    if ((await redis.get(STATE_SENTINEL_KEY)) === identity) return true;
+    const token = randomUUID();
+    if ((await redis.set(STATE_CHECK_LOCK_KEY, token, 'PX', 60_000, 'NX')) !== 'OK') return false;
+    try {
+      const started = Date.now();
+      const changed = await this.restore('all');
+      // A failover during the check leaves the new server unchecked: it is compared on the next round.
+      if ((await serverIdentity(redis)) !== identity) return false;
+      await redis.set(STATE_SENTINEL_KEY, identity);
+      this.#logger.info({ server: identity, changed, ms: Date.now() - started }, 'gate state compared with MySQL');
+      return true;
+    } finally {
+      await this.#release(token);
+    }
+  }
+
+  /** Restores, fenced, the events whose gate state is missing altogether (deleted keys, a failed create). */
+  async restoreMissing(): Promise<Record<string, string>> {
+    const events = await this.#store.listEvents();
+    if (events.length === 0) return {};
+    const pipeline = this.#redis.pipeline();
+    for (const event of events) pipeline.exists(eventKeys(event.id).meta);
+    const exists = (await pipeline.exec()) ?? [];
+    const missing = events.filter((_, index) => exists[index]?.[1] !== 1).map((event) => event.id);
+    return missing.length === 0 ? {} : this.restore(missing);
+  }
+
+  /**
+   * Raises the events' epochs, then makes each event's gate state hold at least what MySQL holds: a missing
+   * state is installed from the rows; an existing one gets the users it lacks and a counter no lower than the
+   * highest persisted sequence. Returns what changed, by event id.
+   */
+  async restore(eventIds: readonly string[] | 'all'): Promise<Record<string, string>> {
+    const store = this.#store;
+    await store.raiseEpochs(eventIds);
+    const [events, summary] = await Promise.all([
+      eventIds === 'all' ? store.listEvents() : Promise.all(eventIds.map((id) => store.findEvent(id))),
+      store.persistedSummary(eventIds),
+    ]);
+    const changed: Record<string, string> = {};
+    for (const event of events) {
+      if (!event) continue;
+      const known = summary.get(event.id) ?? { epoch: 0, count: 0, maxSequence: 0 };
+      const outcome = await this.#restoreEvent(event, known);
+      if (outcome !== 'unchanged') changed[event.id] = outcome;
+    }
+    if (Object.keys(changed).length > 0) this.#logger.warn({ changed }, 'gate state was behind MySQL; restored from it');
+    return changed;
+  }
+
+  async #restoreEvent(event: CouponEvent, known: { epoch: number; count: number; maxSequence: number }): Promise<string> {
+    const keys = eventKeys(event.id);
+    const [metaExists, issuedRaw, users] = await Promise.all([
+      this.#redis.exists(keys.meta), this.#redis.get(keys.issued), this.#redis.hlen(keys.users),
+    ]);
+    const issued = Number(issuedRaw ?? 0);
+    // Replication ships writes in order, so a replica holds every coupon up to its counter: only the rows above
+    // it can be missing. Fewer users than rows (or no state at all) means something else was lost: read them all.
+    const rows = metaExists === 0 || users < known.count
+      ? await this.#store.persistedCoupons(event.id)
+      : issued < known.maxSequence ? await this.#store.persistedCoupons(event.id, issued) : [];
+    return installEventState(this.#redis, event.id, {
+      totalQuantity: event.totalQuantity,
+      startsAtMs: event.startsAt.getTime(),
+      endsAtMs: event.endsAt?.getTime() ?? null,
+      issued: known.maxSequence,
+      epoch: known.epoch,
+      users: rows.map((coupon) => [coupon.userId, `${coupon.sequence}:${coupon.issuedAtMs}`]),
+    });
+  }
+
+  async #release(token: string): Promise<void> {
+    try {
+      if ((await this.#redis.get(STATE_CHECK_LOCK_KEY)) === token) await this.#redis.del(STATE_CHECK_LOCK_KEY);
+    } catch {
+      // the lock expires by itself
+    }
+  }
+}
+
+/**
+ * The api's side: issue only on a server that has been checked. The flag drops the moment the connection closes
+ * (the next server may be a promoted replica or a restarted one) and rises once the keeper has checked the
+ * server now connected: within about a second, or as long as a repair takes.
+ */
+export class CheckedServer {
+  readonly #redis: CouponRedis;
+  readonly #keeper: GateStateKeeper;
+  readonly #logger: Logger;
+  #checked = false;
+  /** bumped on every close, so a check that began on the previous connection cannot vouch for the next */
+  #connection = 0;
+  #polling = false;
+  #stopped = false;
+
+  constructor(redis: CouponRedis, keeper: GateStateKeeper, logger: Logger) {
+    this.#redis = redis;
+    this.#keeper = keeper;
+    this.#logger = logger;
+  }
+
+  get checked(): boolean {
+    return this.#checked;
+  }
+
+  start(): void {
+    this.#redis.on('close', () => {
+      this.#connection += 1;
+      this.#checked = false;
+    });
+    this.#redis.on('ready', () => void this.#poll());
+    if (this.#redis.status === 'ready') void this.#poll();
+  }
+
+  stop(): void {
+    this.#stopped = true;
+  }
+
+  async #poll(): Promise<void> {
+    if (this.#polling) return;
+    this.#polling = true;
+    try {
+      while (!this.#checked && !this.#stopped) {
+        const connection = this.#connection;
+        try {
+          if ((await this.#keeper.ensureChecked()) && connection === this.#connection) this.#checked = true;
+        } catch (error) {
+          this.#logger.debug({ err: error }, 'gate state check failed; retrying');
+        }
+        if (!this.#checked) await new Promise((resolve) => setTimeout(resolve, 200));
+      }
+    } finally {
+      this.#polling = false;
+    }
+  }
+}
