@@ -35,10 +35,24 @@ describe('charts/coupon', () => {
     expect(/^appVersion: "?([^"\n]+)"?$/m.exec(chart)?.[1]).toBe(pkg.version);
   });
 
-  test('When CI runs, then there are defaults, production-like and minimal values files', () => {
+  test('When CI runs, then there are defaults, production-like, minimal and Redis Sentinel values files', () => {
     expect(valuesFiles.map((file) => basename(file))).toEqual(
-      expect.arrayContaining(['default-values.yaml', 'production-values.yaml', 'minimal-values.yaml']),
+      expect.arrayContaining(['default-values.yaml', 'production-values.yaml', 'minimal-values.yaml', 'redis-sentinel-values.yaml']),
     );
+  });
+
+  test('When the Sentinel values are rendered, then the api and worker read the Sentinel settings from the ConfigMap and Secret', () => {
+    const rendered = template([join(chartDir, 'ci', 'redis-sentinel-values.yaml')]);
+    expect({ status: rendered.status, stderr: rendered.stderr }).toMatchObject({ status: 0 });
+    for (const line of [
+      'REDIS_SENTINELS: "redis-sentinel-0.redis-sentinel.data.svc.cluster.local:26379,redis-sentinel-1.redis-sentinel.data.svc.cluster.local:26379,'
+        + 'redis-sentinel-2.redis-sentinel.data.svc.cluster.local:26379"',
+      'REDIS_SENTINEL_MASTER: "coupon"',
+      'REDIS_SOCKET_TIMEOUT_MS: "5000"',
+      'GATE_MIN_REPLICAS: "1"',
+      'GATE_REPLICA_TIMEOUT_MS: "500"',
+      `REDIS_SENTINEL_PASSWORD: "${Buffer.from('sentinel-secret').toString('base64')}"`,
+    ]) expect(rendered.stdout).toContain(`  ${line}\n`);
   });
 
   describe.each(valuesFiles.map((file) => [basename(file), file]))('with ci/%s', (_name, file) => {
@@ -78,6 +92,20 @@ describe('charts/coupon', () => {
       const checked = run('kubeconform', kubeconformArgs(), { input: rendered.stdout });
       expect({ status: checked.status, output: checked.output }).toMatchObject({ status: 0 });
     }
+  });
+
+  test('When the chart uses the Sentinel deps (dev values plus k8s/values/redis-sentinel.yaml), then it lints, validates and wires them', () => {
+    const values = [skaffoldValues[0] as string, join(repoRoot, 'k8s', 'values', 'redis-sentinel.yaml')];
+    const lint = run('helm', ['lint', '--strict', chartDir, ...values.flatMap((file) => ['-f', file])]);
+    expect({ status: lint.status, output: lint.output }).toMatchObject({ status: 0 });
+    const rendered = template(values, ['--set', 'image.repository=coupon', '--set', 'image.tag=dev']);
+    expect({ status: rendered.status, stderr: rendered.stderr }).toMatchObject({ status: 0 });
+    const checked = run('kubeconform', kubeconformArgs(), { input: rendered.stdout });
+    expect({ status: checked.status, output: checked.output }).toMatchObject({ status: 0 });
+    expect(rendered.stdout).toMatch(/^ {2}REDIS_SENTINELS: "redis-sentinel-0\.redis-sentinel\.coupon-deps\.svc\.cluster\.local:26379,redis-sentinel-1\..*,redis-sentinel-2\..*:26379"$/m);
+    expect(rendered.stdout).toMatch(/^ {2}REDIS_SENTINEL_MASTER: "coupon"$/m);
+    expect(rendered.stdout).toMatch(/^ {2}GATE_MIN_REPLICAS: "1"$/m);
+    expect(rendered.stdout).toMatch(/^ {2}REDIS_SENTINEL_PASSWORD: "/m);
   });
 
   test('When the helm-unittest suites run, then all pass', () => {

@@ -5,7 +5,11 @@
 import { existsSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
+import { parse, parseAllDocuments } from 'yaml';
 import { kubeconformArgs, repoRoot, run, skaffoldSchemaPath, skaffoldSchemaVersion, summaryCounts } from './tools.ts';
+
+/** A parsed manifest; its shape is kubeconform's business, these tests only read a few fields. */
+type Manifest = { kind: string; metadata: { name: string; namespace?: string }; [key: string]: any };
 
 let scratch: string;
 beforeAll(() => {
@@ -43,6 +47,71 @@ describe('k8s/ dev dependencies', () => {
     expect(text).toMatch(/image: redis:7\./);
     expect(text).toContain('appendonly yes');
     expect(text).toContain('maxmemory-policy noeviction');
+  });
+
+  describe('the optional Redis behind Sentinel (k8s/deps/redis-sentinel/)', () => {
+    const sentinelDir = join(depsDir, 'redis-sentinel');
+    const docs = ['redis-ha.yaml', 'sentinel.yaml'].flatMap((file) =>
+      parseAllDocuments(readFileSync(join(sentinelDir, file), 'utf8')).map((doc) => doc.toJS() as Manifest),
+    );
+    const find = (kind: string, name: string) => {
+      const found = docs.find((doc) => doc.kind === kind && doc.metadata.name === name);
+      expect({ kind, name, found: found !== undefined }).toEqual({ kind, name, found: true });
+      return found as Manifest;
+    };
+    const envOf = (set: Manifest) =>
+      Object.fromEntries(set.spec.template.spec.containers[0].env.map((e: { name: string; value?: string }) => [e.name, e.value]));
+
+    test('When validated alone, then every object is valid under kubeconform -strict', () => {
+      const result = run('kubeconform', [...kubeconformArgs(), sentinelDir]);
+      expect({ status: result.status, output: result.output }).toMatchObject({ status: 0 });
+      expect(summaryCounts(result.output)).toMatchObject({ found: docs.length, invalid: 0, errors: 0, skipped: 0 });
+    });
+
+    test('When deployed, then a primary and two replicas on PVCs with AOF run beside three Sentinels with a quorum of two', () => {
+      for (const doc of docs) expect(doc.metadata.namespace).toBe('coupon-deps');
+      const redis = find('StatefulSet', 'redis-ha');
+      const sentinel = find('StatefulSet', 'redis-sentinel');
+      expect(redis.spec.replicas).toBe(3);
+      expect(redis.spec.volumeClaimTemplates).toHaveLength(1);
+      expect(sentinel.spec.replicas).toBe(3);
+      for (const set of [redis, sentinel]) {
+        expect(set.spec.template.spec.containers[0].image).toMatch(/^redis:7\./);
+        expect(set.spec.template.spec.containers[0].readinessProbe).toBeDefined();
+        expect(set.spec.template.spec.containers[0].livenessProbe).toBeDefined();
+        expect(envOf(set)).toMatchObject({ MASTER_NAME: 'coupon', REDIS_COUNT: String(redis.spec.replicas), SENTINEL_COUNT: String(sentinel.spec.replicas) });
+      }
+      expect(Number(envOf(sentinel).QUORUM)).toBe(2);
+      const config = find('ConfigMap', 'redis-ha').data as Record<string, string>;
+      for (const line of ['appendonly yes', 'appendfsync everysec', 'maxmemory-policy noeviction']) expect(config['redis.conf']).toContain(line);
+      // Pod IPs change on restart: nodes announce DNS names, and the Sentinels resolve and hand out names.
+      expect(config['start-redis.sh']).toContain('replica-announce-ip');
+      expect(config['start-redis.sh']).toContain('masterauth');
+      const start = find('ConfigMap', 'redis-sentinel').data['start-sentinel.sh'] as string;
+      for (const line of ['sentinel resolve-hostnames yes', 'sentinel announce-hostnames yes', 'sentinel monitor $MASTER_NAME', 'requirepass']) {
+        expect(start).toContain(line);
+      }
+      for (const name of ['redis-ha', 'redis-sentinel']) {
+        const service = find('Service', name);
+        expect(service.spec).toMatchObject({ clusterIP: 'None', publishNotReadyAddresses: true });
+      }
+    });
+
+    test('When the chart is pointed at it, then k8s/values/redis-sentinel.yaml names these Sentinels, master and passwords', () => {
+      const values = parse(readFileSync(join(repoRoot, 'k8s', 'values', 'redis-sentinel.yaml'), 'utf8')) as {
+        secrets: { redisUrl: string; redisSentinelPassword: string };
+        config: { redisSentinels: string[]; redisSentinelMaster: string; gateMinReplicas: number };
+      };
+      const sentinel = find('StatefulSet', 'redis-sentinel');
+      const template = envOf(sentinel).SENTINEL_HOST_TEMPLATE as string;
+      const expected = Array.from({ length: sentinel.spec.replicas as number }, (_, i) => `${template.replace('%d', String(i))}:26379`);
+      expect(values.config.redisSentinels).toEqual(expected);
+      expect(values.config.redisSentinelMaster).toBe(envOf(sentinel).MASTER_NAME);
+      expect(values.config.gateMinReplicas).toBe(1);
+      const secret = find('Secret', 'redis-ha').stringData as Record<string, string>;
+      expect(values.secrets.redisSentinelPassword).toBe(secret.SENTINEL_PASSWORD);
+      expect(new URL(values.secrets.redisUrl).password).toBe(secret.REDIS_PASSWORD);
+    });
   });
 
   test('When the versions are read, then they are MySQL 8.4 and PostgreSQL 16', () => {

@@ -87,8 +87,8 @@ app.kubernetes.io/component: {{ .component }}
 {{- end }}
 {{- end }}
 
-{{/* Plain settings (ConfigMap data and the migration Job's env). */}}
-{{- define "coupon.configData" -}}
+{{/* Plain settings the chart renders from its own config.* values. */}}
+{{- define "coupon.configOwnData" -}}
 LOG_LEVEL: {{ .Values.config.logLevel | quote }}
 PERSIST_RATE_PER_SEC: {{ .Values.config.persistRatePerSec | quote }}
 PERSIST_BATCH_SIZE: {{ .Values.config.persistBatchSize | quote }}
@@ -96,12 +96,26 @@ CLAIM_IDLE_MS: {{ .Values.config.claimIdleMs | quote }}
 MAX_DELIVERIES: {{ .Values.config.maxDeliveries | quote }}
 SHUTDOWN_DRAIN_MS: {{ .Values.config.shutdownDrainMs | quote }}
 RECONCILE_CRON: {{ .Values.config.reconcileCron | quote }}
+REDIS_SOCKET_TIMEOUT_MS: {{ .Values.config.redisSocketTimeoutMs | quote }}
+GATE_MIN_REPLICAS: {{ .Values.config.gateMinReplicas | quote }}
+GATE_REPLICA_TIMEOUT_MS: {{ .Values.config.gateReplicaTimeoutMs | quote }}
+{{- with .Values.config.redisSentinels }}
+REDIS_SENTINELS: {{ join "," . | quote }}
+{{- end }}
+{{- with .Values.config.redisSentinelMaster }}
+REDIS_SENTINEL_MASTER: {{ . | quote }}
+{{- end }}
 {{- with .Values.config.authJwtAudience }}
 AUTH_JWT_AUDIENCE: {{ . | quote }}
 {{- end }}
 {{- with .Values.config.authJwtIssuer }}
 AUTH_JWT_ISSUER: {{ . | quote }}
 {{- end }}
+{{- end }}
+
+{{/* Plain settings (ConfigMap data and the migration Job's env): the chart's own, then config.extraEnv. */}}
+{{- define "coupon.configData" -}}
+{{ include "coupon.configOwnData" . }}
 {{- range $name, $value := .Values.config.extraEnv }}
 {{ $name }}: {{ $value | toString | quote }}
 {{- end }}
@@ -112,6 +126,9 @@ AUTH_JWT_ISSUER: {{ . | quote }}
 REDIS_URL: {{ required "secrets.redisUrl is required (or set secrets.existingSecret)" .Values.secrets.redisUrl | b64enc | quote }}
 MYSQL_URL: {{ required "secrets.mysqlUrl is required (or set secrets.existingSecret)" .Values.secrets.mysqlUrl | b64enc | quote }}
 POSTGRES_URL: {{ required "secrets.postgresUrl is required (or set secrets.existingSecret)" .Values.secrets.postgresUrl | b64enc | quote }}
+{{- with .Values.secrets.redisSentinelPassword }}
+REDIS_SENTINEL_PASSWORD: {{ . | b64enc | quote }}
+{{- end }}
 {{- with .Values.secrets.adminToken }}
 ADMIN_TOKEN: {{ . | b64enc | quote }}
 {{- end }}
@@ -236,6 +253,19 @@ behavior:
 {{- end }}
 {{- if and .Values.secrets.authJwtSecret .Values.secrets.authJwksUrl }}
 {{- fail "secrets.authJwtSecret and secrets.authJwksUrl are exclusive: choose one" }}
+{{- end }}
+{{- if and .Values.secrets.redisSentinelPassword (not .Values.config.redisSentinels) }}
+{{- fail "secrets.redisSentinelPassword is set but config.redisSentinels is empty: name the Sentinels (and config.redisSentinelMaster) too" }}
+{{- end }}
+{{- if and (gt (int .Values.config.gateMinReplicas) 0) (ge (int .Values.config.gateReplicaTimeoutMs) (int .Values.config.redisSocketTimeoutMs)) }}
+{{- fail (printf "config.gateReplicaTimeoutMs (%v) must be below config.redisSocketTimeoutMs (%v): a connection silent for the socket timeout is torn down, WAIT included" .Values.config.gateReplicaTimeoutMs .Values.config.redisSocketTimeoutMs) }}
+{{- end }}
+{{- /* The chart renders these itself; the same name in config.extraEnv would be a duplicate ConfigMap key. */}}
+{{- $managed := include "coupon.configOwnData" . | fromYaml }}
+{{- range $name, $_ := .Values.config.extraEnv }}
+{{- if hasKey $managed $name }}
+{{- fail (printf "config.extraEnv.%s duplicates a setting the chart renders itself: use its config.* value instead (see values.yaml)" $name) }}
+{{- end }}
 {{- end }}
 {{- if and .Values.api.autoscaling.enabled (gt (int .Values.api.autoscaling.minReplicas) (int .Values.api.autoscaling.maxReplicas)) }}
 {{- fail "api.autoscaling.minReplicas must not exceed api.autoscaling.maxReplicas" }}
