@@ -22,7 +22,7 @@ import { userInfo } from 'node:os';
 import { dirname, join, resolve } from 'node:path';
 import mysql from 'mysql2/promise';
 
-export type ServerKind = 'redis' | 'mariadb' | 'postgres';
+export type ServerKind = 'redis' | 'redis-sentinel' | 'mariadb' | 'postgres';
 
 export interface LocalServer {
   readonly kind: ServerKind;
@@ -61,13 +61,32 @@ const POSTGRES_BIN = '/usr/lib/postgresql/15/bin';
 // ---------------------------------------------------------------------------------------------------------------
 // Public entry points
 
-export async function startRedis(opts: { dir: string; port?: number; appendonly?: boolean }): Promise<LocalServer> {
+/**
+ * A Redis server. With `replicaOf` it is a replica of the server at that address (which may be a proxy in front
+ * of the primary), announced as 127.0.0.1:<port> so a Sentinel can find and promote it; start() then resolves
+ * only once the replica has completed its sync with the primary, which must be up.
+ */
+export async function startRedis(opts: {
+  dir: string;
+  port?: number;
+  appendonly?: boolean;
+  replicaOf?: { host: string; port: number };
+}): Promise<LocalServer> {
   const dir = resolve(opts.dir);
   const port = opts.port ?? (await freePort());
   await mkdir(dir, { recursive: true });
   const persistence = opts.appendonly
     ? ['--appendonly', 'yes', '--appendfsync', 'everysec', '--save', '']
     : ['--save', '', '--appendonly', 'no'];
+  // Any server may become a primary with a replica (or a promoted replica itself): ship the first sync at once
+  // instead of waiting the default 5 s for more replicas to join it.
+  const replication = ['--repl-diskless-sync-delay', '0'];
+  if (opts.replicaOf) {
+    replication.push(
+      '--replicaof', opts.replicaOf.host, String(opts.replicaOf.port), '--replica-announce-ip', HOST,
+      '--replica-announce-port', String(port), '--replica-priority', '100',
+    );
+  }
   const server = new ManagedServer({
     kind: 'redis',
     url: `redis://${HOST}:${port}`,
@@ -80,9 +99,68 @@ export async function startRedis(opts: { dir: string; port?: number; appendonly?
     command: binary('redis-server'),
     args: [
       '--port', String(port), '--bind', HOST, '--daemonize', 'no', '--pidfile', join(dir, 'redis.pid'),
-      '--dir', dir, '--logfile', '', ...persistence,
+      '--dir', dir, '--logfile', '', ...persistence, ...replication,
     ],
-    probe: () => redisPing(port),
+    probe: opts.replicaOf ? () => redisReplicaInSync(port) : () => redisPing(port),
+  });
+  await server.start();
+  return server;
+}
+
+/**
+ * A Redis Sentinel watching the primary at `master` under `masterName`; a replica it learns of from the primary
+ * is promoted once the primary has been unreachable for `downAfterMs` (quorum 1 by default: this Sentinel alone
+ * decides). Each call writes a fresh `<dir>/sentinel.conf`; Sentinel rewrites that file as it learns (replicas,
+ * epochs, a failover), and start() after a stop() reuses it as rewritten, as a restarted Sentinel would.
+ */
+export async function startRedisSentinel(opts: {
+  dir: string;
+  port?: number;
+  masterName: string;
+  master: { host: string; port: number };
+  quorum?: number;
+  downAfterMs?: number;
+  failoverTimeoutMs?: number;
+}): Promise<LocalServer> {
+  const dir = resolve(opts.dir);
+  const port = opts.port ?? (await freePort());
+  if (!/^[A-Za-z0-9._-]+$/.test(opts.masterName)) throw new Error(`redis-sentinel: unusable master name "${opts.masterName}"`);
+  await mkdir(dir, { recursive: true });
+  const configFile = join(dir, 'sentinel.conf');
+  const pidFile = join(dir, 'sentinel.pid');
+  // A Sentinel left running on this folder by a dead process would rewrite the file under us: end it first.
+  await claimDir(dir, 'redis-sentinel');
+  await endLeftover(pidFile, 'redis-server', 'SIGTERM');
+  const name = opts.masterName;
+  await writeFile(configFile, [
+    `port ${port}`,
+    `bind ${HOST}`,
+    'daemonize no',
+    `pidfile "${pidFile}"`,
+    'logfile ""',
+    `dir "${dir}"`,
+    // Every address here is an IP on loopback; announce this Sentinel as such so several can find one another.
+    'sentinel resolve-hostnames no',
+    `sentinel announce-ip ${HOST}`,
+    `sentinel announce-port ${port}`,
+    `sentinel monitor ${name} ${opts.master.host} ${opts.master.port} ${opts.quorum ?? 1}`,
+    `sentinel down-after-milliseconds ${name} ${opts.downAfterMs ?? 1000}`,
+    `sentinel failover-timeout ${name} ${opts.failoverTimeoutMs ?? 5000}`,
+    `sentinel parallel-syncs ${name} 1`,
+    '',
+  ].join('\n'));
+  const server = new ManagedServer({
+    kind: 'redis-sentinel',
+    url: `redis://${HOST}:${port}`,
+    port,
+    dir,
+    logFile: join(dir, 'sentinel.log'),
+    pidFile,
+    processName: 'redis-server',
+    stopSignal: 'SIGTERM',
+    command: binary('redis-server'),
+    args: [configFile, '--sentinel'],
+    probe: () => sentinelKnowsMaster(port, name),
   });
   await server.start();
   return server;
@@ -261,6 +339,7 @@ export async function startLocalStack(opts: {
 export async function stopLeftoverServer(dir: string): Promise<void> {
   const found = [
     { pidFile: join(dir, 'redis.pid'), processName: 'redis-server', signal: 'SIGTERM' as const },
+    { pidFile: join(dir, 'sentinel.pid'), processName: 'redis-server', signal: 'SIGTERM' as const },
     { pidFile: join(dir, 'mariadbd.pid'), processName: 'mariadbd', signal: 'SIGTERM' as const },
     { pidFile: join(dir, 'data', 'postmaster.pid'), processName: 'postgres', signal: 'SIGINT' as const },
   ];
@@ -503,6 +582,55 @@ function redisPing(port: number): Promise<void> {
       else reject(new Error(reply.trim()));
     });
   });
+}
+
+/** One command to the Redis (or Sentinel) on port; resolves with the text of a simple or bulk string reply. */
+function redisCommand(port: number, ...args: string[]): Promise<string> {
+  return new Promise((resolveReply, reject) => {
+    const socket = createConnection({ host: HOST, port });
+    let reply = Buffer.alloc(0);
+    socket.setTimeout(1000, () => {
+      socket.destroy();
+      reject(new Error(`${args[0]} timed out`));
+    });
+    socket.once('error', reject);
+    socket.once('connect', () => {
+      socket.write(`*${args.length}\r\n${args.map((arg) => `$${Buffer.byteLength(arg)}\r\n${arg}\r\n`).join('')}`);
+    });
+    socket.on('data', (chunk: Buffer) => {
+      reply = Buffer.concat([reply, chunk]);
+      const lineEnd = reply.indexOf('\r\n');
+      if (lineEnd < 0) return;
+      const head = reply.subarray(0, lineEnd).toString();
+      if (head.startsWith('$')) {
+        const length = Number(head.slice(1));
+        if (length >= 0 && reply.length < lineEnd + 2 + length + 2) return;
+        socket.destroy();
+        resolveReply(length < 0 ? '' : reply.subarray(lineEnd + 2, lineEnd + 2 + length).toString());
+      } else {
+        socket.destroy();
+        if (head.startsWith('+') || head.startsWith(':')) resolveReply(head.slice(1));
+        else if (head.startsWith('*')) resolveReply(reply.subarray(lineEnd + 2).toString());
+        else reject(new Error(head));
+      }
+    });
+  });
+}
+
+/** A replica is ready once it answers and has loaded its primary's data (the link is up after the first sync). */
+async function redisReplicaInSync(port: number): Promise<void> {
+  await redisPing(port);
+  const info = await redisCommand(port, 'INFO', 'replication');
+  if (!/^master_link_status:up\r?$/m.test(info)) {
+    throw new Error(`replica not in sync with its primary yet (${/^master_link_status:.*$/m.exec(info)?.[0]?.trim() ?? 'no link'})`);
+  }
+}
+
+/** A Sentinel is ready once it answers for the master it was told to monitor. */
+async function sentinelKnowsMaster(port: number, masterName: string): Promise<void> {
+  await redisPing(port);
+  const reply = await redisCommand(port, 'SENTINEL', 'GET-MASTER-ADDR-BY-NAME', masterName);
+  if (!reply.includes('$')) throw new Error(`Sentinel does not know master ${masterName} yet`);
 }
 
 function mysqlOptions(url: string) {
