@@ -50,6 +50,22 @@ export class GateStateKeeper {
     }
   }
 
+  /**
+   * Restores events whose Redis epoch stayed behind MySQL's: a restore that died between raising the epochs and
+   * writing Redis would otherwise leave their batches refused for ever. Skipped while another process holds
+   * the lock (it is restoring). True when it ran.
+   */
+  async restoreBehind(eventIds: readonly string[]): Promise<boolean> {
+    const token = randomUUID();
+    if ((await this.#redis.set(STATE_CHECK_LOCK_KEY, token, 'PX', 60_000, 'NX')) !== 'OK') return false;
+    try {
+      await this.restore(eventIds);
+      return true;
+    } finally {
+      await this.#release(token);
+    }
+  }
+
   /** Restores, fenced, the events whose gate state is missing altogether (deleted keys, a failed create). */
   async restoreMissing(): Promise<Record<string, string>> {
     const events = await this.#store.listEvents();

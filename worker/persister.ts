@@ -2,6 +2,7 @@ import { type IssuedCoupon, isValidCoupon } from '../src/domain/coupon.ts';
 import { type CouponStore, GateEpochChangedError, holderKey } from '../src/db/store.ts';
 import { type CouponRedis, checkHolders, reservePersistSlot } from '../src/redis/client.ts';
 import type { Logger } from 'pino';
+import type { GateStateKeeper } from '../src/gate-state.ts';
 import { sleep } from '../src/shutdown.ts';
 import type { WorkerMetrics } from './metrics.ts';
 
@@ -17,10 +18,14 @@ export class Persister {
   readonly #ratePerSec: number;
   readonly #batchSize: number;
   readonly #logger: Logger | undefined;
+  readonly #keeper: GateStateKeeper | undefined;
 
-  constructor(deps: { redis: CouponRedis; store: CouponStore; metrics: WorkerMetrics; ratePerSec: number; batchSize: number; logger?: Logger }) {
+  constructor(deps: {
+    redis: CouponRedis; store: CouponStore; metrics: WorkerMetrics; ratePerSec: number; batchSize: number; logger?: Logger; keeper?: GateStateKeeper;
+  }) {
     this.#redis = deps.redis;
     this.#logger = deps.logger;
+    this.#keeper = deps.keeper;
     this.#store = deps.store;
     this.#metrics = deps.metrics;
     this.#ratePerSec = deps.ratePerSec;
@@ -54,14 +59,23 @@ export class Persister {
     return inserted;
   }
 
-  /** Checks the batch against the gate state and writes it; checks again when a restore raced the write. */
+  /**
+   * Checks the batch against the gate state and writes it; checks again when a restore raced the write. An epoch
+   * that stays behind MySQL's for a second (a restore that died half-way) is restored here.
+   */
   async #writeFenced(batch: readonly IssuedCoupon[]): Promise<{ current: IssuedCoupon[]; written: number }> {
     for (let attempt = 1; ; attempt++) {
-      const { current, epochs } = await this.#currentWord(batch);
+      const { current, epochs, fenced } = await this.#currentWord(batch);
       try {
-        return { current, written: await this.#store.persistCoupons(current, epochs) };
+        const written = await this.#store.persistCoupons(current, epochs);
+        if (fenced.length > 0) {
+          this.#metrics.fencedCoupons.inc(fenced.length);
+          this.#logger?.error({ coupons: fenced }, 'coupons issued by a gate state Redis has since lost were not written');
+        }
+        return { current, written };
       } catch (error) {
-        if (!(error instanceof GateEpochChangedError) || attempt >= 5) throw error;
+        if (!(error instanceof GateEpochChangedError) || attempt >= 8) throw error;
+        if (attempt >= 4) await this.#keeper?.restoreBehind(error.eventIds);
         await sleep(100 * attempt);
       }
     }
@@ -74,7 +88,7 @@ export class Persister {
    * again, so writing them now would take a coupon from an answer given since. They are counted, logged and
    * dropped: the loss the README documents for those cases, never a second coupon.
    */
-  async #currentWord(batch: readonly IssuedCoupon[]): Promise<{ current: IssuedCoupon[]; epochs: Map<string, number> }> {
+  async #currentWord(batch: readonly IssuedCoupon[]): Promise<{ current: IssuedCoupon[]; epochs: Map<string, number>; fenced: IssuedCoupon[] }> {
     const byEvent = Map.groupBy(batch, (coupon) => coupon.eventId);
     const current: IssuedCoupon[] = [];
     const epochs = new Map<string, number>();
@@ -85,11 +99,7 @@ export class Persister {
       epochs.set(eventId, word.epoch);
       coupons.forEach((coupon, i) => (word.current[i] ? current : fenced).push(coupon));
     }
-    if (fenced.length > 0) {
-      this.#metrics.fencedCoupons.inc(fenced.length);
-      this.#logger?.error({ coupons: fenced }, 'coupons issued by a gate state Redis has since lost were not written');
-    }
-    return { current, epochs };
+    return { current, epochs, fenced };
   }
 
   /**

@@ -36,7 +36,10 @@ export async function createWorker(config: Config, logger: Logger) {
   const outbox = new Outbox(loopRedis, consumerName);
   // The same streams seen from the other connection, for the reconciler and housekeeping.
   const adminOutbox = new Outbox(redis, consumerName);
-  const persister = new Persister({ redis, store, metrics, logger, ratePerSec: config.persistRatePerSec, batchSize: config.persistBatchSize });
+  const keeper = new GateStateKeeper(redis, store, logger);
+  const persister = new Persister({
+    redis, store, metrics, logger, keeper, ratePerSec: config.persistRatePerSec, batchSize: config.persistBatchSize,
+  });
   const reconciler = new Reconciler(redis, store, adminOutbox);
   const failurePath = new FailurePath({
     createBoss: () => createBoss(config.postgresUrl), persister, reconciler, metrics, logger,
@@ -50,7 +53,7 @@ export async function createWorker(config: Config, logger: Logger) {
     },
   });
   const maintenance = new Maintenance({
-    redis, store, keeper: new GateStateKeeper(redis, store, logger), outbox: adminOutbox, failurePath, metrics, logger,
+    redis, store, keeper, outbox: adminOutbox, failurePath, metrics, logger,
     claimIdleMs: config.claimIdleMs,
   });
 

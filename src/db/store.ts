@@ -127,8 +127,10 @@ export class CouponStore {
 /** The gate state was rebuilt or repaired between a batch's check and its insert: check again, then write. */
 export class GateEpochChangedError extends Error {
   override name = 'GateEpochChangedError';
+  readonly eventIds: string[];
   constructor(eventIds: string[]) {
     super(`the gate state of ${eventIds.join(', ')} was rebuilt or repaired since the batch was checked`);
+    this.eventIds = eventIds;
   }
 }
 

@@ -30,7 +30,7 @@ describe('restoring the gate state from MySQL', () => {
     const store = new CouponStore(orm);
     keeper = new GateStateKeeper(redis, store, pino({ level: 'silent' }));
     metrics = new WorkerMetrics(createRegistry('worker'));
-    persister = new Persister({ redis, store, metrics, ratePerSec: 1_000_000, batchSize: 100 });
+    persister = new Persister({ redis, store, metrics, keeper, ratePerSec: 1_000_000, batchSize: 100 });
   });
   afterAll(async () => {
     await orm.close(true);
@@ -91,5 +91,18 @@ describe('restoring the gate state from MySQL', () => {
 
     expect((await couponRows(eventId)).map((row) => [row.user_id, row.sequence])).toEqual([['u1', 1], ['u2', 2], ['u3', 3], ['since-rebuild', 4]]);
     expect(((await metrics.fencedCoupons.get()).values[0]?.value ?? 0) - fencedBefore).toBe(1);
+  });
+
+  test('when a restore died after raising the epoch in MySQL, then the next batch restores the Redis epoch itself and is written', async () => {
+    const eventId = uniqueEventId('behind');
+    const issued = [1, 2].map((n) => coupon(eventId, `u${n}`, n));
+    await eventIssuing(eventId, issued);
+    await query('update coupon_event set epoch = epoch + 1 where id = ?', [eventId]);
+
+    expect(await persister.persist(issued)).toBe(2);
+
+    const [row] = await query<{ epoch: number }>('select epoch from coupon_event where id = ?', [eventId]);
+    expect(Number(await redis.hget(eventKeys(eventId).meta, 'epoch'))).toBe(Number(row!.epoch));
+    expect((await couponRows(eventId)).map((item) => item.user_id)).toEqual(['u1', 'u2']);
   });
 });
