@@ -26,6 +26,8 @@ export interface ServiceOptions {
   /** pipe the child's output through to this process (the stack does; tests keep it) */
   inheritOutput?: boolean;
   readyTimeoutMs?: number;
+  /** what start-up waits for: ready for traffic (default), or only alive (/healthz) */
+  waitFor?: 'ready' | 'alive';
 }
 
 export const startApi = (options: ServiceOptions) => startService('api', 'src/api/main.ts', options);
@@ -55,7 +57,7 @@ async function startService(kind: 'api' | 'worker', entry: string, options: Serv
   while (true) {
     if (exitedEarly) throw new Error(`${kind} exited during start-up:\n${service.output()}`);
     try {
-      const response = await fetch(`${url}/readyz`, { signal: AbortSignal.timeout(1_000) });
+      const response = await fetch(`${url}/${options.waitFor === 'alive' ? 'healthz' : 'readyz'}`, { signal: AbortSignal.timeout(1_000) });
       if (response.ok) return service;
     } catch {
       // not listening yet

@@ -16,6 +16,8 @@ import { STATE_CHECK_LOCK_KEY, STATE_SENTINEL_KEY, eventKeys } from './redis/key
  * A check is fenced: the events' epochs are raised in MySQL first, which waits for inserts in flight and makes
  * any insert checked against the old state fail after; only then are MySQL's coupons read and merged into Redis.
  */
+const RESTORE_CONCURRENCY = 8;
+
 export class GateStateKeeper {
   readonly #redis: CouponRedis;
   readonly #store: CouponStore;
@@ -90,12 +92,14 @@ export class GateStateKeeper {
       store.persistedSummary(eventIds),
     ]);
     const changed: Record<string, string> = {};
-    for (const event of events) {
-      if (!event) continue;
-      const known = summary.get(event.id) ?? { epoch: 0, count: 0, maxSequence: 0 };
-      const outcome = await this.#restoreEvent(event, known);
-      if (outcome !== 'unchanged') changed[event.id] = outcome;
-    }
+    const queue = events.filter((event): event is CouponEvent => event !== null);
+    // A few events at a time: a fresh Redis beside a MySQL with many events is restored in one pass, not serially.
+    await Promise.all(Array.from({ length: Math.min(RESTORE_CONCURRENCY, queue.length) }, async () => {
+      for (let event = queue.shift(); event; event = queue.shift()) {
+        const outcome = await this.#restoreEvent(event, summary.get(event.id) ?? { epoch: 0, count: 0, maxSequence: 0 });
+        if (outcome !== 'unchanged') changed[event.id] = outcome;
+      }
+    }));
     if (Object.keys(changed).length > 0) this.#logger.warn({ changed }, 'gate state was behind MySQL; restored from it');
     return changed;
   }
@@ -140,6 +144,7 @@ export class CheckedServer {
   readonly #keeper: GateStateKeeper;
   readonly #logger: Logger;
   #checked = false;
+  #everChecked = false;
   /** bumped on every close, so a check that began on the previous connection cannot vouch for the next */
   #connection = 0;
   #polling = false;
@@ -153,6 +158,11 @@ export class CheckedServer {
 
   get checked(): boolean {
     return this.#checked;
+  }
+
+  /** Whether any server was checked since this process started: until then it is not ready for traffic. */
+  get everChecked(): boolean {
+    return this.#everChecked;
   }
 
   start(): void {
@@ -175,7 +185,10 @@ export class CheckedServer {
       while (!this.#checked && !this.#stopped) {
         const connection = this.#connection;
         try {
-          if ((await this.#keeper.ensureChecked()) && connection === this.#connection) this.#checked = true;
+          if ((await this.#keeper.ensureChecked()) && connection === this.#connection) {
+            this.#checked = true;
+            this.#everChecked = true;
+          }
         } catch (error) {
           this.#logger.debug({ err: error }, 'gate state check failed; retrying');
         }

@@ -33,7 +33,7 @@ export interface AppDeps {
   /** how long a "does this event exist" answer is trusted when Redis has no state for it */
   existenceCacheMs?: number;
   /** whether the connected Redis server was compared with MySQL: nothing is issued on one that was not */
-  server: { readonly checked: boolean };
+  server: { readonly checked: boolean; readonly everChecked: boolean };
   /** GATE_MIN_REPLICAS > 0: a 202 waits until replicas hold the coupon */
   replicas?: ReplicaAcks;
 }
@@ -106,6 +106,8 @@ function errorMiddleware(deps: AppDeps) {
 
 async function readiness(ctx: Context, deps: AppDeps): Promise<void> {
   if (deps.isDraining()) return sendError(ctx, 'unavailable', 'draining');
+  // A process that could not issue yet takes no traffic; later re-checks (after a failover) keep it in rotation.
+  if (!deps.server.everChecked) return sendError(ctx, 'unavailable', 'redis has not been compared with mysql yet');
   try {
     await deps.redis.ping();
     ctx.body = { status: 'ready' };

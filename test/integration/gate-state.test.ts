@@ -2,10 +2,11 @@ import { mkdtemp } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { type LocalServer, startRedis } from '../../scripts/local-servers.ts';
+import { startApi } from '../../scripts/services.ts';
 import { createRedis, serverIdentity } from '../../src/redis/client.ts';
 import { STATE_SENTINEL_KEY } from '../../src/redis/keys.ts';
 import {
-  ADMIN_TOKEN, type ServiceProcess, apply, createEvent, freePort, request, spawnApi, uniqueEventId, waitFor,
+  ADMIN_TOKEN, type ServiceProcess, apply, baseEnv, createEvent, freePort, request, spawnApi, uniqueEventId, waitFor,
 } from '../support/harness.ts';
 
 describe('an event Redis knows nothing about', () => {
@@ -14,17 +15,22 @@ describe('an event Redis knows nothing about', () => {
 
   beforeAll(async () => {
     redis = await startRedis({ dir: join(await mkdtemp(join(tmpdir(), 'coupon-state-')), 'redis') });
-    // MySQL is unreachable for this api: any answer that needed it would be a 503.
-    api = await spawnApi({ REDIS_URL: redis.url, MYSQL_URL: `mysql://root@127.0.0.1:${await freePort()}/coupon` });
+    // MySQL is unreachable for this api: any answer that needed it would be a 503, and it cannot compare this
+    // Redis with MySQL, so it is alive but not ready.
+    api = await startApi({
+      port: await freePort(), waitFor: 'alive',
+      env: baseEnv({ REDIS_URL: redis.url, MYSQL_URL: `mysql://root@127.0.0.1:${await freePort()}/coupon` }),
+    });
   });
   afterAll(async () => {
     await api?.stop();
     await redis?.stop();
   });
 
-  test('when no worker has vouched for the Redis state yet, then apply cannot tell and answers 503 rather than guess', async () => {
+  test('when nobody could compare this Redis with MySQL yet, then the api is not ready and apply answers 503 rather than guess', async () => {
     const answer = await apply(api.url, uniqueEventId('nowhere'), 'someone');
     expect(answer.status).toBe(503);
+    expect((await request(`${api.url}/readyz`)).status).toBe(503);
   });
 
   test('when the worker\'s sentinel says Redis lost nothing, then an unknown event is 404 at once, without asking MySQL', async () => {
@@ -40,6 +46,7 @@ describe('an event Redis knows nothing about', () => {
       return reply.status === 503 ? undefined : reply;
     }, { what: 'the api to see the marker', timeoutMs: 5_000 });
     expect(answer).toMatchObject({ status: 404, body: { error: 'event_not_found' } });
+    expect((await request(`${api.url}/readyz`)).status).toBe(200);
   });
 });
 
