@@ -7,7 +7,7 @@ import { spawn } from 'node:child_process';
 import { once } from 'node:events';
 import { readFileSync } from 'node:fs';
 import { fileURLToPath } from 'node:url';
-import { freePort } from '../scripts/local-servers.ts';
+import { freePort } from '../scripts/local-servers/index.ts';
 import { startApi, startWorker, type ServiceProcess } from '../scripts/services.ts';
 
 const ROOT = fileURLToPath(new URL('..', import.meta.url));

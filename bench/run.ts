@@ -20,7 +20,7 @@ import { join, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { parseArgs } from 'node:util';
 import mysql from 'mysql2/promise';
-import { type LocalServer, startMariadb, startPostgres, startRedis } from '../scripts/local-servers.ts';
+import { type LocalServer, startMariadb, startPostgres, startRedis } from '../scripts/local-servers/index.ts';
 import { migrateUp } from '../src/db/migrate.ts';
 import { applyForCoupon, createRedis } from '../src/redis/client.ts';
 import type { BystanderSamples, BystanderSpec } from './bystander.ts';

@@ -6,7 +6,7 @@
 import { randomBytes } from 'node:crypto';
 import { fileURLToPath } from 'node:url';
 import { migrateUp } from '../src/db/migrate.ts';
-import { type LocalStack, startLocalStack } from './local-servers.ts';
+import { type LocalStack, startLocalStack } from './local-servers/index.ts';
 import { startApi, startWorker, type ServiceProcess } from './services.ts';
 
 const root = fileURLToPath(new URL('..', import.meta.url));

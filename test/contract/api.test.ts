@@ -5,7 +5,7 @@
 import { mkdtemp, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { startRedis } from '../../scripts/local-servers.ts';
+import { startRedis } from '../../scripts/local-servers/index.ts';
 import { ADMIN_TOKEN, closePool, spawnApi, spawnWorker, uniqueEventId, waitFor, type ServiceProcess } from '../support/harness.ts';
 import { call } from '../support/openapi.ts';
 

@@ -24,7 +24,7 @@ import { loadavg } from 'node:os';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { Redis } from 'ioredis';
-import { type LocalServer, startRedis, startRedisSentinel } from '../../scripts/local-servers.ts';
+import { type LocalServer, startRedis, startRedisSentinel } from '../../scripts/local-servers/index.ts';
 import type { ServiceProcess } from '../../scripts/services.ts';
 import { PERSIST_GROUP, eventKeys } from '../../src/redis/keys.ts';
 import { type TcpProxy, startTcpProxy } from '../support/tcp-proxy.ts';

@@ -9,7 +9,7 @@ import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import mysql from 'mysql2/promise';
 import { PgBoss } from 'pg-boss';
-import { type LocalServer, startMariadb } from '../../scripts/local-servers.ts';
+import { type LocalServer, startMariadb } from '../../scripts/local-servers/index.ts';
 import { migrateUp } from '../../src/db/migrate.ts';
 import { createOrm } from '../../src/db/orm.ts';
 import { CouponStore } from '../../src/db/store.ts';

@@ -1,7 +1,7 @@
 import { mkdtemp } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { type LocalServer, startRedis } from '../../scripts/local-servers.ts';
+import { type LocalServer, startRedis } from '../../scripts/local-servers/index.ts';
 import { startApi } from '../../scripts/services.ts';
 import { createRedis, serverIdentity } from '../../src/redis/client.ts';
 import { STATE_SENTINEL_KEY } from '../../src/redis/keys.ts';

@@ -14,7 +14,7 @@ import {
   startPostgres,
   startRedis,
   type LocalServer,
-} from '../../scripts/local-servers.ts';
+} from '../../scripts/local-servers/index.ts';
 
 let workDir: string;
 const servers: LocalServer[] = [];

@@ -1,7 +1,7 @@
 import { mkdtemp } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { type LocalServer, startRedis } from '../../scripts/local-servers.ts';
+import { type LocalServer, startRedis } from '../../scripts/local-servers/index.ts';
 import {
   type ServiceProcess, apply, closePool, createEvent, query, spawnApi, spawnWorker, uniqueEventId, waitForPersisted,
 } from '../support/harness.ts';

@@ -12,7 +12,7 @@ import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { Redis } from 'ioredis';
 import mysql from 'mysql2/promise';
-import { type LocalServer, freePort, startMariadb, startPostgres, startRedis } from '../../scripts/local-servers.ts';
+import { type LocalServer, freePort, startMariadb, startPostgres, startRedis } from '../../scripts/local-servers/index.ts';
 import { type ServiceProcess, startApi, startWorker } from '../../scripts/services.ts';
 import { migrateUp } from '../../src/db/migrate.ts';
 import { ADMIN_TOKEN } from './harness.ts';

@@ -10,7 +10,7 @@
 import { mkdir, readdir, rm } from 'node:fs/promises';
 import { join } from 'node:path';
 import { pathToFileURL } from 'node:url';
-import { freePort, isAlive, startLocalStack, stopLeftoverServer, type LocalStack } from '../../scripts/local-servers.ts';
+import { freePort, isAlive, startLocalStack, stopLeftoverServer, type LocalStack } from '../../scripts/local-servers/index.ts';
 
 export interface TestStackHandle {
   stack: LocalStack;

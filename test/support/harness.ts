@@ -1,7 +1,7 @@
 /** Shared helpers for tests that talk to the real servers started by global-setup.ts. */
 import { randomBytes } from 'node:crypto';
 import mysql from 'mysql2/promise';
-import { freePort } from '../../scripts/local-servers.ts';
+import { freePort } from '../../scripts/local-servers/index.ts';
 import { startApi, startWorker, type ServiceProcess } from '../../scripts/services.ts';
 
 export { freePort };
