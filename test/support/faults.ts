@@ -239,7 +239,7 @@ export async function readyz(serviceUrl: string): Promise<{ status: number; body
 /** Runs the operator's dead-letter CLI (`npm run dlq -- ...`) against a stack; resolves with its parsed JSON. */
 export function runDlq(env: Record<string, string>, ...args: string[]): Promise<Record<string, unknown>> {
   return new Promise((resolve, reject) => {
-    execFile(process.execPath, ['worker/dlq.ts', ...args, '--json'], { cwd: ROOT, env: { ...process.env, ...env }, timeout: 30_000 },
+    execFile(process.execPath, ['scripts/dlq.ts', ...args, '--json'], { cwd: ROOT, env: { ...process.env, ...env }, timeout: 30_000 },
       (error, stdout, stderr) => {
         if (error) return reject(new Error(`dlq ${args.join(' ')} failed: ${error.message}\n${stderr}`));
         try {
