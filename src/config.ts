@@ -1,7 +1,14 @@
 /**
- * The only reader of process.env. Every setting is parsed and checked once at start-up; a bad value fails
- * fast with an error that names the variable. The result is frozen and passed to whoever needs it.
+ * The only reader of process.env, and the one table of the service's settings: for every variable its default,
+ * what it accepts, one line of documentation, the processes that read it and the chart value that sets it.
+ * README.md's configuration table is generated from SETTINGS (src/config-docs.ts), and test/deploy holds the
+ * chart to it (values, schema bounds, rendered environment). Every setting is parsed and checked once at
+ * start-up; a bad value fails fast with an error that names the variable. The result is frozen and passed to
+ * whoever needs it.
  */
+import { ConfigError, cron, hostPorts, integer, oneOf, text, url, type HostPort, type Kind } from './config-kinds.ts';
+
+export { ConfigError } from './config-kinds.ts';
 
 export interface Config {
   readonly port: number;
@@ -41,40 +48,188 @@ export type AuthConfig =
   | { readonly kind: 'secret'; readonly secret: string; readonly audience?: string; readonly issuer?: string }
   | { readonly kind: 'jwks'; readonly jwksUrl: string; readonly audience?: string; readonly issuer?: string };
 
-export class ConfigError extends Error {
-  override name = 'ConfigError';
+/** The processes the chart runs from the one image. */
+export type Process = 'api' | 'worker' | 'migrations';
+
+export interface Setting<T = unknown, D extends T | undefined = T | undefined> {
+  readonly env: string;
+  readonly kind: Kind<T>;
+  /** Applies when the variable is unset or blank; undefined means the feature is off. */
+  readonly default: D;
+  /** What leaving it unset means, for a setting without a default. */
+  readonly unset?: string;
+  readonly doc: string;
+  readonly readBy: readonly Process[];
+  /** The chart value that renders the variable (config.* into the ConfigMap, secrets.* into the Secret). */
+  readonly chart: string;
+  /** Where the chart's default is not the process's: the dev dependencies of k8s/deps, or a generated token. */
+  readonly chartDefault?: 'k8s/deps' | 'generated';
+  /** A process that reads it with a default and chart value of its own (the worker's PORT). */
+  readonly byProcess?: Partial<Record<Process, { readonly default: T; readonly chart: string }>>;
 }
+
+function setting<T, const D extends T | undefined>(definition: Setting<T, D>): Setting<T, D> {
+  return definition;
+}
+
+const API: Process[] = ['api'];
+const WORKER: Process[] = ['worker'];
+const BOTH: Process[] = ['api', 'worker'];
+const NO_JWT = 'userId from the body, with a warning at start-up';
+
+/** Every setting, keyed like the Config field (or the part of one) it fills. The README lists them in this order. */
+export const SETTINGS = {
+  port: setting({
+    env: 'PORT', kind: integer(0, 65535), default: 8080, readBy: BOTH, chart: 'api.port',
+    byProcess: { worker: { default: 8081, chart: 'worker.port' } },
+    doc: 'HTTP port (the worker serves /healthz, /readyz and /metrics on its own)',
+  }),
+  logLevel: setting({
+    env: 'LOG_LEVEL', kind: oneOf(['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent']), default: 'info',
+    readBy: BOTH, chart: 'config.logLevel', doc: 'pino level',
+  }),
+  redisUrl: setting({
+    env: 'REDIS_URL', kind: url(['redis:', 'rediss:']), default: 'redis://127.0.0.1:6379', readBy: BOTH,
+    chart: 'secrets.redisUrl', chartDefault: 'k8s/deps',
+    doc: "gate and outbox; with Sentinels only its credentials, database and TLS apply, the Sentinels name the host",
+  }),
+  redisSentinels: setting({
+    env: 'REDIS_SENTINELS', kind: hostPorts(), default: undefined, unset: 'the one Redis at `REDIS_URL`', readBy: BOTH,
+    chart: 'config.redisSentinels', doc: 'find the primary through these Sentinels and follow failovers; needs `REDIS_SENTINEL_MASTER`',
+  }),
+  redisSentinelMaster: setting({
+    env: 'REDIS_SENTINEL_MASTER', kind: text(), default: undefined, unset: 'no Sentinels', readBy: BOTH,
+    chart: 'config.redisSentinelMaster', doc: 'the master name the Sentinels monitor; needs `REDIS_SENTINELS`',
+  }),
+  redisSentinelPassword: setting({
+    env: 'REDIS_SENTINEL_PASSWORD', kind: text(), default: undefined, unset: 'Sentinels without a password', readBy: BOTH,
+    chart: 'secrets.redisSentinelPassword', doc: "the Sentinels' own password (the primary's is in `REDIS_URL`)",
+  }),
+  redisSocketTimeoutMs: setting({
+    env: 'REDIS_SOCKET_TIMEOUT_MS', kind: integer(500, 60_000), default: 3_000, readBy: BOTH, chart: 'config.redisSocketTimeoutMs',
+    doc: 'a Redis connection with a command outstanding that hears nothing this long is torn down and replaced',
+  }),
+  redisCommandTimeoutMs: setting({
+    env: 'REDIS_COMMAND_TIMEOUT_MS', kind: integer(50, 10_000), default: 500, readBy: API, chart: 'config.redisCommandTimeoutMs',
+    doc: "the gate's wait for Redis; a timed-out call gets half as long again to settle, then 503",
+  }),
+  gateMinReplicas: setting({
+    env: 'GATE_MIN_REPLICAS', kind: integer(0, 16), default: 0, readBy: API, chart: 'config.gateMinReplicas',
+    doc: "202 only once this many replicas acknowledged the gate's write (`WAIT`), else 503",
+  }),
+  gateReplicaTimeoutMs: setting({
+    env: 'GATE_REPLICA_TIMEOUT_MS', kind: integer(10, 10_000), default: 250, readBy: API, chart: 'config.gateReplicaTimeoutMs',
+    doc: 'how long the api waits for those acknowledgements; below `REDIS_SOCKET_TIMEOUT_MS`',
+  }),
+  soldOutCacheMs: setting({
+    env: 'SOLD_OUT_CACHE_MS', kind: integer(0, 3_600_000), default: 5_000, readBy: API, chart: 'config.soldOutCacheMs',
+    doc: 'how long an api process answers sold_out without asking Redis',
+  }),
+  shutdownDrainMs: setting({
+    env: 'SHUTDOWN_DRAIN_MS', kind: integer(0, 600_000), default: 5_000, readBy: API, chart: 'config.shutdownDrainMs',
+    doc: 'on SIGTERM, how long /readyz fails before the api stops listening',
+  }),
+  mysqlUrl: setting({
+    env: 'MYSQL_URL', kind: url(['mysql:']), default: 'mysql://root@127.0.0.1:3306/coupon', readBy: ['api', 'worker', 'migrations'],
+    chart: 'secrets.mysqlUrl', chartDefault: 'k8s/deps', doc: 'MySQL 8: coupons and events',
+  }),
+  postgresUrl: setting({
+    env: 'POSTGRES_URL', kind: url(['postgres:', 'postgresql:']), default: 'postgres://postgres@127.0.0.1:5432/coupon_jobs',
+    readBy: WORKER, chart: 'secrets.postgresUrl', chartDefault: 'k8s/deps', doc: 'pg-boss (retry, dead letter, reconcile)',
+  }),
+  adminToken: setting({
+    env: 'ADMIN_TOKEN', kind: text(16), default: undefined, unset: 'admin routes answer 401', readBy: API,
+    chart: 'secrets.adminToken', chartDefault: 'generated', doc: 'bearer token of the event admin routes',
+  }),
+  authJwtSecret: setting({
+    env: 'AUTH_JWT_SECRET', kind: text(32), default: undefined, unset: NO_JWT, readBy: API, chart: 'secrets.authJwtSecret',
+    doc: "HS256 secret of user JWTs (the user is the token's `sub`); not with `AUTH_JWKS_URL`",
+  }),
+  authJwksUrl: setting({
+    env: 'AUTH_JWKS_URL', kind: url(['http:', 'https:']), default: undefined, unset: NO_JWT, readBy: API, chart: 'secrets.authJwksUrl',
+    doc: "the identity provider's key set (RS256/ES256 user JWTs); not with `AUTH_JWT_SECRET`",
+  }),
+  authJwtAudience: setting({
+    env: 'AUTH_JWT_AUDIENCE', kind: text(), default: undefined, unset: 'any', readBy: API, chart: 'config.authJwtAudience',
+    doc: 'required `aud` of user JWTs',
+  }),
+  authJwtIssuer: setting({
+    env: 'AUTH_JWT_ISSUER', kind: text(), default: undefined, unset: 'any', readBy: API, chart: 'config.authJwtIssuer',
+    doc: 'required `iss` of user JWTs',
+  }),
+  persistRatePerSec: setting({
+    env: 'PERSIST_RATE_PER_SEC', kind: integer(1, 1_000_000), default: 500, readBy: WORKER, chart: 'config.persistRatePerSec',
+    doc: 'global cap on coupon inserts per second, all workers together',
+  }),
+  persistBatchSize: setting({
+    env: 'PERSIST_BATCH_SIZE', kind: integer(1, 5_000), default: 100, readBy: WORKER, chart: 'config.persistBatchSize',
+    doc: 'rows per insert',
+  }),
+  claimIdleMs: setting({
+    env: 'CLAIM_IDLE_MS', kind: integer(100, 86_400_000), default: 30_000, readBy: WORKER, chart: 'config.claimIdleMs',
+    doc: 'a pending outbox entry idle this long is claimed by another worker',
+  }),
+  maxDeliveries: setting({
+    env: 'MAX_DELIVERIES', kind: integer(1, 1_000), default: 5, readBy: WORKER, chart: 'config.maxDeliveries',
+    doc: 'deliveries of one entry before it moves to the pg-boss retry queue',
+  }),
+  retryLimit: setting({
+    env: 'RETRY_LIMIT', kind: integer(0, 1_000), default: 8, readBy: WORKER, chart: 'config.retryLimit',
+    doc: 'pg-boss retries before the dead-letter queue',
+  }),
+  retryDelaySec: setting({
+    env: 'RETRY_DELAY_SEC', kind: integer(1, 86_400), default: 5, readBy: WORKER, chart: 'config.retryDelaySec',
+    doc: 'first pg-boss retry delay (doubling, at most 300 s)',
+  }),
+  reconcileCron: setting({
+    env: 'RECONCILE_CRON', kind: cron(), default: '*/5 * * * *', readBy: WORKER, chart: 'config.reconcileCron',
+    doc: 'when the reconcile job runs',
+  }),
+};
 
 type Env = Record<string, string | undefined>;
 
-const LOG_LEVELS = ['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent'];
+/** The default of a setting in one process (the worker's PORT is not the api's). */
+export function defaultFor<T, D extends T | undefined>(setting: Setting<T, D>, reader: Process): T | D {
+  return setting.byProcess?.[reader]?.default ?? setting.default;
+}
 
-export function loadConfig(env: Env = process.env, defaults: { port: number } = { port: 8080 }): Config {
-  const read = new EnvReader(env);
-  const auth = readAuth(read);
-  const redisUrl = read.url('REDIS_URL', 'redis://127.0.0.1:6379', ['redis:', 'rediss:']);
+/** The value of a setting: the variable's, checked, or else its default. */
+function read<T, D extends T | undefined>(env: Env, setting: Setting<T, D>, fallback: T | D = setting.default): T | D {
+  const raw = env[setting.env]?.trim();
+  return raw ? setting.kind.parse(raw, setting.env) : fallback;
+}
+
+/**
+ * Reads the settings of one process (its own defaults, e.g. the worker's PORT). `{ port }` still names the
+ * default port directly, as callers did before the table.
+ */
+export function loadConfig(env: Env = process.env, reader: Process | { port: number } = 'api'): Config {
+  const S = SETTINGS;
+  const defaultPort = typeof reader === 'object' ? reader.port : defaultFor(S.port, reader);
+  const redisUrl = read(env, S.redisUrl);
   const config: Config = {
-    port: read.integer('PORT', defaults.port, 0, 65535),
+    port: read(env, S.port, defaultPort),
     redisUrl,
-    redis: readRedisTarget(read, redisUrl),
-    redisSocketTimeoutMs: read.integer('REDIS_SOCKET_TIMEOUT_MS', 3_000, 500, 60_000),
-    gateMinReplicas: read.integer('GATE_MIN_REPLICAS', 0, 0, 16),
-    gateReplicaTimeoutMs: read.integer('GATE_REPLICA_TIMEOUT_MS', 250, 10, 10_000),
-    mysqlUrl: read.url('MYSQL_URL', 'mysql://root@127.0.0.1:3306/coupon', ['mysql:']),
-    postgresUrl: read.url('POSTGRES_URL', 'postgres://postgres@127.0.0.1:5432/coupon_jobs', ['postgres:', 'postgresql:']),
-    adminToken: read.optionalString('ADMIN_TOKEN', 16),
-    auth,
-    persistRatePerSec: read.integer('PERSIST_RATE_PER_SEC', 500, 1, 1_000_000),
-    persistBatchSize: read.integer('PERSIST_BATCH_SIZE', 100, 1, 5_000),
-    claimIdleMs: read.integer('CLAIM_IDLE_MS', 30_000, 100, 86_400_000),
-    maxDeliveries: read.integer('MAX_DELIVERIES', 5, 1, 1_000),
-    logLevel: read.oneOf('LOG_LEVEL', 'info', LOG_LEVELS),
-    shutdownDrainMs: read.integer('SHUTDOWN_DRAIN_MS', 5_000, 0, 600_000),
-    reconcileCron: read.cron('RECONCILE_CRON', '*/5 * * * *'),
-    retryLimit: read.integer('RETRY_LIMIT', 8, 0, 1_000),
-    retryDelaySec: read.integer('RETRY_DELAY_SEC', 5, 1, 86_400),
-    soldOutCacheMs: read.integer('SOLD_OUT_CACHE_MS', 5_000, 0, 3_600_000),
-    redisCommandTimeoutMs: read.integer('REDIS_COMMAND_TIMEOUT_MS', 500, 50, 10_000),
+    redis: readRedisTarget(env, redisUrl),
+    redisSocketTimeoutMs: read(env, S.redisSocketTimeoutMs),
+    gateMinReplicas: read(env, S.gateMinReplicas),
+    gateReplicaTimeoutMs: read(env, S.gateReplicaTimeoutMs),
+    mysqlUrl: read(env, S.mysqlUrl),
+    postgresUrl: read(env, S.postgresUrl),
+    adminToken: read(env, S.adminToken),
+    auth: readAuth(env),
+    persistRatePerSec: read(env, S.persistRatePerSec),
+    persistBatchSize: read(env, S.persistBatchSize),
+    claimIdleMs: read(env, S.claimIdleMs),
+    maxDeliveries: read(env, S.maxDeliveries),
+    logLevel: read(env, S.logLevel),
+    shutdownDrainMs: read(env, S.shutdownDrainMs),
+    reconcileCron: read(env, S.reconcileCron),
+    retryLimit: read(env, S.retryLimit),
+    retryDelaySec: read(env, S.retryDelaySec),
+    soldOutCacheMs: read(env, S.soldOutCacheMs),
+    redisCommandTimeoutMs: read(env, S.redisCommandTimeoutMs),
   };
   if (config.gateMinReplicas > 0 && config.gateReplicaTimeoutMs >= config.redisSocketTimeoutMs) {
     // WAIT keeps the connection silent while it waits: the socket timeout would tear it down first.
@@ -83,103 +238,28 @@ export function loadConfig(env: Env = process.env, defaults: { port: number } = 
   return Object.freeze(config);
 }
 
-function readRedisTarget(read: EnvReader, url: string): RedisTarget {
-  const sentinels = read.optionalString('REDIS_SENTINELS');
-  const masterName = read.optionalString('REDIS_SENTINEL_MASTER');
+function readRedisTarget(env: Env, url: string): RedisTarget {
+  const sentinels: readonly HostPort[] | undefined = read(env, SETTINGS.redisSentinels);
+  const masterName = read(env, SETTINGS.redisSentinelMaster);
   if (sentinels === undefined) {
     if (masterName !== undefined) throw new ConfigError('REDIS_SENTINEL_MASTER is set but REDIS_SENTINELS is not: name the Sentinels too');
     return { kind: 'standalone', url };
   }
   if (masterName === undefined) throw new ConfigError('REDIS_SENTINELS is set: REDIS_SENTINEL_MASTER must name the master too');
-  const parsed = sentinels.split(',').map((entry) => {
-    const match = /^\s*([^\s:]+|\[[^\]]+\]):(\d{1,5})\s*$/.exec(entry);
-    const port = Number(match?.[2]);
-    if (!match || port < 1 || port > 65535) {
-      throw new ConfigError(`REDIS_SENTINELS must be host:port[,host:port...], got "${sentinels}"`);
-    }
-    return { host: match[1]!.replace(/^\[|\]$/g, ''), port };
-  });
-  const sentinelPassword = read.optionalString('REDIS_SENTINEL_PASSWORD');
-  return { kind: 'sentinel', url, masterName, sentinels: parsed, ...(sentinelPassword && { sentinelPassword }) };
+  const sentinelPassword = read(env, SETTINGS.redisSentinelPassword);
+  return { kind: 'sentinel', url, masterName, sentinels, ...(sentinelPassword && { sentinelPassword }) };
 }
 
-function readAuth(read: EnvReader): AuthConfig | undefined {
-  const secret = read.optionalString('AUTH_JWT_SECRET', 32);
-  const jwksUrl = read.optionalString('AUTH_JWKS_URL');
-  const audience = read.optionalString('AUTH_JWT_AUDIENCE');
-  const issuer = read.optionalString('AUTH_JWT_ISSUER');
+function readAuth(env: Env): AuthConfig | undefined {
+  const secret = read(env, SETTINGS.authJwtSecret);
+  const jwksUrl = read(env, SETTINGS.authJwksUrl);
+  const audience = read(env, SETTINGS.authJwtAudience);
+  const issuer = read(env, SETTINGS.authJwtIssuer);
   if (secret !== undefined && jwksUrl !== undefined) {
     throw new ConfigError('AUTH_JWT_SECRET and AUTH_JWKS_URL are both set: choose one');
   }
   const claims = { ...(audience && { audience }), ...(issuer && { issuer }) };
   if (secret !== undefined) return { kind: 'secret', secret, ...claims };
-  if (jwksUrl !== undefined) {
-    read.url('AUTH_JWKS_URL', jwksUrl, ['http:', 'https:']);
-    return { kind: 'jwks', jwksUrl, ...claims };
-  }
+  if (jwksUrl !== undefined) return { kind: 'jwks', jwksUrl, ...claims };
   return undefined;
-}
-
-class EnvReader {
-  readonly #env: Env;
-
-  constructor(env: Env) {
-    this.#env = env;
-  }
-
-  #raw(name: string): string | undefined {
-    const value = this.#env[name];
-    return value === undefined || value.trim() === '' ? undefined : value.trim();
-  }
-
-  string(name: string, fallback: string): string {
-    return this.#raw(name) ?? fallback;
-  }
-
-  optionalString(name: string, minLength = 1): string | undefined {
-    const value = this.#raw(name);
-    if (value !== undefined && value.length < minLength) {
-      throw new ConfigError(`${name} must be at least ${minLength} characters long`);
-    }
-    return value;
-  }
-
-  /** Five cron fields (minute hour day month weekday) of digits, `*`, `/`, `,` and `-`, as pg-boss's schedule takes. */
-  cron(name: string, fallback: string): string {
-    const value = this.#raw(name) ?? fallback;
-    const fields = value.split(/\s+/);
-    if (fields.length !== 5 || !fields.every((field) => /^[\d*/,-]+$/.test(field))) {
-      throw new ConfigError(`${name} must be a five-field cron expression such as "*/5 * * * *", got "${value}"`);
-    }
-    return value;
-  }
-
-  integer(name: string, fallback: number, min: number, max: number): number {
-    const raw = this.#raw(name);
-    if (raw === undefined) return fallback;
-    if (!/^\d+$/.test(raw)) throw new ConfigError(`${name} must be a whole number, got "${raw}"`);
-    const value = Number(raw);
-    if (value < min || value > max) throw new ConfigError(`${name} must be between ${min} and ${max}, got ${value}`);
-    return value;
-  }
-
-  oneOf(name: string, fallback: string, allowed: string[]): string {
-    const value = this.#raw(name) ?? fallback;
-    if (!allowed.includes(value)) throw new ConfigError(`${name} must be one of ${allowed.join(', ')}, got "${value}"`);
-    return value;
-  }
-
-  url(name: string, fallback: string, protocols: string[]): string {
-    const value = this.#raw(name) ?? fallback;
-    let parsed: URL;
-    try {
-      parsed = new URL(value);
-    } catch {
-      throw new ConfigError(`${name} is not a valid URL`);
-    }
-    if (!protocols.includes(parsed.protocol)) {
-      throw new ConfigError(`${name} must use ${protocols.join(' or ')}, got ${parsed.protocol}`);
-    }
-    return value;
-  }
 }
