@@ -87,29 +87,35 @@ app.kubernetes.io/component: {{ .component }}
 {{- end }}
 {{- end }}
 
-{{/* Plain settings the chart renders from its own config.* values. */}}
+{{/*
+An environment variable's value: numbers as whole numbers (values files hold them as floats, which would print
+1000000 as "1e+06"), everything else as text, lists joined by commas.
+*/}}
+{{- define "coupon.envValue" -}}
+{{- if or (kindIs "float64" .) (kindIs "int" .) (kindIs "int64" .) }}
+{{- . | int64 | toString }}
+{{- else if kindIs "slice" . }}
+{{- join "," . }}
+{{- else }}
+{{- . | toString }}
+{{- end }}
+{{- end }}
+
+{{/* A value is left out of the environment when it is "" or an empty list: the process then applies "unset". */}}
+{{- define "coupon.isSet" -}}
+{{- if not (or (and (kindIs "string" .) (eq . "")) (and (kindIs "slice" .) (empty .))) }}true{{ end }}
+{{- end }}
+
+{{/*
+Plain settings: every config.* value but extraEnv, under the variable its name spells (persistRatePerSec ->
+PERSIST_RATE_PER_SEC). src/config.ts's SETTINGS is the list of them; test/deploy checks that every setting has
+its value here with the same default, so this helper names no variable itself.
+*/}}
 {{- define "coupon.configOwnData" -}}
-LOG_LEVEL: {{ .Values.config.logLevel | quote }}
-PERSIST_RATE_PER_SEC: {{ .Values.config.persistRatePerSec | quote }}
-PERSIST_BATCH_SIZE: {{ .Values.config.persistBatchSize | quote }}
-CLAIM_IDLE_MS: {{ .Values.config.claimIdleMs | quote }}
-MAX_DELIVERIES: {{ .Values.config.maxDeliveries | quote }}
-SHUTDOWN_DRAIN_MS: {{ .Values.config.shutdownDrainMs | quote }}
-RECONCILE_CRON: {{ .Values.config.reconcileCron | quote }}
-REDIS_SOCKET_TIMEOUT_MS: {{ .Values.config.redisSocketTimeoutMs | quote }}
-GATE_MIN_REPLICAS: {{ .Values.config.gateMinReplicas | quote }}
-GATE_REPLICA_TIMEOUT_MS: {{ .Values.config.gateReplicaTimeoutMs | quote }}
-{{- with .Values.config.redisSentinels }}
-REDIS_SENTINELS: {{ join "," . | quote }}
+{{- range $name, $value := omit .Values.config "extraEnv" }}
+{{- if include "coupon.isSet" $value }}
+{{ $name | snakecase | upper }}: {{ include "coupon.envValue" $value | quote }}
 {{- end }}
-{{- with .Values.config.redisSentinelMaster }}
-REDIS_SENTINEL_MASTER: {{ . | quote }}
-{{- end }}
-{{- with .Values.config.authJwtAudience }}
-AUTH_JWT_AUDIENCE: {{ . | quote }}
-{{- end }}
-{{- with .Values.config.authJwtIssuer }}
-AUTH_JWT_ISSUER: {{ . | quote }}
 {{- end }}
 {{- end }}
 
@@ -117,26 +123,41 @@ AUTH_JWT_ISSUER: {{ . | quote }}
 {{- define "coupon.configData" -}}
 {{ include "coupon.configOwnData" . }}
 {{- range $name, $value := .Values.config.extraEnv }}
-{{ $name }}: {{ $value | toString | quote }}
+{{ $name }}: {{ include "coupon.envValue" $value | quote }}
 {{- end }}
 {{- end }}
 
-{{/* URLs and tokens (Secret data, base64). Empty optional values are left out: the app treats unset as "off". */}}
+{{/*
+ADMIN_TOKEN: secrets.adminToken, else the one this release's Secret already holds (so an upgrade keeps it), else
+a new random one. Kept in .Values for the rest of the render, so every template of one install agrees on it.
+*/}}
+{{- define "coupon.adminToken" -}}
+{{- if not (hasKey .Values "_adminToken") }}
+{{- $token := .Values.secrets.adminToken }}
+{{- if not $token }}
+{{- $existing := lookup "v1" "Secret" .Release.Namespace (include "coupon.secretName" .) }}
+{{- $token = (get (default dict $existing.data) "ADMIN_TOKEN") | default "" | b64dec }}
+{{- end }}
+{{- $_ := set .Values "_adminToken" (default (randAlphaNum 40) $token) }}
+{{- end }}
+{{- index .Values "_adminToken" }}
+{{- end }}
+
+{{/*
+URLs and tokens (Secret data, base64): every secrets.* value but existingSecret, named like the plain settings.
+Empty optional values are left out: the app treats unset as "off".
+*/}}
 {{- define "coupon.secretData" -}}
-REDIS_URL: {{ required "secrets.redisUrl is required (or set secrets.existingSecret)" .Values.secrets.redisUrl | b64enc | quote }}
-MYSQL_URL: {{ required "secrets.mysqlUrl is required (or set secrets.existingSecret)" .Values.secrets.mysqlUrl | b64enc | quote }}
-POSTGRES_URL: {{ required "secrets.postgresUrl is required (or set secrets.existingSecret)" .Values.secrets.postgresUrl | b64enc | quote }}
-{{- with .Values.secrets.redisSentinelPassword }}
-REDIS_SENTINEL_PASSWORD: {{ . | b64enc | quote }}
+{{- range $name := list "redisUrl" "mysqlUrl" "postgresUrl" }}
+{{- $_ := required (printf "secrets.%s is required (or set secrets.existingSecret)" $name) (get $.Values.secrets $name) }}
 {{- end }}
-{{- with .Values.secrets.adminToken }}
-ADMIN_TOKEN: {{ . | b64enc | quote }}
+{{- range $name, $value := omit .Values.secrets "existingSecret" }}
+{{- if eq $name "adminToken" }}
+{{- $value = include "coupon.adminToken" $ }}
 {{- end }}
-{{- with .Values.secrets.authJwtSecret }}
-AUTH_JWT_SECRET: {{ . | b64enc | quote }}
+{{- if $value }}
+{{ $name | snakecase | upper }}: {{ $value | b64enc | quote }}
 {{- end }}
-{{- with .Values.secrets.authJwksUrl }}
-AUTH_JWKS_URL: {{ . | b64enc | quote }}
 {{- end }}
 {{- end }}
 
@@ -207,7 +228,7 @@ env:
     value: {{ .values.port | quote }}
 {{- range $name, $value := .values.extraEnv }}
   - name: {{ $name }}
-    value: {{ $value | toString | quote }}
+    value: {{ include "coupon.envValue" $value | quote }}
 {{- end }}
 {{- end }}
 
@@ -260,11 +281,18 @@ behavior:
 {{- if and (gt (int .Values.config.gateMinReplicas) 0) (ge (int .Values.config.gateReplicaTimeoutMs) (int .Values.config.redisSocketTimeoutMs)) }}
 {{- fail (printf "config.gateReplicaTimeoutMs (%v) must be below config.redisSocketTimeoutMs (%v): a connection silent for the socket timeout is torn down, WAIT included" .Values.config.gateReplicaTimeoutMs .Values.config.redisSocketTimeoutMs) }}
 {{- end }}
-{{- /* The chart renders these itself; the same name in config.extraEnv would be a duplicate ConfigMap key. */}}
-{{- $managed := include "coupon.configOwnData" . | fromYaml }}
-{{- range $name, $_ := .Values.config.extraEnv }}
+{{- /* A setting has its own value: the same variable in an extraEnv would be written twice, one of them ignored. */}}
+{{- $managed := dict "PORT" "api.port / worker.port" }}
+{{- range $section := list "config" "secrets" }}
+{{- range $name, $_ := omit (get $.Values $section) "extraEnv" "existingSecret" }}
+{{- $_ := set $managed ($name | snakecase | upper) (printf "%s.%s" $section $name) }}
+{{- end }}
+{{- end }}
+{{- range $owner := list "config" "api" "worker" }}
+{{- range $name, $_ := (get $.Values $owner).extraEnv }}
 {{- if hasKey $managed $name }}
-{{- fail (printf "config.extraEnv.%s duplicates a setting the chart renders itself: use its config.* value instead (see values.yaml)" $name) }}
+{{- fail (printf "%s.extraEnv.%s duplicates a setting the chart renders itself: set %s instead (see values.yaml)" $owner $name (get $managed $name)) }}
+{{- end }}
 {{- end }}
 {{- end }}
 {{- if and .Values.api.autoscaling.enabled (gt (int .Values.api.autoscaling.minReplicas) (int .Values.api.autoscaling.maxReplicas)) }}
