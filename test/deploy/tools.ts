@@ -1,5 +1,5 @@
 /**
- * Runs the Kubernetes tool chain that scripts/install-k8s-tools.sh puts under .tools/ (helm, kubeconform,
+ * Runs the Kubernetes tool chain that scripts/install-k8s-tools.sh puts under .tools/ (helm, kubeconform, helm-docs,
  * helm-unittest, hadolint, yamllint, check-jsonschema and the offline schemas). A missing tool is a test
  * failure with the command that installs it, never a skip: CI must not pass without these checks.
  */
@@ -19,7 +19,7 @@ export const skaffoldSchemaVersion = 'v4beta13';
 
 const INSTALL_HINT = 'run `bash scripts/install-k8s-tools.sh` (it installs the deploy tool chain into .tools/)';
 
-export type Tool = 'helm' | 'kubeconform' | 'helm-unittest' | 'hadolint' | 'yamllint' | 'check-jsonschema';
+export type Tool = 'helm' | 'kubeconform' | 'helm-unittest' | 'helm-docs' | 'hadolint' | 'yamllint' | 'check-jsonschema';
 
 export function toolPath(name: Tool): string {
   const path = join(toolsDir, 'bin', name);
