@@ -2,7 +2,9 @@ import { randomUUID } from 'node:crypto';
 import type { Logger } from 'pino';
 import type { CouponEvent } from './domain/coupon.ts';
 import type { CouponStore } from './db/store.ts';
-import { type CouponRedis, installEventState, serverIdentity } from './redis/client.ts';
+import { type CouponRedis, serverIdentity } from './redis/client.ts';
+import { installEventState } from './redis/event-state.ts';
+import { encodeUserEntry } from './redis/formats.ts';
 import { STATE_CHECK_LOCK_KEY, STATE_SENTINEL_KEY, eventKeys } from './redis/keys.ts';
 
 /**
@@ -121,7 +123,7 @@ export class GateStateKeeper {
       endsAtMs: event.endsAt?.getTime() ?? null,
       issued: known.maxSequence,
       epoch: known.epoch,
-      users: rows.map((coupon) => [coupon.userId, `${coupon.sequence}:${coupon.issuedAtMs}`]),
+      users: rows.map((coupon) => [coupon.userId, encodeUserEntry(coupon)]),
     });
   }
 

@@ -43,5 +43,3 @@ export function onTermination(logger: Logger, shutdown: () => Promise<void>): vo
   process.on('SIGTERM', handle);
   process.on('SIGINT', handle);
 }
-
-export const sleep = (ms: number): Promise<void> => new Promise((resolve) => setTimeout(resolve, ms));

@@ -1,7 +1,7 @@
 import type { Logger } from 'pino';
-import { isDependencyFault } from '../src/faults.ts';
-import { sleep } from '../src/shutdown.ts';
-import type { FailurePath } from './failure-path.ts';
+import { isDependencyFault } from '../src/dependency-faults.ts';
+import { BackgroundLoop } from '../src/loop.ts';
+import type { JobQueues } from './job-queues.ts';
 import type { Outbox, OutboxEntry } from './outbox.ts';
 import type { Persister } from './persister.ts';
 
@@ -23,43 +23,27 @@ export interface ConsumerSettings {
 export class OutboxConsumer {
   readonly #outbox: Outbox;
   readonly #persister: Persister;
-  readonly #failurePath: FailurePath;
+  readonly #jobQueues: JobQueues;
   readonly #settings: Required<ConsumerSettings>;
-  readonly #logger: Logger;
-  #stopping = false;
-  #running: Promise<void> | undefined;
+  readonly #loop: BackgroundLoop;
   #nextClaimAt = 0;
 
-  constructor(deps: { outbox: Outbox; persister: Persister; failurePath: FailurePath; logger: Logger; settings: ConsumerSettings }) {
+  constructor(deps: { outbox: Outbox; persister: Persister; jobQueues: JobQueues; logger: Logger; settings: ConsumerSettings }) {
     this.#outbox = deps.outbox;
     this.#persister = deps.persister;
-    this.#failurePath = deps.failurePath;
-    this.#logger = deps.logger;
+    this.#jobQueues = deps.jobQueues;
     this.#settings = { blockMs: 1_000, ...deps.settings };
+    // A failing batch (MySQL away) leaves its entries pending and the loop backs off, up to 5 s.
+    this.#loop = new BackgroundLoop({ name: `outbox consumer ${deps.outbox.consumer}`, step: () => this.#step(), logger: deps.logger });
   }
 
   start(): void {
-    this.#running ??= this.#run();
+    this.#loop.start();
   }
 
-  /** Finishes the batch in hand (persist and ack), then stops. */
-  async stop(): Promise<void> {
-    this.#stopping = true;
-    await this.#running;
-  }
-
-  async #run(): Promise<void> {
-    let backoffMs = 0;
-    while (!this.#stopping) {
-      try {
-        await this.#step();
-        backoffMs = 0;
-      } catch (error) {
-        backoffMs = Math.min(Math.max(backoffMs * 2, 100), 5_000);
-        this.#logger.warn({ err: error, consumer: this.#outbox.consumer, backoffMs }, 'outbox batch failed; backing off');
-        await sleep(backoffMs);
-      }
-    }
+  /** Finishes the batch in hand (persist and ack), then stops; a backoff in progress is cut short. */
+  stop(): Promise<void> {
+    return this.#loop.stop();
   }
 
   async #step(): Promise<void> {
@@ -81,7 +65,7 @@ export class OutboxConsumer {
     if (entries.length === 0) return;
 
     const exhausted = entries.filter((entry) => entry.deliveries > maxDeliveries);
-    if (exhausted.length > 0 && (await this.#failurePath.moveToRetry(exhausted))) {
+    if (exhausted.length > 0 && (await this.#jobQueues.moveToRetry(exhausted))) {
       await this.#outbox.ack(exhausted);
       entries = entries.filter((entry) => entry.deliveries <= maxDeliveries);
     }

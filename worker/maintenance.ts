@@ -3,10 +3,10 @@ import type { CouponStore } from '../src/db/store.ts';
 import type { GateStateKeeper } from '../src/gate-state.ts';
 import type { CouponRedis } from '../src/redis/client.ts';
 import { eventIdOfOutbox, eventKeys } from '../src/redis/keys.ts';
-import { sleep } from '../src/shutdown.ts';
-import type { FailurePath } from './failure-path.ts';
+import { BackgroundLoop } from '../src/loop.ts';
+import type { JobQueues } from './job-queues.ts';
 import type { WorkerMetrics } from './metrics.ts';
-import type { Outbox } from './outbox.ts';
+import type { OutboxAdmin } from './outbox-admin.ts';
 
 /**
  * Housekeeping beside the consumer loop, each task on its own period:
@@ -17,15 +17,14 @@ import type { Outbox } from './outbox.ts';
  */
 export class Maintenance {
   readonly #deps: {
-    redis: CouponRedis; store: CouponStore; keeper: GateStateKeeper; outbox: Outbox; failurePath: FailurePath;
+    redis: CouponRedis; store: CouponStore; keeper: GateStateKeeper; outbox: OutboxAdmin; jobQueues: JobQueues;
     metrics: WorkerMetrics; logger: Logger; claimIdleMs: number;
   };
   readonly #tasks: Array<{ name: string; everyMs: number; run: () => Promise<void>; dueAt: number }>;
-  #stopping = false;
-  #running: Promise<void> | undefined;
+  readonly #loop: BackgroundLoop;
 
   constructor(deps: {
-    redis: CouponRedis; store: CouponStore; keeper: GateStateKeeper; outbox: Outbox; failurePath: FailurePath;
+    redis: CouponRedis; store: CouponStore; keeper: GateStateKeeper; outbox: OutboxAdmin; jobQueues: JobQueues;
     metrics: WorkerMetrics; logger: Logger; claimIdleMs: number;
   }) {
     this.#deps = deps;
@@ -34,33 +33,32 @@ export class Maintenance {
       { name: 'trim outbox', everyMs: 5_000, run: () => this.trimOutbox(), dueAt: 0 },
       { name: 'outbox gauges', everyMs: 2_000, run: () => this.refreshOutboxGauges(), dueAt: 0 },
       { name: 'persisted gauges', everyMs: 10_000, run: () => this.refreshPersistedGauges(), dueAt: 0 },
-      { name: 'dead-letter gauge', everyMs: 10_000, run: () => deps.failurePath.refreshMetrics(), dueAt: 0 },
+      { name: 'dead-letter gauge', everyMs: 10_000, run: () => deps.jobQueues.refreshMetrics(), dueAt: 0 },
     ];
+    this.#loop = new BackgroundLoop({ name: 'maintenance', step: (signal) => this.#runDueTasks(signal), logger: deps.logger });
   }
 
   start(): void {
-    this.#running ??= this.#run();
+    this.#loop.start();
   }
 
-  async stop(): Promise<void> {
-    this.#stopping = true;
-    await this.#running;
+  stop(): Promise<void> {
+    return this.#loop.stop();
   }
 
-  async #run(): Promise<void> {
-    while (!this.#stopping) {
-      const now = Date.now();
-      for (const task of this.#tasks) {
-        if (this.#stopping || now < task.dueAt) continue;
-        task.dueAt = now + task.everyMs;
-        try {
-          await task.run();
-        } catch (error) {
-          this.#deps.logger.debug({ err: error, task: task.name }, 'maintenance task failed; retried next period');
-        }
+  /** Runs every task whose period is up; a failing task is retried next period without holding up the others. */
+  async #runDueTasks(signal: AbortSignal): Promise<number> {
+    const now = Date.now();
+    for (const task of this.#tasks) {
+      if (signal.aborted || now < task.dueAt) continue;
+      task.dueAt = now + task.everyMs;
+      try {
+        await task.run();
+      } catch (error) {
+        this.#deps.logger.debug({ err: error, task: task.name }, 'maintenance task failed; retried next period');
       }
-      await sleep(200);
     }
+    return 200;
   }
 
   #lastSweep = 0;

@@ -1,5 +1,6 @@
 import type { IssuedCoupon } from '../src/domain/coupon.ts';
 import type { CouponRedis } from '../src/redis/client.ts';
+import { parseOutboxFields } from '../src/redis/formats.ts';
 import { EVENT_REGISTRY_KEY, PERSIST_GROUP, eventKeys } from '../src/redis/keys.ts';
 
 /** One outbox entry as read from a stream: where it lives, how often it was delivered, and the coupon. */
@@ -19,24 +20,19 @@ type RawEntry = [id: string, fields: string[] | null];
 export class Outbox {
   readonly #redis: CouponRedis;
   readonly consumer: string;
-  #streams: string[] = [];
-  #streamsReadAt = 0;
+  readonly #registry: OutboxStreams;
   /** XAUTOCLAIM's cursor per stream, carried between calls so every pending entry is visited in turn */
   readonly #claimCursors = new Map<string, string>();
 
   constructor(redis: CouponRedis, consumer: string) {
     this.#redis = redis;
     this.consumer = consumer;
+    this.#registry = new OutboxStreams(redis);
   }
 
   /** The outbox streams of every registered event, re-read at most once a second. */
-  async streams(): Promise<string[]> {
-    if (Date.now() - this.#streamsReadAt > 1_000) {
-      const eventIds = await this.#redis.smembers(EVENT_REGISTRY_KEY);
-      this.#streams = eventIds.sort().map((eventId) => eventKeys(eventId).outbox);
-      this.#streamsReadAt = Date.now();
-    }
-    return this.#streams;
+  streams(): Promise<string[]> {
+    return this.#registry.streams();
   }
 
   /** Entries never delivered to the group, blocking up to `blockMs` while there are none. */
@@ -60,7 +56,7 @@ export class Outbox {
     } catch (error) {
       // A stream whose group vanished (Redis flushed and the event not yet rebuilt): re-read the registry.
       if (error instanceof Error && /^(NOGROUP|UNBLOCKED)/.test(error.message)) {
-        this.#streamsReadAt = 0;
+        this.#registry.forget();
         return [];
       }
       throw error;
@@ -68,7 +64,7 @@ export class Outbox {
     const entries: OutboxEntry[] = [];
     for (const [stream, rawEntries] of reply ?? []) {
       for (const [id, fields] of rawEntries) {
-        if (fields) entries.push({ stream, id, deliveries: 1, coupon: parseCoupon(fields) });
+        if (fields) entries.push({ stream, id, deliveries: 1, coupon: parseOutboxFields(fields) });
       }
     }
     return entries;
@@ -97,7 +93,7 @@ export class Outbox {
       if (live.length === 0) continue;
       const deliveries = await this.#deliveryCounts(stream, live[0]![0], live[live.length - 1]![0], live.length);
       for (const [id, fields] of live) {
-        entries.push({ stream, id, deliveries: deliveries.get(id) ?? 1, coupon: parseCoupon(fields) });
+        entries.push({ stream, id, deliveries: deliveries.get(id) ?? 1, coupon: parseOutboxFields(fields) });
       }
     }
     return entries;
@@ -124,59 +120,9 @@ export class Outbox {
     for (const [error] of results ?? []) if (error) throw error;
   }
 
-  /** Pending, undelivered and trimmable state of one stream's group; null when the stream or group is gone. */
-  async groupState(stream: string): Promise<{ pending: number; lag: number; lastDelivered: string; oldestPending: string | null } | null> {
-    try {
-      const [groups, info, summary] = await Promise.all([
-        this.#redis.xinfo('GROUPS', stream) as Promise<unknown[][]>,
-        this.#redis.xinfo('STREAM', stream) as Promise<unknown[]>,
-        this.#redis.xpending(stream, PERSIST_GROUP) as Promise<[number, string | null, string | null, unknown]>,
-      ]);
-      const group = groups.map(toRecord).find((candidate) => candidate.name === PERSIST_GROUP);
-      if (!group) return null;
-      const stream_ = toRecord(info);
-      const lastDelivered = String(group['last-delivered-id']);
-      const lastGenerated = String(stream_['last-generated-id']);
-      const lag = typeof group.lag === 'number' ? group.lag : lastDelivered === lastGenerated ? 0 : Number(stream_.length);
-      return { pending: Number(group.pending), lag, lastDelivered, oldestPending: summary[1] };
-    } catch (error) {
-      if (error instanceof Error && /no such key|NOGROUP/i.test(error.message)) return null;
-      throw error;
-    }
-  }
-
-  /**
-   * Removes acked entries from the head of a stream so it stays bounded: everything older than both the
-   * oldest pending entry and the last entry handed to the group. Nothing undelivered or unacked is touched.
-   */
-  async trim(stream: string): Promise<number> {
-    const state = await this.groupState(stream);
-    if (!state) return 0;
-    const threshold = state.oldestPending !== null && compareIds(state.oldestPending, state.lastDelivered) < 0
-      ? state.oldestPending
-      : state.lastDelivered;
-    if (threshold === '0-0') return 0;
-    return this.#redis.xtrim(stream, 'MINID', threshold);
-  }
-
-  /** Removes consumers of other, gone processes once they hold nothing pending. */
-  async removeIdleConsumers(stream: string, idleMs: number): Promise<void> {
-    let consumers: unknown[][];
-    try {
-      consumers = (await this.#redis.xinfo('CONSUMERS', stream, PERSIST_GROUP)) as unknown[][];
-    } catch {
-      return;
-    }
-    for (const consumer of consumers.map(toRecord)) {
-      if (consumer.name !== this.consumer && Number(consumer.pending) === 0 && Number(consumer.idle) > idleMs) {
-        await this.#redis.removeConsumerIfIdle(stream, PERSIST_GROUP, String(consumer.name));
-      }
-    }
-  }
-
   /** On shutdown: leave the group, but only from streams where this consumer holds nothing pending. */
   async leave(): Promise<void> {
-    for (const stream of this.#streams) {
+    for (const stream of await this.#registry.streams()) {
       try {
         await this.#redis.removeConsumerIfIdle(stream, PERSIST_GROUP, this.consumer);
       } catch {
@@ -186,27 +132,27 @@ export class Outbox {
   }
 }
 
-function parseCoupon(fields: string[]): IssuedCoupon {
-  const record: Record<string, string> = {};
-  for (let i = 0; i < fields.length; i += 2) record[fields[i]!] = fields[i + 1]!;
-  return {
-    eventId: record.eventId!,
-    userId: record.userId!,
-    sequence: Number(record.sequence),
-    issuedAtMs: Number(record.issuedAt),
-  };
-}
+/** The outbox streams of every registered event, as the registry set names them; re-read at most once a second. */
+export class OutboxStreams {
+  readonly #redis: CouponRedis;
+  #streams: string[] = [];
+  #readAt = 0;
 
-function toRecord(flat: unknown[]): Record<string, unknown> {
-  const record: Record<string, unknown> = {};
-  for (let i = 0; i < flat.length; i += 2) record[String(flat[i])] = flat[i + 1];
-  return record;
-}
+  constructor(redis: CouponRedis) {
+    this.#redis = redis;
+  }
 
-function compareIds(a: string, b: string): number {
-  const [aMs, aSeq] = a.split('-').map(BigInt);
-  const [bMs, bSeq] = b.split('-').map(BigInt);
-  if (aMs !== bMs) return aMs! < bMs! ? -1 : 1;
-  if (aSeq !== bSeq) return aSeq! < bSeq! ? -1 : 1;
-  return 0;
+  async streams(): Promise<string[]> {
+    if (Date.now() - this.#readAt > 1_000) {
+      const eventIds = await this.#redis.smembers(EVENT_REGISTRY_KEY);
+      this.#streams = eventIds.sort().map((eventId) => eventKeys(eventId).outbox);
+      this.#readAt = Date.now();
+    }
+    return this.#streams;
+  }
+
+  /** Read the registry again on the next call (a stream's group vanished). */
+  forget(): void {
+    this.#readAt = 0;
+  }
 }

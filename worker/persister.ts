@@ -1,9 +1,10 @@
 import { type IssuedCoupon, isValidCoupon } from '../src/domain/coupon.ts';
 import { type CouponStore, GateEpochChangedError, holderKey } from '../src/db/store.ts';
-import { type CouponRedis, checkHolders, reservePersistSlot } from '../src/redis/client.ts';
+import { type CouponRedis, reservePersistSlot } from '../src/redis/client.ts';
+import { checkHolders } from '../src/redis/event-state.ts';
 import type { Logger } from 'pino';
 import type { GateStateKeeper } from '../src/gate-state.ts';
-import { sleep } from '../src/shutdown.ts';
+import { sleep } from '../src/loop.ts';
 import type { WorkerMetrics } from './metrics.ts';
 
 /**

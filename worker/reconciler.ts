@@ -1,8 +1,9 @@
 import type { IssuedCoupon } from '../src/domain/coupon.ts';
 import type { CouponStore } from '../src/db/store.ts';
 import type { CouponRedis } from '../src/redis/client.ts';
-import { EVENT_REGISTRY_KEY, eventKeys, parseUserEntry } from '../src/redis/keys.ts';
-import type { Outbox } from './outbox.ts';
+import { parseUserEntry } from '../src/redis/formats.ts';
+import { EVENT_REGISTRY_KEY, eventKeys } from '../src/redis/keys.ts';
+import type { OutboxAdmin } from './outbox-admin.ts';
 
 /**
  * Compares the users Redis issued coupons to with the rows in MySQL. Only events whose outbox is drained
@@ -11,9 +12,9 @@ import type { Outbox } from './outbox.ts';
 export class Reconciler {
   readonly #redis: CouponRedis;
   readonly #store: CouponStore;
-  readonly #outbox: Outbox;
+  readonly #outbox: OutboxAdmin;
 
-  constructor(redis: CouponRedis, store: CouponStore, outbox: Outbox) {
+  constructor(redis: CouponRedis, store: CouponStore, outbox: OutboxAdmin) {
     this.#redis = redis;
     this.#store = store;
     this.#outbox = outbox;

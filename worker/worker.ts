@@ -7,12 +7,14 @@ import { GateStateKeeper } from '../src/gate-state.ts';
 import { createBoss } from '../src/jobs/queues.ts';
 import { createRegistry } from '../src/metrics.ts';
 import { createRedis } from '../src/redis/client.ts';
-import { closeAll, sleep } from '../src/shutdown.ts';
+import { sleep } from '../src/loop.ts';
+import { closeAll } from '../src/shutdown.ts';
 import { OutboxConsumer } from './consumer.ts';
-import { FailurePath } from './failure-path.ts';
+import { JobQueues } from './job-queues.ts';
 import { Maintenance } from './maintenance.ts';
 import { WorkerMetrics } from './metrics.ts';
 import { Outbox } from './outbox.ts';
+import { OutboxAdmin } from './outbox-admin.ts';
 import { Persister } from './persister.ts';
 import { Reconciler } from './reconciler.ts';
 
@@ -35,25 +37,25 @@ export async function createWorker(config: Config, logger: Logger) {
   const consumerName = `${hostname()}-${process.pid}`;
   const outbox = new Outbox(loopRedis, consumerName);
   // The same streams seen from the other connection, for the reconciler and housekeeping.
-  const adminOutbox = new Outbox(redis, consumerName);
+  const adminOutbox = new OutboxAdmin(redis, consumerName);
   const keeper = new GateStateKeeper(redis, store, logger);
   const persister = new Persister({
     redis, store, metrics, logger, keeper, ratePerSec: config.persistRatePerSec, batchSize: config.persistBatchSize,
   });
   const reconciler = new Reconciler(redis, store, adminOutbox);
-  const failurePath = new FailurePath({
+  const jobQueues = new JobQueues({
     createBoss: () => createBoss(config.postgresUrl), persister, reconciler, metrics, logger,
     settings: { retryLimit: config.retryLimit, retryDelaySec: config.retryDelaySec, reconcileCron: config.reconcileCron },
   });
   const consumer = new OutboxConsumer({
-    outbox, persister, failurePath, logger,
+    outbox, persister, jobQueues, logger,
     settings: {
       batchSize: config.persistBatchSize, claimIdleMs: config.claimIdleMs, maxDeliveries: config.maxDeliveries, ratePerSec: config.persistRatePerSec,
       blockMs: OUTBOX_BLOCK_MS,
     },
   });
   const maintenance = new Maintenance({
-    redis, store, keeper, outbox: adminOutbox, failurePath, metrics, logger,
+    redis, store, keeper, outbox: adminOutbox, jobQueues, metrics, logger,
     claimIdleMs: config.claimIdleMs,
   });
 
@@ -61,7 +63,7 @@ export async function createWorker(config: Config, logger: Logger) {
   return {
     consumerName, metrics,
     start(): void {
-      failurePath.start();
+      jobQueues.start();
       maintenance.start();
       consumer.start();
     },
@@ -70,7 +72,7 @@ export async function createWorker(config: Config, logger: Logger) {
       // Time-boxed: this client queues commands while Redis is away, so an unbounded ping would hang the probe.
       const answers = (check: Promise<unknown>) => Promise.race([check.then(() => true, () => false), sleep(1_000).then(() => false)]);
       const [redisOk, mysqlOk] = await Promise.all([answers(redis.ping()), answers(store.ping())]);
-      return { ready: !stopping && redisOk, redis: redisOk, mysql: mysqlOk, jobs: failurePath.ready };
+      return { ready: !stopping && redisOk, redis: redisOk, mysql: mysqlOk, jobs: jobQueues.ready };
     },
     /** SIGTERM: finish the batch in hand and ack it, leave the group where nothing is pending, close. */
     async stop(): Promise<void> {
@@ -79,7 +81,7 @@ export async function createWorker(config: Config, logger: Logger) {
         ['consumer', () => consumer.stop()],
         ['maintenance', () => maintenance.stop()],
         ['leave group', () => outbox.leave()],
-        ['pg-boss', () => failurePath.stop()],
+        ['pg-boss', () => jobQueues.stop()],
         ['redis', () => Promise.all([loopRedis.quit(), redis.quit()])],
         ['mysql', () => orm.close(true)],
       ]);

@@ -1,3 +1,5 @@
+import type { Context } from 'koa';
+
 /** Every error code the api answers with, and its HTTP status: the one table of the contract. */
 export const ERROR_STATUS = {
   invalid_request: 400,
@@ -30,4 +32,10 @@ export class HttpError extends Error {
     this.code = code;
     this.status = ERROR_STATUS[code];
   }
+}
+
+/** Writes an error answer: `{error, message}` with the code's status. The error middleware and the apply route use it. */
+export function sendError(ctx: Context, code: ErrorCode, message: string): void {
+  ctx.status = ERROR_STATUS[code];
+  ctx.body = { error: code, message };
 }

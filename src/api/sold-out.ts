@@ -5,7 +5,7 @@ import { EVENT_CHANGED_CHANNEL } from '../redis/keys.ts';
 const PING_INTERVAL_MS = 1_000;
 
 /**
- * The local sold-out flag (I7): once the gate says an event is sold out, this process answers sold_out
+ * The local sold-out flag: once the gate says an event is sold out, this process answers sold_out
  * without asking Redis again. A flag is dropped when an operator changes the event (pub/sub) and, in case
  * that message is missed, after `ttlMs` at the latest.
  */

@@ -37,8 +37,3 @@ export const STATE_CHECK_LOCK_KEY = 'coupon:state-check-lock';
 export const PERSIST_BUCKET_KEY = 'coupon:persist-bucket';
 
 export const eventIdOfOutbox = (stream: string): string => stream.slice('coupon:{'.length, stream.length - '}:outbox'.length);
-
-export function parseUserEntry(value: string): { sequence: number; issuedAtMs: number; requestId: string | undefined } {
-  const [sequence, issuedAtMs, requestId] = value.split(':');
-  return { sequence: Number(sequence), issuedAtMs: Number(issuedAtMs), requestId };
-}

@@ -1,5 +1,8 @@
 import { randomUUID } from 'node:crypto';
-import { applyForCoupon, createRedis, installEventState, updateEventState, type CouponRedis } from '../../src/redis/client.ts';
+import { createRedis, type CouponRedis } from '../../src/redis/client.ts';
+import { installEventState, updateEventState } from '../../src/redis/event-state.ts';
+import { applyForCoupon } from '../../src/redis/gate.ts';
+import { encodeOutboxFields, parseUserEntry } from '../../src/redis/formats.ts';
 import { EVENT_REGISTRY_KEY, eventKeys } from '../../src/redis/keys.ts';
 import { serverUrls, uniqueEventId } from '../support/harness.ts';
 
@@ -31,11 +34,15 @@ describe('the gate script', () => {
       { kind: 'issued', sequence: 1, issuedAtMs: expect.any(Number) },
       { kind: 'issued', sequence: 2, issuedAtMs: expect.any(Number) },
     ]);
+    // What the script writes is what src/redis/formats.ts reads and writes: the one home of both formats.
+    const issuedAt = outcomes.map((outcome) => (outcome as { issuedAtMs: number }).issuedAtMs);
     const entries = await redis.xrange(eventKeys(eventId).outbox, '-', '+');
     expect(entries.map(([, fields]) => fields)).toEqual([
-      ['eventId', eventId, 'userId', 'ann', 'sequence', '1', 'issuedAt', String((outcomes[0] as { issuedAtMs: number }).issuedAtMs)],
-      ['eventId', eventId, 'userId', 'bob', 'sequence', '2', 'issuedAt', String((outcomes[1] as { issuedAtMs: number }).issuedAtMs)],
+      encodeOutboxFields({ eventId, userId: 'ann', sequence: 1, issuedAtMs: issuedAt[0]! }),
+      encodeOutboxFields({ eventId, userId: 'bob', sequence: 2, issuedAtMs: issuedAt[1]! }),
     ]);
+    const annEntry = parseUserEntry((await redis.hget(eventKeys(eventId).users, 'ann'))!);
+    expect(annEntry).toEqual({ sequence: 1, issuedAtMs: issuedAt[0], requestId: expect.stringMatching(/^[0-9a-f-]{36}$/) });
     // Redis TIME and this machine's clock are the same clock here; the gate must not drift from it.
     expect(Math.abs((outcomes[0] as { issuedAtMs: number }).issuedAtMs - before)).toBeLessThan(5_000);
     expect(await redis.sismember(EVENT_REGISTRY_KEY, eventId)).toBe(1);

@@ -1,8 +1,10 @@
 import type { CouponEvent, EventStatus } from './domain/coupon.ts';
 import { eventStatus } from './domain/coupon.ts';
 import type { CouponStore } from './db/store.ts';
-import { type CouponRedis, installEventState, redisNowMs, updateEventState } from './redis/client.ts';
-import { EVENT_CHANGED_CHANNEL, eventKeys, parseUserEntry } from './redis/keys.ts';
+import { type CouponRedis, redisNowMs } from './redis/client.ts';
+import { installEventState, updateEventState } from './redis/event-state.ts';
+import { parseUserEntry } from './redis/formats.ts';
+import { EVENT_CHANGED_CHANNEL, eventKeys } from './redis/keys.ts';
 
 export interface EventView {
   id: string;

@@ -1,4 +1,4 @@
-import { isDependencyFault } from '../../src/faults.ts';
+import { isDependencyFault } from '../../src/dependency-faults.ts';
 
 const withCode = (message: string, code: string) => Object.assign(new Error(message), { code });
 

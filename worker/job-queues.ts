@@ -4,18 +4,19 @@ import type { IssuedCoupon } from '../src/domain/coupon.ts';
 import {
   PERSIST_DEAD_QUEUE, PERSIST_RETRY_QUEUE, type PersistRetryJob, type QueueSettings, RECONCILE_QUEUE, ensureQueues,
 } from '../src/jobs/queues.ts';
-import { sleep } from '../src/shutdown.ts';
+import { sleep } from '../src/loop.ts';
 import type { WorkerMetrics } from './metrics.ts';
 import type { OutboxEntry } from './outbox.ts';
 import type { Persister } from './persister.ts';
 import type { Reconciler } from './reconciler.ts';
 
 /**
- * The failure path on pg-boss: entries the outbox could not persist go to a retry queue with exponential
- * backoff and from there to a dead-letter queue; a cron schedule runs the reconciler. PostgreSQL being down
- * never stops the main path: the worker keeps persisting from the outbox and connects here when it can.
+ * The worker's pg-boss queues: the failure path (entries the outbox could not persist go to a retry queue with
+ * exponential backoff, and from there to a dead-letter queue) and the scheduled reconcile (a cron schedule runs
+ * the reconciler). PostgreSQL being down never stops the main path: the worker keeps persisting from the outbox
+ * and connects here when it can.
  */
-export class FailurePath {
+export class JobQueues {
   readonly #createBoss: () => PgBoss;
   #boss: PgBoss | undefined;
   readonly #persister: Persister;
@@ -23,7 +24,7 @@ export class FailurePath {
   readonly #metrics: WorkerMetrics;
   readonly #logger: Logger;
   readonly #settings: QueueSettings & { reconcileCron: string };
-  #stopping = false;
+  readonly #stopping = new AbortController();
   #starting: Promise<void> | undefined;
 
   constructor(deps: {
@@ -49,7 +50,7 @@ export class FailurePath {
 
   async #connect(): Promise<void> {
     let delayMs = 500;
-    while (!this.#stopping) {
+    while (!this.#stopping.signal.aborted) {
       // A fresh instance per attempt: one whose start() failed is not reused.
       const boss = this.#createBoss();
       boss.on('error', (error: Error) => this.#logger.warn({ err: error }, 'pg-boss error'));
@@ -69,7 +70,7 @@ export class FailurePath {
       } catch (error) {
         this.#logger.warn({ err: error, retryInMs: delayMs }, 'pg-boss unavailable; the outbox keeps persisting meanwhile');
         await boss.stop({ graceful: false, close: true }).catch(() => undefined);
-        await sleep(delayMs);
+        await sleep(delayMs, this.#stopping.signal);
         delayMs = Math.min(delayMs * 2, 10_000);
       }
     }
@@ -124,7 +125,7 @@ export class FailurePath {
   }
 
   async stop(): Promise<void> {
-    this.#stopping = true;
+    this.#stopping.abort();
     await this.#starting;
     await this.#boss?.stop({ graceful: true, timeout: 5_000, close: true });
   }

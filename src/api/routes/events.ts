@@ -1,0 +1,122 @@
+import { createHash, timingSafeEqual } from 'node:crypto';
+import type { Context, Middleware, Next } from 'koa';
+import type { Router } from '@koa/router';
+import { isEventId, isUserId } from '../../domain/coupon.ts';
+import type { EventService } from '../../event-service.ts';
+import { HttpError } from '../errors.ts';
+import {
+  type CreateEventBody, type UpdateEventBody, describeError, validateCreateEvent, validateUpdateEvent,
+} from '../schemas.ts';
+
+/**
+ * Event management (admin) and the public reads. None of this is on the apply hot path; every refusal is
+ * thrown as an HttpError and answered by the one error middleware.
+ */
+export function eventRoutes(
+  router: Router, deps: { events: EventService; adminToken: string | undefined; onEventChanged(eventId: string): void }, parseJson: Middleware,
+): void {
+  const admin = requireAdmin(deps.adminToken);
+  router.post('/v1/events', admin, requireJson, parseJson, (ctx) => createEvent(ctx, deps.events));
+  router.get('/v1/events/:eventId', (ctx) => getEvent(ctx, deps.events));
+  router.patch('/v1/events/:eventId', admin, requireJson, parseJson, (ctx) => updateEvent(ctx, deps));
+  router.get('/v1/events/:eventId/coupons/:userId', (ctx) => getCoupon(ctx, deps.events));
+}
+
+function requireJson(ctx: Context, next: Next) {
+  if (!ctx.is('application/json')) throw new HttpError('unsupported_media_type', 'send the body as application/json');
+  return next();
+}
+
+function requireAdmin(adminToken: string | undefined) {
+  const expected = adminToken === undefined ? undefined : digest(adminToken);
+  return (ctx: Context, next: Next) => {
+    const header = ctx.get('authorization');
+    const given = header.startsWith('Bearer ') ? header.slice(7).trim() : '';
+    // Both sides are hashed to equal length first, so the comparison takes the same time whatever was sent.
+    if (expected === undefined || !timingSafeEqual(digest(given), expected)) {
+      throw new HttpError('unauthorized', expected === undefined ? 'admin routes are disabled: ADMIN_TOKEN is not set' : 'a valid admin token is required');
+    }
+    return next();
+  };
+}
+
+const digest = (value: string): Buffer => createHash('sha256').update(value).digest();
+
+function eventIdParam(ctx: Context): string {
+  const eventId = ctx.params.eventId as string;
+  if (!isEventId(eventId)) throw new HttpError('invalid_request', 'eventId must match ^[a-z0-9][a-z0-9-]{0,63}$');
+  return eventId;
+}
+
+function parseBody<T>(ctx: Context, validate: { (body: unknown): body is T; errors?: unknown }): T {
+  const body: unknown = ctx.request.body;
+  if (!validate(body)) throw new HttpError('invalid_request', describeError(validate as never));
+  return body;
+}
+
+// MySQL's datetime holds years 1000-9999 only (year 0001 was stored as 2001, year 10000 broke reads with 500).
+// The schemas ask for a four-digit year from 1000; an offset can still carry an instant past either end.
+const EARLIEST_DATE_MS = Date.UTC(1000, 0, 1);
+const LATEST_DATE_MS = Date.UTC(9999, 11, 31, 23, 59, 59, 999);
+
+function parseDate(value: string, field: string): Date {
+  const date = new Date(value);
+  if (Number.isNaN(date.getTime())) throw new HttpError('invalid_request', `${field} is not a valid date-time`);
+  if (date.getTime() < EARLIEST_DATE_MS || date.getTime() > LATEST_DATE_MS) {
+    throw new HttpError('invalid_request', `${field} must be between 1000-01-01 and 9999-12-31 (UTC)`);
+  }
+  return date;
+}
+
+async function createEvent(ctx: Context, events: EventService): Promise<void> {
+  const body = parseBody<CreateEventBody>(ctx, validateCreateEvent);
+  const startsAt = body.startsAt === undefined ? new Date() : parseDate(body.startsAt, 'startsAt');
+  const endsAt = body.endsAt == null ? null : parseDate(body.endsAt, 'endsAt');
+  if (endsAt && endsAt <= startsAt) throw new HttpError('invalid_request', 'endsAt must be after startsAt');
+  const result = await events.create({ id: body.id, name: body.name, totalQuantity: body.totalQuantity, startsAt, endsAt });
+  if (result.kind === 'event_exists') throw new HttpError('event_exists', `event ${body.id} already exists`);
+  ctx.status = 201;
+  ctx.set('Location', `/v1/events/${body.id}`);
+  ctx.body = result.event;
+}
+
+async function getEvent(ctx: Context, events: EventService): Promise<void> {
+  const eventId = eventIdParam(ctx);
+  const event = await events.get(eventId);
+  if (!event) throw new HttpError('event_not_found', `event ${eventId} does not exist`);
+  ctx.body = event;
+}
+
+async function updateEvent(ctx: Context, deps: { events: EventService; onEventChanged(eventId: string): void }): Promise<void> {
+  const eventId = eventIdParam(ctx);
+  const body = parseBody<UpdateEventBody>(ctx, validateUpdateEvent);
+  const endsAt = body.endsAt === undefined ? undefined : body.endsAt === null ? null : parseDate(body.endsAt, 'endsAt');
+  const result = await deps.events.update(eventId, {
+    ...(body.name !== undefined && { name: body.name }),
+    ...(body.totalQuantity !== undefined && { totalQuantity: body.totalQuantity }),
+    ...(endsAt !== undefined && { endsAt }),
+  });
+  switch (result.kind) {
+    case 'updated':
+      deps.onEventChanged(eventId);
+      ctx.body = result.event;
+      return;
+    case 'event_not_found':
+      throw new HttpError('event_not_found', `event ${eventId} does not exist`);
+    case 'quantity_below_issued':
+      throw new HttpError('quantity_below_issued', `${result.issued} coupons are already issued`);
+    case 'ends_before_start':
+      throw new HttpError('invalid_request', 'endsAt must be after startsAt');
+    case 'state_missing':
+      throw new HttpError('unavailable', 'the event is being restored from the database; try again shortly');
+  }
+}
+
+async function getCoupon(ctx: Context, events: EventService): Promise<void> {
+  const eventId = eventIdParam(ctx);
+  const userId = ctx.params.userId as string;
+  if (!isUserId(userId)) throw new HttpError('invalid_request', 'userId must be 1-64 of [A-Za-z0-9_-]');
+  const coupon = await events.findCoupon(eventId, userId);
+  if (!coupon) throw new HttpError('coupon_not_found', `user ${userId} holds no coupon of event ${eventId}`);
+  ctx.body = coupon;
+}

@@ -1,0 +1,94 @@
+/**
+ * The gate as the api calls it: one round trip to gate.lua, a deadline, the settle read after a timeout, and the
+ * replica acknowledgement when GATE_MIN_REPLICAS asks for one.
+ */
+import type { ApplyOutcome } from '../domain/coupon.ts';
+import type { CouponRedis } from './client.ts';
+import { parseUserEntry } from './formats.ts';
+import { eventKeys } from './keys.ts';
+import type { ReplicaAcks } from './replica-acks.ts';
+
+const OUTCOMES: ApplyOutcome[] = [
+  { kind: 'sold_out' }, { kind: 'not_started' }, { kind: 'ended' }, { kind: 'state_missing' },
+];
+
+export class GateTimeoutError extends Error {
+  override name = 'GateTimeoutError';
+  constructor() {
+    super('Command timed out');
+  }
+}
+
+/**
+ * One round trip: window, per-user check, INCR, record the user, XADD the outbox.
+ * `requestId` must be unique per request; it is how a timed-out call finds out what happened.
+ */
+export async function applyForCoupon(
+  redis: CouponRedis, eventId: string, userId: string, requestId: string, timeoutMs = 500, replicas?: ReplicaAcks,
+): Promise<ApplyOutcome> {
+  const outcome = await runGate(redis, eventId, userId, requestId, timeoutMs);
+  // GATE_MIN_REPLICAS: an issued coupon is answered only once replicas hold it (NotReplicatedError otherwise).
+  if (outcome.kind === 'issued' && replicas) await replicas.confirm();
+  return outcome;
+}
+
+async function runGate(redis: CouponRedis, eventId: string, userId: string, requestId: string, timeoutMs: number): Promise<ApplyOutcome> {
+  const keys = eventKeys(eventId);
+  let reply: [number, number, number];
+  try {
+    reply = await withTimeout(redis.gate(keys.meta, keys.issued, keys.users, keys.outbox, eventId, userId, requestId), timeoutMs);
+  } catch (error) {
+    // One deadline for both calls: the gate's wait, then half of it again to settle, so a hung Redis is
+    // answered 503 in 1.5x REDIS_COMMAND_TIMEOUT_MS (750 ms by default), well within a second.
+    if (error instanceof GateTimeoutError) return settleTimedOut(redis, keys.users, userId, requestId, timeoutMs / 2);
+    throw error;
+  }
+  const [code, sequence, issuedAtMs] = reply;
+  if (code === 0) return { kind: 'issued', sequence, issuedAtMs };
+  if (code === 1) return { kind: 'already_applied', sequence };
+  return OUTCOMES[code - 2] ?? { kind: 'state_missing' };
+}
+
+/**
+ * The gate's reply did not arrive in time, but the script may have run. Redis runs one connection's commands
+ * in order, so reading the user's entry now tells for certain: recorded with our request id, the coupon is
+ * ours; recorded with another, an earlier request got it; not recorded, nothing was issued and the fault stands.
+ */
+async function settleTimedOut(redis: CouponRedis, usersKey: string, userId: string, requestId: string, timeoutMs: number): Promise<ApplyOutcome> {
+  const entry = await withTimeout(redis.hget(usersKey, userId), timeoutMs);
+  if (entry === null) throw new GateTimeoutError();
+  const recorded = parseUserEntry(entry);
+  return recorded.requestId === requestId
+    ? { kind: 'issued', sequence: recorded.sequence, issuedAtMs: recorded.issuedAtMs }
+    : { kind: 'already_applied', sequence: recorded.sequence };
+}
+
+/**
+ * Rejects when the reply has not arrived after `ms`. The check is deferred to setImmediate, which runs after
+ * the event loop's I/O phase: a reply already waiting in the socket of a busy process is read first, so a
+ * slow event loop does not turn answered calls into timeouts; only a Redis that is really slow does.
+ */
+function withTimeout<T>(promise: Promise<T>, ms: number): Promise<T> {
+  return new Promise<T>((resolve, reject) => {
+    let done = false;
+    const timer = setTimeout(() => setImmediate(() => {
+      if (done) return;
+      done = true;
+      reject(new GateTimeoutError());
+    }), ms);
+    promise.then(
+      (value) => {
+        if (done) return;
+        done = true;
+        clearTimeout(timer);
+        resolve(value);
+      },
+      (error: unknown) => {
+        if (done) return;
+        done = true;
+        clearTimeout(timer);
+        reject(error);
+      },
+    );
+  });
+}
