@@ -11,7 +11,7 @@ import { STATE_SENTINEL_KEY } from './redis/keys.ts';
 import type { ReplicaAcks } from './redis/replica-acks.ts';
 
 export type ApplyDecision =
-  | Exclude<ApplyOutcome, { kind: 'state_missing' } | { kind: 'issued' } | { kind: 'already_applied' }>
+  | Exclude<ApplyOutcome, { kind: 'state_missing' } | { kind: 'issued' } | { kind: 'repeated' } | { kind: 'already_applied' }>
   | { kind: 'issued'; sequence: number }
   | { kind: 'already_applied'; sequence: number; userId: string }
   | { kind: 'event_not_found' }
@@ -27,6 +27,8 @@ export interface ApplyRequest {
   userId: string | undefined;
   /** the Authorization header, if any */
   authorization: string | undefined;
+  /** the client's Idempotency-Key, if any: a retry of the request that got the coupon gets the same answer */
+  idempotencyKey?: string | undefined;
 }
 
 export interface ApplyDeps {
@@ -50,7 +52,7 @@ export class ApplyForCoupon {
   readonly #deps: ApplyDeps;
   readonly #gateTimeoutMs: number;
   readonly #existence: ExistenceCache;
-  readonly #requestIdPrefix = `${process.pid.toString(36)}.${Date.now().toString(36)}.`;
+  readonly #requestIdPrefix = `~${process.pid.toString(36)}.${Date.now().toString(36)}.`;
   #requestCount = 0;
 
   constructor(deps: ApplyDeps) {
@@ -64,8 +66,9 @@ export class ApplyForCoupon {
    * before its body is read. Only without JWT identity: with it, the token is checked first, so an
    * unauthenticated caller learns nothing.
    */
-  answeredLocally(eventId: string): boolean {
-    if (this.#deps.identity || !this.#deps.soldOut.isSoldOut(eventId, Date.now())) return false;
+  answeredLocally(eventId: string, idempotencyKey: string | undefined): boolean {
+    // A retry with a key may be the request that got a coupon before the sell-out: only the gate knows.
+    if (this.#deps.identity || idempotencyKey !== undefined || !this.#deps.soldOut.isSoldOut(eventId, Date.now())) return false;
     this.#deps.metrics.countGate('local_sold_out');
     return true;
   }
@@ -83,17 +86,19 @@ export class ApplyForCoupon {
 
     const now = Date.now();
     // Without identity answeredLocally() has answered already; with it, the flag counts after the token.
-    if (soldOut.isSoldOut(request.eventId, now)) {
+    if (request.idempotencyKey === undefined && soldOut.isSoldOut(request.eventId, now)) {
       metrics.countGate('local_sold_out');
       return { kind: 'sold_out' };
     }
     // A server not yet compared with MySQL (just restarted, or a replica just promoted) may be older than it.
     if (!server.checked) return { kind: 'restoring' };
-    const requestId = this.#requestIdPrefix + (++this.#requestCount).toString(36);
+    // Generated ids start with `~`, which a client's key cannot contain: the two never meet.
+    const requestId = request.idempotencyKey ?? this.#requestIdPrefix + (++this.#requestCount).toString(36);
     const outcome = await applyForCoupon(redis, request.eventId, userId, requestId, this.#gateTimeoutMs, replicas);
     metrics.countGate(outcome.kind);
     switch (outcome.kind) {
       case 'issued':
+      case 'repeated':
         return { kind: 'issued', sequence: outcome.sequence };
       case 'already_applied':
         return { ...outcome, userId };

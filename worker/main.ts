@@ -4,7 +4,7 @@ import { createLogger, redactUrl } from '../src/logger.ts';
 import { closeServer, onTermination } from '../src/shutdown.ts';
 import { createWorker } from './worker.ts';
 
-const config = loadConfig(process.env, { port: 8081 });
+const config = loadConfig(process.env, 'worker');
 const logger = createLogger(config.logLevel, 'coupon-worker');
 const worker = await createWorker(config, logger);
 

@@ -16,7 +16,7 @@ import { ApiMetrics } from './metrics.ts';
 import { SoldOutFlags } from './sold-out.ts';
 
 /** The api's composition root: read config, build the parts, listen, and drain on SIGTERM. */
-const config = loadConfig(process.env, { port: 8080 });
+const config = loadConfig(process.env, 'api');
 const logger = createLogger(config.logLevel, 'coupon-api');
 if (!config.auth) {
   logger.warn('AUTH_JWT_SECRET and AUTH_JWKS_URL are unset: the userId in the request body is trusted as the user');

@@ -10,6 +10,11 @@ const userIdRegex = new RegExp(USER_ID_PATTERN);
 export const isEventId = (value: string): boolean => eventIdRegex.test(value);
 export const isUserId = (value: string): boolean => userIdRegex.test(value);
 
+/** A client's Idempotency-Key: it is stored in the user entry (src/redis/formats.ts), so no `:` and bounded. */
+export const IDEMPOTENCY_KEY_PATTERN = '^[A-Za-z0-9_.-]{1,128}$';
+const idempotencyKeyRegex = new RegExp(IDEMPOTENCY_KEY_PATTERN);
+export const isIdempotencyKey = (value: string): boolean => idempotencyKeyRegex.test(value);
+
 export interface CouponEvent {
   id: string;
   name: string;
@@ -30,6 +35,8 @@ export function eventStatus(event: Pick<CouponEvent, 'totalQuantity' | 'startsAt
 /** What the gate decided for one apply request. Expected outcomes are values, not exceptions. */
 export type ApplyOutcome =
   | { kind: 'issued'; sequence: number; issuedAtMs: number }
+  /** a retry (same Idempotency-Key) of the request that was issued this user's coupon: the same answer again */
+  | { kind: 'repeated'; sequence: number; issuedAtMs: number }
   | { kind: 'already_applied'; sequence: number }
   | { kind: 'sold_out' }
   | { kind: 'not_started' }

@@ -9,11 +9,14 @@
   ARGV[1] eventId
   ARGV[2] userId
   ARGV[3] requestId: recorded with the user, so a caller whose reply timed out can learn whether it was its
-          own request that got the coupon
+          own request that got the coupon; a client's Idempotency-Key when it sent one, so a retry of the
+          request that got the coupon gets the same answer again
 
   Returns {code, sequence, issuedAtMs}:
     0 issued (sequence, issuedAtMs)   1 already applied (sequence)   2 sold out
     3 not started                     4 ended                        5 gate state missing (Redis lost it)
+    6 a repeat of the request that was issued this user's coupon (sequence, issuedAtMs): its entry is written
+      again, unchanged, so that a replica acknowledging this call also holds the original write
 
   Time is Redis TIME, never the caller's clock, so every api pod judges the window alike.
 ]]
@@ -21,6 +24,15 @@ local meta = redis.call('HMGET', KEYS[1], 'total', 'startsAt', 'endsAt')
 local total = tonumber(meta[1])
 if not total then
   return {5, 0, 0}
+end
+
+local previous = redis.call('HGET', KEYS[3], ARGV[2])
+if previous then
+  local sequence, issuedAt, requestId = string.match(previous, '^(%d+):(%d+):?(.*)$')
+  if requestId == ARGV[3] then
+    redis.call('HSET', KEYS[3], ARGV[2], previous)
+    return {6, tonumber(sequence), tonumber(issuedAt)}
+  end
 end
 
 local time = redis.call('TIME')
@@ -33,7 +45,6 @@ if endsAt and now >= endsAt then
   return {4, 0, 0}
 end
 
-local previous = redis.call('HGET', KEYS[3], ARGV[2])
 if previous then
   return {1, tonumber(string.match(previous, '^(%d+)')), 0}
 end

@@ -21,14 +21,16 @@ export class GateTimeoutError extends Error {
 
 /**
  * One round trip: window, per-user check, INCR, record the user, XADD the outbox.
- * `requestId` must be unique per request; it is how a timed-out call finds out what happened.
+ * `requestId` must be unique per request (or be the client's Idempotency-Key, unique per user): it is how a
+ * timed-out call finds out what happened, and how a retry is recognised.
  */
 export async function applyForCoupon(
   redis: CouponRedis, eventId: string, userId: string, requestId: string, timeoutMs = 500, replicas?: ReplicaAcks,
 ): Promise<ApplyOutcome> {
   const outcome = await runGate(redis, eventId, userId, requestId, timeoutMs);
   // GATE_MIN_REPLICAS: an issued coupon is answered only once replicas hold it (NotReplicatedError otherwise).
-  if (outcome.kind === 'issued' && replicas) await replicas.confirm();
+  // A repeat wrote its entry again, so the acknowledgement covers the original write too.
+  if ((outcome.kind === 'issued' || outcome.kind === 'repeated') && replicas) await replicas.confirm();
   return outcome;
 }
 
@@ -46,6 +48,7 @@ async function runGate(redis: CouponRedis, eventId: string, userId: string, requ
   const [code, sequence, issuedAtMs] = reply;
   if (code === 0) return { kind: 'issued', sequence, issuedAtMs };
   if (code === 1) return { kind: 'already_applied', sequence };
+  if (code === 6) return { kind: 'repeated', sequence, issuedAtMs };
   return OUTCOMES[code - 2] ?? { kind: 'state_missing' };
 }
 

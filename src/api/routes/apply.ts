@@ -1,7 +1,7 @@
 import type { Context, Middleware, Next } from 'koa';
 import type { Router } from '@koa/router';
 import type { ApplyDecision, ApplyForCoupon } from '../../apply.ts';
-import { isEventId } from '../../domain/coupon.ts';
+import { IDEMPOTENCY_KEY_PATTERN, isEventId, isIdempotencyKey } from '../../domain/coupon.ts';
 import { type ErrorCode, sendError } from '../errors.ts';
 import { type ApplyBody, describeError, validateApply } from '../schemas.ts';
 
@@ -33,7 +33,11 @@ export function applyRoutes(router: Router, apply: ApplyForCoupon, parseJson: Mi
     const body = (ctx.request.body ?? {}) as ApplyBody;
     if (!validateApply(body)) return sendError(ctx, 'invalid_request', describeError(validateApply));
 
-    const decision = await apply.apply({ eventId, userId: body.userId, authorization: ctx.get('authorization') || undefined });
+    const idempotencyKey = ctx.get('idempotency-key') || undefined;
+    if (idempotencyKey !== undefined && !isIdempotencyKey(idempotencyKey)) {
+      return sendError(ctx, 'invalid_request', `Idempotency-Key must match ${IDEMPOTENCY_KEY_PATTERN}`);
+    }
+    const decision = await apply.apply({ eventId, userId: body.userId, authorization: ctx.get('authorization') || undefined, idempotencyKey });
     if (decision.kind === 'issued') {
       ctx.status = 202;
       ctx.body = { status: 'issued', sequence: decision.sequence };
@@ -47,7 +51,7 @@ export function applyRoutes(router: Router, apply: ApplyForCoupon, parseJson: Mi
 /** A sold-out apply known here is answered before its body is read and parsed: most of such a request's cost. */
 function answerLocallySoldOut(apply: ApplyForCoupon) {
   return (ctx: Context, next: Next) => {
-    if (!apply.answeredLocally(ctx.params.eventId as string)) return next();
+    if (!apply.answeredLocally(ctx.params.eventId as string, ctx.get('idempotency-key') || undefined)) return next();
     sendError(ctx, 'sold_out', SOLD_OUT_MESSAGE);
   };
 }
