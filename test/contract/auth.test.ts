@@ -5,7 +5,7 @@
 import { createServer, type Server } from 'node:http';
 import type { AddressInfo } from 'node:net';
 import { exportJWK, generateKeyPair, SignJWT, type CryptoKey, type JWTPayload } from 'jose';
-import { ADMIN_TOKEN, closePool, spawnApi, uniqueEventId, type ServiceProcess } from '../support/harness.ts';
+import { ADMIN_TOKEN, closePool, freePort, spawnApi, uniqueEventId, type ServiceProcess } from '../support/harness.ts';
 import { call } from '../support/openapi.ts';
 
 const SECRET = 'contract-test-jwt-secret-0123456789abcdef';
@@ -36,13 +36,14 @@ async function openEvent(apiUrl: string, totalQuantity = 10): Promise<string> {
   return id;
 }
 
-interface TokenOptions { sub?: string; aud?: string; iss?: string; expiresAt?: number | string; alg?: string; kid?: string; claims?: JWTPayload }
+/** `expiresAt: null` leaves `exp` out */
+interface TokenOptions { sub?: string; aud?: string; iss?: string; expiresAt?: number | string | null; alg?: string; kid?: string; claims?: JWTPayload }
 
 async function sign(key: Uint8Array | CryptoKey, options: TokenOptions = {}): Promise<string> {
   let jwt = new SignJWT(options.claims ?? {})
     .setProtectedHeader({ alg: options.alg ?? 'HS256', ...(options.kid && { kid: options.kid }) })
-    .setIssuedAt()
-    .setExpirationTime(options.expiresAt ?? '5m');
+    .setIssuedAt();
+  if (options.expiresAt !== null) jwt = jwt.setExpirationTime(options.expiresAt ?? '5m');
   if (options.sub !== '') jwt = jwt.setSubject(options.sub ?? 'jwt-user');
   if (options.aud !== '') jwt = jwt.setAudience(options.aud ?? AUDIENCE);
   if (options.iss !== '') jwt = jwt.setIssuer(options.iss ?? ISSUER);
@@ -134,6 +135,7 @@ describe('JWT with a shared secret (HS256)', () => {
   const bad: Array<[string, () => Promise<string | undefined>]> = [
     ['no token (only a body userId)', async () => undefined],
     ['an expired token', () => sign(key, { expiresAt: Math.floor(Date.now() / 1000) - 120 })],
+    ['a token without an expiry (no exp claim)', () => sign(key, { expiresAt: null })],
     ['a token signed with another secret', () => sign(new TextEncoder().encode(`${SECRET}-but-another-one`))],
     ['a token for another audience', () => sign(key, { aud: 'some-other-api' })],
     ['a token without an audience', () => sign(key, { aud: '' })],
@@ -209,12 +211,87 @@ describe('JWT with keys from a JWKS URL (ES256 and RS256)', () => {
     expect(response.status).toBe(401);
   });
 
-  test('when a JWKS token is expired or for another audience, then it answers 401', async () => {
+  test('when a JWKS token is expired, has no expiry or is for another audience, then it answers 401', async () => {
     const eventId = await openEvent(api.url);
     const expired = await sign(es.privateKey, { alg: 'ES256', kid: 'es-1', expiresAt: Math.floor(Date.now() / 1000) - 120 });
+    const noExpiry = await sign(es.privateKey, { alg: 'ES256', kid: 'es-1', expiresAt: null });
     const otherAudience = await sign(es.privateKey, { alg: 'ES256', kid: 'es-1', aud: 'another' });
     expect((await applyWith(api.url, eventId, { token: expired })).status).toBe(401);
+    expect((await applyWith(api.url, eventId, { token: noExpiry })).status).toBe(401);
     expect((await applyWith(api.url, eventId, { token: otherAudience })).status).toBe(401);
+    expect((await call(`${api.url}/v1/events/${eventId}`)).body).toMatchObject({ issued: 0 });
+  });
+});
+
+describe('JWT with a JWKS that cannot be fetched', () => {
+  type Mode = 'ok' | 'status-500' | 'not-json' | 'not-a-key-set' | 'hang';
+  let api: ServiceProcess;
+  let es: { privateKey: CryptoKey; publicKey: CryptoKey };
+  let server: Server;
+  let mode: Mode = 'status-500';
+  let requests = 0;
+
+  beforeAll(async () => {
+    es = await generateKeyPair('ES256');
+    const keys = [{ ...(await exportJWK(es.publicKey)), kid: 'es-1', alg: 'ES256', use: 'sig' }];
+    server = createServer((_req, res) => {
+      requests += 1;
+      switch (mode) {
+        case 'ok': res.writeHead(200, { 'content-type': 'application/json' }).end(JSON.stringify({ keys })); return;
+        case 'status-500': res.writeHead(500).end('oops'); return;
+        case 'not-json': res.writeHead(200, { 'content-type': 'application/json' }).end('<html>maintenance</html>'); return;
+        case 'not-a-key-set': res.writeHead(200, { 'content-type': 'application/json' }).end(JSON.stringify({ hello: 'world' })); return;
+        case 'hang': return; // never answers: the api's fetch times out
+      }
+    });
+    await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
+    const { port } = server.address() as AddressInfo;
+    api = await spawn({ AUTH_JWKS_URL: `http://127.0.0.1:${port}/jwks.json`, AUTH_JWT_AUDIENCE: AUDIENCE });
+  });
+
+  afterAll(async () => {
+    server.closeAllConnections();
+    await new Promise<void>((resolve) => server.close(() => resolve()));
+  });
+
+  const token = (sub: string, kid = 'es-1') => sign(es.privateKey, { alg: 'ES256', kid, sub });
+
+  test.each<[string, Mode]>([
+    ['answers 500', 'status-500'],
+    ['answers a body that is no JSON', 'not-json'],
+    ['answers JSON that is no key set', 'not-a-key-set'],
+    ['does not answer within the 2 s timeout', 'hang'],
+  ])('when the JWKS server %s, then a valid token gets 503 unavailable and nothing is issued', async (_what, failure) => {
+    mode = failure;
+    const eventId = await openEvent(api.url);
+    const before = requests;
+    const response = await applyWith(api.url, eventId, { token: await token('jwks-user') });
+    expect(response.status).toBe(503);
+    expect(response.body.error).toBe('unavailable');
+    expect(requests).toBeGreaterThan(before);
+    expect((await call(`${api.url}/v1/events/${eventId}`)).body).toMatchObject({ issued: 0 });
+  });
+
+  test('when nothing listens at AUTH_JWKS_URL, then a valid token gets 503 unavailable, and a malformed token still 401', async () => {
+    const down = await spawn({ AUTH_JWKS_URL: `http://127.0.0.1:${await freePort()}/jwks.json`, AUTH_JWT_AUDIENCE: AUDIENCE });
+    const eventId = await openEvent(down.url);
+    const response = await applyWith(down.url, eventId, { token: await token('jwks-user') });
+    expect(response.status).toBe(503);
+    expect(response.body.error).toBe('unavailable');
+    expect((await applyWith(down.url, eventId, { token: 'not.a.jwt' })).status).toBe(401);
+    expect((await call(`${down.url}/v1/events/${eventId}`)).body).toMatchObject({ issued: 0 });
+  });
+
+  test('when the JWKS server answers again, then tokens are accepted; the keys stay cached while it fails, and an unknown kid does not refetch within the cooldown', async () => {
+    mode = 'ok';
+    const eventId = await openEvent(api.url);
+    expect((await applyWith(api.url, eventId, { token: await token('back-1') })).status).toBe(202);
+    const fetched = requests;
+    mode = 'status-500';
+    expect((await applyWith(api.url, eventId, { token: await token('back-2') })).status).toBe(202);
+    const unknownKid = await applyWith(api.url, eventId, { token: await token('back-3', 'rotated-key') });
+    expect(unknownKid.status).toBe(401);
+    expect(requests).toBe(fetched);
   });
 });
 
