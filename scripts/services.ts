@@ -1,15 +1,19 @@
 /**
  * Starts the api and worker as child processes (the same `node src/api/main.ts` and `node worker/main.ts`
- * a container runs) and waits until they answer. Used by `npm run stack`, the tests and the benchmark.
+ * a container runs) and waits until they answer. Used by `npm run stack`, the tests and the benchmark, whose
+ * own servers (bench/servers/) start the same way.
  */
 import { type ChildProcess, spawn } from 'node:child_process';
 import { once } from 'node:events';
+import { readFileSync } from 'node:fs';
+import { setTimeout as sleep } from 'node:timers/promises';
 import { fileURLToPath } from 'node:url';
 
 const ROOT = fileURLToPath(new URL('..', import.meta.url));
 
 export interface ServiceProcess {
-  readonly kind: 'api' | 'worker';
+  /** what runs: api, worker, or the entry file of another HTTP server */
+  readonly kind: string;
   readonly url: string;
   readonly port: number;
   readonly child: ChildProcess;
@@ -33,7 +37,11 @@ export interface ServiceOptions {
 export const startApi = (options: ServiceOptions) => startService('api', 'src/api/main.ts', options);
 export const startWorker = (options: ServiceOptions) => startService('worker', 'worker/main.ts', options);
 
-async function startService(kind: 'api' | 'worker', entry: string, options: ServiceOptions): Promise<ServiceProcess> {
+/**
+ * `node <entry>` (relative to the repository) with PORT in its environment; resolves once it answers /readyz
+ * (or /healthz) with 2xx, fails with its output if it exits or is not ready in time.
+ */
+export async function startService(kind: string, entry: string, options: ServiceOptions): Promise<ServiceProcess> {
   const env: NodeJS.ProcessEnv = { ...process.env, ...options.env, PORT: String(options.port) };
   const child = spawn(process.execPath, [entry], {
     cwd: ROOT, env, stdio: ['ignore', options.inheritOutput ? 'inherit' : 'pipe', options.inheritOutput ? 'inherit' : 'pipe'],
@@ -66,6 +74,21 @@ async function startService(kind: 'api' | 'worker', entry: string, options: Serv
       await service.stop('SIGKILL');
       throw new Error(`${kind} on port ${options.port} was not ready in time:\n${service.output()}`);
     }
-    await new Promise((resolve) => setTimeout(resolve, 100));
+    await sleep(100);
   }
+}
+
+/** CPU time (user + system) a process has used so far, in ms, from /proc/<pid>/stat; 0 where that cannot be read. */
+export function cpuTimeMs(pid: number): number {
+  let stat: string;
+  try {
+    stat = readFileSync(`/proc/${pid}/stat`, 'utf8');
+  } catch {
+    return 0;
+  }
+  // Fields after the command name, which is in parentheses and may contain spaces.
+  const fields = stat.slice(stat.lastIndexOf(')') + 2).split(' ');
+  const ticks = Number(fields[11]) + Number(fields[12]);
+  // USER_HZ, the unit of those times, is 100 on every Linux this runs on (x86-64 and arm64).
+  return ticks * 10;
 }

@@ -4,18 +4,14 @@
  * never turns into a second coupon: the retry answers already_applied.
  */
 import { createEvent, uniqueEventId, waitFor } from '../support/harness.ts';
-import {
-  type ApplyResult, type FaultStack, applyLoad, checkPersisted, countBy, countRows, recordFigures, startFaultStack, users,
-} from '../support/faults.ts';
+import { describeFault } from '../support/fault-stack.ts';
+import { type ApplyResult, applyLoad, countBy, users } from '../support/load.ts';
+import { checkPersisted, countRows, recordFigures } from '../support/observe.ts';
 
 const TOTAL = 500;
 const USERS = 1_500;
 
-describe('fault: api SIGKILL mid-burst', () => {
-  let stack: FaultStack;
-  beforeAll(async () => { stack = await startFaultStack('api-sigkill'); });
-  afterAll(async () => { await stack?.stop(); });
-
+describeFault('api SIGKILL mid-burst', { folder: 'api-sigkill' }, (stack) => {
   test('when an api process is killed with SIGKILL mid-burst and clients retry on the others, then never more than N coupons and never two per user', async () => {
     const apis = await Promise.all([stack.spawnApi(), stack.spawnApi(), stack.spawnApi()]);
     await stack.spawnWorker();

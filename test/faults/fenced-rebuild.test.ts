@@ -7,20 +7,17 @@
  * rebuild reads and checked under a shared lock by every insert) the rebuild waits for the batch in flight, or
  * the batch is refused: no answer given after the rebuild is ever lost.
  */
+import { setTimeout as sleep } from 'node:timers/promises';
 import mysql from 'mysql2/promise';
 import { apply, createEvent, uniqueEventId, waitFor } from '../support/harness.ts';
 import { PERSIST_GROUP, eventKeys } from '../../src/redis/keys.ts';
-import {
-  type ApplyResult, type FaultStack, applyLoad, checkPersisted, countBy, countRows, recordFigures, sleep, startFaultStack, users,
-} from '../support/faults.ts';
+import { describeFault } from '../support/fault-stack.ts';
+import { type ApplyResult, applyLoad, countBy, users } from '../support/load.ts';
+import { checkPersisted, countRows, recordFigures } from '../support/observe.ts';
 
 const TOTAL = 300;
 
-describe('fault: a rebuild fenced against work in flight', () => {
-  let stack: FaultStack;
-  beforeAll(async () => { stack = await startFaultStack('fenced-rebuild'); });
-  afterAll(async () => { await stack?.stop(); });
-
+describeFault('a rebuild fenced against work in flight', { folder: 'fenced-rebuild' }, (stack) => {
   test('when a worker holds a batch on a table lock across a FLUSHALL, then no answer given after the rebuild is lost and nobody holds two coupons', async () => {
     const api = await stack.spawnApi();
     await stack.spawnWorker({ PERSIST_BATCH_SIZE: '100', CLAIM_IDLE_MS: '60000' });

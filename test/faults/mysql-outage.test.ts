@@ -7,11 +7,12 @@
  * - once MySQL is back everything drains; the operator lists and redrives the dead-letter queue
  *   (`npm run dlq -- list|redrive`), and every issued coupon ends as exactly one row.
  */
+import { setTimeout as sleep } from 'node:timers/promises';
+import { cpuTimeMs } from '../../scripts/services.ts';
 import { createEvent, uniqueEventId, waitFor } from '../support/harness.ts';
-import {
-  type ApplyResult, type FaultStack, applyLoad, checkPersisted, countBy, countRows, cpuTimeMs, percentile, readyz,
-  recordFigures, runDlq, scrapeMetric, sleep, startFaultStack, users,
-} from '../support/faults.ts';
+import { describeFault } from '../support/fault-stack.ts';
+import { type ApplyResult, applyLoad, countBy, percentile, users } from '../support/load.ts';
+import { checkPersisted, countRows, readyz, recordFigures, runDlq, scrapeMetric } from '../support/observe.ts';
 
 const OUTAGE_MS = 20_000;
 const WORKER_ENV = {
@@ -19,11 +20,7 @@ const WORKER_ENV = {
   RETRY_LIMIT: '1', RETRY_DELAY_SEC: '1',
 };
 
-describe('fault: MySQL outage', () => {
-  let stack: FaultStack;
-  beforeAll(async () => { stack = await startFaultStack('mysql-outage'); });
-  afterAll(async () => { await stack?.stop(); });
-
+describeFault('MySQL outage', { folder: 'mysql-outage' }, (stack) => {
   test('when MySQL is stopped for 20 s during a drain, then apply keeps answering, the worker backs off, the failure path holds the rest, and all is persisted once MySQL returns', async () => {
     const api = await stack.spawnApi();
     const worker = await stack.spawnWorker(WORKER_ENV);

@@ -4,17 +4,13 @@
  * anyway. When PostgreSQL returns, the failure path of both workers comes back by itself.
  */
 import { createEvent, uniqueEventId, waitFor } from '../support/harness.ts';
-import {
-  type FaultStack, applyLoad, checkPersisted, countRows, readyz, recordFigures, runDlq, startFaultStack, users,
-} from '../support/faults.ts';
+import { describeFault } from '../support/fault-stack.ts';
+import { applyLoad, users } from '../support/load.ts';
+import { checkPersisted, countRows, readyz, recordFigures, runDlq } from '../support/observe.ts';
 
 const TOTAL = 500;
 
-describe('fault: PostgreSQL outage', () => {
-  let stack: FaultStack;
-  beforeAll(async () => { stack = await startFaultStack('postgres-outage'); });
-  afterAll(async () => { await stack?.stop(); });
-
+describeFault('PostgreSQL outage', { folder: 'postgres-outage' }, (stack) => {
   test('when PostgreSQL is stopped, then the main path keeps persisting, and the failure path resumes when it returns', async () => {
     const api = await stack.spawnApi();
     const first = await stack.spawnWorker({ LOG_LEVEL: 'info' });

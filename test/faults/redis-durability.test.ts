@@ -9,16 +9,11 @@
  */
 import { PERSIST_GROUP, eventKeys } from '../../src/redis/keys.ts';
 import { apply, createEvent, uniqueEventId, waitFor } from '../support/harness.ts';
-import {
-  type FaultStack, applyLoad, checkPersisted, countBy, countRows, readyz, recordFigures, startFaultStack, users,
-} from '../support/faults.ts';
+import { describeFault } from '../support/fault-stack.ts';
+import { applyLoad, countBy, users } from '../support/load.ts';
+import { checkPersisted, countRows, readyz, recordFigures } from '../support/observe.ts';
 
-describe('fault: Redis durability', () => {
-  let stack: FaultStack;
-  beforeAll(async () => { stack = await startFaultStack('redis-durability', { redisAppendonly: true }); });
-  afterEach(async () => { await stack?.stopProcesses(); });
-  afterAll(async () => { await stack?.stop(); });
-
+describeFault('Redis durability', { folder: 'redis-durability', redisAppendonly: true }, (stack) => {
   const gateState = async (eventId: string) => {
     const redis = stack.redisClient();
     const keys = eventKeys(eventId);

@@ -23,16 +23,16 @@ import { mkdir, readFile, rm, writeFile } from 'node:fs/promises';
 import { loadavg } from 'node:os';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
+import { setTimeout as sleep } from 'node:timers/promises';
 import { Redis } from 'ioredis';
 import { type LocalServer, startRedis, startRedisSentinel } from '../../scripts/local-servers/index.ts';
 import type { ServiceProcess } from '../../scripts/services.ts';
 import { PERSIST_GROUP, eventKeys } from '../../src/redis/keys.ts';
 import { type TcpProxy, startTcpProxy } from '../support/tcp-proxy.ts';
 import { createEvent, request, uniqueEventId, waitFor } from '../support/harness.ts';
-import {
-  type ApplyResult, type FaultStack, type PersistedCheck, applyLoad, checkPersisted, countBy, percentile, recordFigures, sleep,
-  startFaultStack, users,
-} from '../support/faults.ts';
+import { describeFault } from '../support/fault-stack.ts';
+import { type ApplyResult, applyLoad, countBy, percentile, users } from '../support/load.ts';
+import { type PersistedCheck, checkPersisted, recordFigures } from '../support/observe.ts';
 
 const ROOT = fileURLToPath(new URL('../..', import.meta.url));
 const HOST = '127.0.0.1';
@@ -114,8 +114,7 @@ async function outboxDrained(redis: Redis, eventId: string): Promise<boolean> {
   return pending === 0 && (b![0] > a![0] || (b![0] === a![0] && b![1] >= a![1]));
 }
 
-describe('fault: Redis replica failover', () => {
-  let stack: FaultStack;
+describeFault('Redis replica failover', { folder: 'redis-failover' }, (stack) => {
   /** servers this file starts besides the stack's (replicas, Sentinel), under their own folder */
   let extraDir: string;
   const extraServers: LocalServer[] = [];
@@ -124,22 +123,17 @@ describe('fault: Redis replica failover', () => {
   let latencyFigures: Record<string, unknown> | undefined;
 
   beforeAll(async () => {
-    stack = await startFaultStack('redis-failover');
     extraDir = join(ROOT, '.stack', 'faults', `redis-failover-extra-${process.pid}-${randomBytes(3).toString('hex')}`);
     await mkdir(extraDir, { recursive: true });
-  }, 120_000);
-  afterEach(async () => {
-    await stack?.stopProcesses();
   });
+  // Runs before describeFault stops the stack's servers.
   afterAll(async () => {
     for (const client of clients) client.disconnect();
-    await stack?.stopProcesses();
     // Sentinel first, so it reconfigures nothing while the rest goes; the stack's own Redis last (a node restarted
     // on its port must be gone before the stack waits for that port to close).
     for (const server of extraServers.filter((s) => s.kind === 'redis-sentinel')) await server.stop().catch(() => undefined);
     await Promise.allSettled(extraServers.filter((s) => s.kind !== 'redis-sentinel').map((server) => server.stop()));
     await proxy?.close();
-    await stack?.stop();
     if (extraDir) await rm(extraDir, { recursive: true, force: true });
   }, 120_000);
 

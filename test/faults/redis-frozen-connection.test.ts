@@ -7,12 +7,13 @@
  *
  * Every wait after the freeze is time-boxed, so code that never recovers fails with its figures rather than hangs.
  */
+import { setTimeout as sleep } from 'node:timers/promises';
 import { type TcpProxy, startTcpProxy } from '../support/tcp-proxy.ts';
 import { eventKeys } from '../../src/redis/keys.ts';
 import { ADMIN_TOKEN, apply, createEvent, request, uniqueEventId, waitFor } from '../support/harness.ts';
-import {
-  type ApplyResult, type FaultStack, applyLoad, checkPersisted, countBy, countRows, readyz, recordFigures, sleep, startFaultStack, users,
-} from '../support/faults.ts';
+import { describeFault } from '../support/fault-stack.ts';
+import { type ApplyResult, applyLoad, countBy, users } from '../support/load.ts';
+import { checkPersisted, countRows, readyz, recordFigures } from '../support/observe.ts';
 
 const SOCKET_TIMEOUT_MS = 2_000;
 /** the issue's goal: issuing again within this long of the freeze */
@@ -50,16 +51,13 @@ async function readyAgain(url: string, since: number): Promise<{ failed: boolean
 const show = (figures: object): string =>
   JSON.stringify(figures, (_, value: unknown) => (value === Number.POSITIVE_INFINITY ? `none within ${WATCH_MS} ms` : value));
 
-describe('fault: a Redis connection that goes silent without FIN or RST', () => {
-  let stack: FaultStack;
+describeFault('a Redis connection that goes silent without FIN or RST', { folder: 'redis-frozen-connection' }, (stack) => {
   let proxy: TcpProxy | undefined;
-  beforeAll(async () => { stack = await startFaultStack('redis-frozen-connection'); });
+  // Runs after describeFault has stopped the processes that talk through the proxy.
   afterEach(async () => {
-    await stack.stopProcesses();
     await proxy?.close();
     proxy = undefined;
   });
-  afterAll(async () => { await stack?.stop(); });
 
   /** the environment of a process whose Redis connections go through the proxy */
   const viaProxy = (extra: Record<string, string> = {}) => ({

@@ -5,17 +5,13 @@
  * rebuilds the gate state from MySQL, and issuing continues without a second coupon for anyone.
  */
 import { apply as applyOnce, createEvent, uniqueEventId, waitFor } from '../support/harness.ts';
-import {
-  type FaultStack, applyLoad, checkPersisted, countBy, countRows, percentile, readyz, recordFigures, startFaultStack, users,
-} from '../support/faults.ts';
+import { describeFault } from '../support/fault-stack.ts';
+import { applyLoad, countBy, percentile, users } from '../support/load.ts';
+import { checkPersisted, countRows, readyz, recordFigures } from '../support/observe.ts';
 
 const TOTAL = 1_000;
 
-describe('fault: Redis outage', () => {
-  let stack: FaultStack;
-  beforeAll(async () => { stack = await startFaultStack('redis-outage'); });
-  afterAll(async () => { await stack?.stop(); });
-
+describeFault('Redis outage', { folder: 'redis-outage' }, (stack) => {
   test('when Redis is stopped, then apply answers 503 within a second and /readyz fails, and both processes recover by themselves when it returns', async () => {
     const api = await stack.spawnApi();
     const worker = await stack.spawnWorker();

@@ -6,17 +6,13 @@
 import { hostname } from 'node:os';
 import { PERSIST_GROUP, eventKeys } from '../../src/redis/keys.ts';
 import { createEvent, uniqueEventId, waitFor } from '../support/harness.ts';
-import {
-  type FaultStack, applyLoad, checkPersisted, countBy, countRows, readyz, recordFigures, startFaultStack, users,
-} from '../support/faults.ts';
+import { describeFault } from '../support/fault-stack.ts';
+import { applyLoad, countBy, users } from '../support/load.ts';
+import { checkPersisted, countRows, readyz, recordFigures } from '../support/observe.ts';
 
 const TOTAL = 2_000;
 
-describe('fault: SIGTERM during load', () => {
-  let stack: FaultStack;
-  beforeAll(async () => { stack = await startFaultStack('sigterm'); });
-  afterAll(async () => { await stack?.stop(); });
-
+describeFault('SIGTERM during load', { folder: 'sigterm' }, (stack) => {
   test('when the api and the worker get SIGTERM under load, then in-flight requests are answered, the batch in hand is persisted, and nothing is lost', async () => {
     const apis = [await stack.spawnApi({ SHUTDOWN_DRAIN_MS: '500' }), await stack.spawnApi()];
     // A slow worker: it always holds a batch that waits for its rate slot.

@@ -4,20 +4,17 @@
  * written twice harmless. Every issued coupon must end as exactly one row.
  */
 import { hostname } from 'node:os';
+import { setTimeout as sleep } from 'node:timers/promises';
 import { PERSIST_GROUP, eventKeys } from '../../src/redis/keys.ts';
 import { type ServiceProcess, createEvent, uniqueEventId, waitFor } from '../support/harness.ts';
-import {
-  type FaultStack, applyLoad, checkPersisted, countRows, recordFigures, sleep, startFaultStack, users,
-} from '../support/faults.ts';
+import { describeFault } from '../support/fault-stack.ts';
+import { applyLoad, users } from '../support/load.ts';
+import { checkPersisted, countRows, recordFigures } from '../support/observe.ts';
 
 const TOTAL = 3_000;
 const WORKER_ENV = { PERSIST_RATE_PER_SEC: '300', PERSIST_BATCH_SIZE: '50', CLAIM_IDLE_MS: '300' };
 
-describe('fault: worker SIGKILL mid-batch', () => {
-  let stack: FaultStack;
-  beforeAll(async () => { stack = await startFaultStack('worker-sigkill'); });
-  afterAll(async () => { await stack?.stop(); });
-
+describeFault('worker SIGKILL mid-batch', { folder: 'worker-sigkill' }, (stack) => {
   test('when workers are killed with SIGKILL again and again during a drain, then every issued coupon is persisted exactly once', async () => {
     const api = await stack.spawnApi();
     const eventId = uniqueEventId('kill');

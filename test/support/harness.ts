@@ -1,7 +1,12 @@
 /** Shared helpers for tests that talk to the real servers started by global-setup.ts. */
 import { randomBytes } from 'node:crypto';
+import { mkdtemp } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { setTimeout as sleep } from 'node:timers/promises';
 import mysql from 'mysql2/promise';
-import { freePort } from '../../scripts/local-servers/index.ts';
+import { PgBoss } from 'pg-boss';
+import { type LocalServer, freePort, startRedis } from '../../scripts/local-servers/index.ts';
 import { startApi, startWorker, type ServiceProcess } from '../../scripts/services.ts';
 
 export { freePort };
@@ -21,6 +26,22 @@ export const uniqueEventId = (prefix = 'e'): string => `${prefix}-${randomBytes(
 
 export function baseEnv(extra: Record<string, string> = {}): Record<string, string> {
   return { ...serverUrls(), ADMIN_TOKEN, LOG_LEVEL: 'warn', SHUTDOWN_DRAIN_MS: '0', ...extra };
+}
+
+/**
+ * A Redis of the test's own, in a fresh folder under the OS temp dir: the workers a test spawns on it see only
+ * that test's events, so what they count is that test's work, whatever other files run meanwhile.
+ */
+export async function startOwnRedis(name: string): Promise<LocalServer> {
+  return startRedis({ dir: join(await mkdtemp(join(tmpdir(), `coupon-${name}-`)), 'redis') });
+}
+
+/** A pg-boss client on the suite's PostgreSQL, to read the failure path's queues as an operator would. */
+export async function startBoss(): Promise<PgBoss> {
+  const boss = new PgBoss(serverUrls().POSTGRES_URL);
+  boss.on('error', () => undefined);
+  await boss.start();
+  return boss;
 }
 
 export async function spawnApi(extra: Record<string, string> = {}): Promise<ServiceProcess> {
@@ -98,7 +119,7 @@ export async function waitFor<T>(check: () => Promise<T | undefined | false> | T
     } catch (error) {
       lastError = error;
     }
-    await new Promise((resolve) => setTimeout(resolve, options.intervalMs ?? 100));
+    await sleep(options.intervalMs ?? 100);
   }
   throw new Error(`timed out waiting for ${options.what ?? 'a condition'}${lastError ? `: ${String(lastError)}` : ''}`);
 }
