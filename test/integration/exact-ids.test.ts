@@ -8,15 +8,15 @@ import { rm } from 'node:fs/promises';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import mysql from 'mysql2/promise';
-import { PgBoss } from 'pg-boss';
+import type { PgBoss } from 'pg-boss';
 import { type LocalServer, startMariadb } from '../../scripts/local-servers/index.ts';
 import { migrateUp } from '../../src/db/migrate.ts';
 import { createOrm } from '../../src/db/orm.ts';
 import { CouponStore } from '../../src/db/store.ts';
 import { PERSIST_DEAD_QUEUE, PERSIST_RETRY_QUEUE, type PersistRetryJob } from '../../src/jobs/queues.ts';
-import { checkPersisted, scrapeMetric } from '../support/faults.ts';
+import { checkPersisted, scrapeMetric } from '../support/observe.ts';
 import {
-  type ServiceProcess, apply, closePool, createEvent, query, request, serverUrls, spawnApi, spawnWorker, uniqueEventId, waitFor,
+  type ServiceProcess, apply, closePool, createEvent, query, request, spawnApi, spawnWorker, startBoss, startOwnRedis, uniqueEventId, waitFor,
 } from '../support/harness.ts';
 
 const ROOT = fileURLToPath(new URL('../..', import.meta.url));
@@ -122,24 +122,25 @@ describe('ids are exact: a database created by the old migration', () => {
 describe('ids are exact: api and worker end to end', () => {
   const processes: ServiceProcess[] = [];
   let boss: PgBoss;
+  // A Redis of its own: its worker then persists (and counts sequence conflicts of) this test's coupons only.
+  let redis: LocalServer;
 
   beforeAll(async () => {
-    boss = new PgBoss(serverUrls().POSTGRES_URL);
-    boss.on('error', () => undefined);
-    await boss.start();
+    [boss, redis] = await Promise.all([startBoss(), startOwnRedis('exact-ids')]);
   });
   afterAll(async () => {
     await Promise.all(processes.map((service) => service.stop()));
     await boss.stop({ graceful: false, close: true });
+    await redis?.stop();
     await closePool();
   });
 
   test('when alice, Alice, ALICE and other ids differing only in case apply, then each gets its own coupon: a distinct sequence, its own MySQL row, its own coupon read, nothing dead-lettered', async () => {
-    const api = await spawnApi();
+    const api = await spawnApi({ REDIS_URL: redis.url });
     processes.push(api);
     // A short failure path, so that a row MySQL refused would reach the dead-letter queue within this test.
     const worker = await spawnWorker({
-      PERSIST_RATE_PER_SEC: '100000', CLAIM_IDLE_MS: '500', MAX_DELIVERIES: '2', RETRY_LIMIT: '1', RETRY_DELAY_SEC: '1',
+      REDIS_URL: redis.url, PERSIST_RATE_PER_SEC: '100000', CLAIM_IDLE_MS: '500', MAX_DELIVERIES: '2', RETRY_LIMIT: '1', RETRY_DELAY_SEC: '1',
     });
     processes.push(worker);
     const eventId = uniqueEventId('exact');

@@ -1,7 +1,7 @@
-import { PgBoss } from 'pg-boss';
+import type { PgBoss } from 'pg-boss';
 import { PERSIST_DEAD_QUEUE, PERSIST_RETRY_QUEUE, type PersistRetryJob, RECONCILE_QUEUE } from '../../src/jobs/queues.ts';
 import {
-  type ServiceProcess, apply, closePool, couponRows, createEvent, query, serverUrls, spawnApi, spawnWorker, uniqueEventId, waitFor,
+  type ServiceProcess, apply, closePool, couponRows, createEvent, query, spawnApi, spawnWorker, startBoss, uniqueEventId, waitFor,
   waitForPersisted,
 } from '../support/harness.ts';
 
@@ -18,9 +18,7 @@ describe('the pg-boss failure path', () => {
   let boss: PgBoss;
 
   beforeAll(async () => {
-    boss = new PgBoss(serverUrls().POSTGRES_URL);
-    boss.on('error', () => undefined);
-    await boss.start();
+    boss = await startBoss();
   });
   afterAll(async () => {
     await Promise.all(processes.map((process) => process.stop()));

@@ -3,7 +3,8 @@ import { createOrm, type Orm } from '../../src/db/orm.ts';
 import { CouponStore } from '../../src/db/store.ts';
 import type { IssuedCoupon } from '../../src/domain/coupon.ts';
 import { createRegistry } from '../../src/metrics.ts';
-import { createRedis, installEventState, type CouponRedis } from '../../src/redis/client.ts';
+import { createRedis, type CouponRedis } from '../../src/redis/client.ts';
+import { installEventState } from '../../src/redis/event-state.ts';
 import { PERSIST_GROUP, eventKeys } from '../../src/redis/keys.ts';
 import { WorkerMetrics } from '../../worker/metrics.ts';
 import { Persister } from '../../worker/persister.ts';
@@ -24,8 +25,12 @@ async function issuedBy(redis: CouponRedis, eventId: string, issued: IssuedCoupo
   });
 }
 
-async function insertStatements(): Promise<number> {
-  const [row] = await query<{ Value: string }>("show global status like 'Com_insert'");
+/**
+ * INSERT statements sent so far on the ORM's one connection (its pool holds one): what this file's persister
+ * sent, never what other test files insert into the same server meanwhile.
+ */
+async function insertStatements(orm: Orm): Promise<number> {
+  const [row] = await orm.em.getConnection().execute<Array<{ Value: string }>>("show session status like 'Com_insert'");
   return Number(row?.Value);
 }
 
@@ -35,7 +40,7 @@ describe('persisting coupons', () => {
   let persister: Persister;
 
   beforeAll(async () => {
-    orm = await createOrm(serverUrls().MYSQL_URL);
+    orm = await createOrm(serverUrls().MYSQL_URL, { poolMax: 1 });
     redis = createRedis(serverUrls().REDIS_URL);
     persister = new Persister({
       redis, store: new CouponStore(orm), metrics: new WorkerMetrics(createRegistry('worker')), ratePerSec: 1_000_000, batchSize: 100,
@@ -50,9 +55,9 @@ describe('persisting coupons', () => {
   test('when 250 coupons are persisted with a batch size of 100, then MySQL receives 3 multi-row inserts', async () => {
     const eventId = uniqueEventId('batch');
     await issuedBy(redis, eventId, coupons(eventId, 250));
-    const before = await insertStatements();
+    const before = await insertStatements(orm);
     expect(await persister.persist(coupons(eventId, 250))).toBe(250);
-    expect((await insertStatements()) - before).toBe(3);
+    expect((await insertStatements(orm)) - before).toBe(3);
     const rows = await couponRows(eventId);
     expect(rows.map((row) => row.sequence)).toEqual(Array.from({ length: 250 }, (_, i) => i + 1));
     expect(rows[0]?.issued_at.getTime()).toBe(1_790_000_000_000);
