@@ -1,0 +1,39 @@
+#!/usr/bin/env bash
+# Step 4: k8s/deps (Redis, MySQL, PostgreSQL in namespace coupon-deps) applied unchanged, on hostPath
+# PersistentVolumes under .cluster/volumes pre-bound to the StatefulSets' claims; waits for all three Ready.
+# The namespace goes first: `kubectl apply -f k8s/deps/` alone takes the files alphabetically.
+set -euo pipefail
+# shellcheck source=lib.sh
+. "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
+need_root
+
+# claim size: the StatefulSets' volumeClaimTemplates (data-<name>-0).
+for pv in redis:1Gi mysql:2Gi postgres:1Gi; do
+  name=${pv%%:*} size=${pv#*:}
+  dir="$STATE/volumes/$DEPS_NAMESPACE-data-$name-0"
+  install -d -o 999 -g 999 -m 0750 "$dir"
+  kubectl apply -f - >/dev/null <<YAML
+apiVersion: v1
+kind: PersistentVolume
+metadata:
+  name: coupon-deps-data-$name-0
+  labels: {app.kubernetes.io/part-of: coupon-cluster}
+spec:
+  capacity: {storage: $size}
+  accessModes: [ReadWriteOnce]
+  persistentVolumeReclaimPolicy: Retain
+  storageClassName: ""
+  claimRef: {namespace: $DEPS_NAMESPACE, name: data-$name-0}
+  hostPath: {path: $dir, type: Directory}
+YAML
+done
+
+say "kubectl apply k8s/deps (namespace first)"
+kubectl apply -f "$ROOT/k8s/deps/namespace.yaml" >/dev/null
+kubectl apply -f "$ROOT/k8s/deps/" >/dev/null
+for s in redis mysql postgres; do
+  kubectl -n "$DEPS_NAMESPACE" rollout status "statefulset/$s" --timeout=300s >/dev/null ||
+    { kubectl -n "$DEPS_NAMESPACE" describe pod "$s-0" | tail -25; kubectl -n "$DEPS_NAMESPACE" logs "$s-0" --tail=30 || true
+      die "statefulset $s did not become ready"; }
+done
+say "dependencies Ready: $(kubectl -n "$DEPS_NAMESPACE" get pods --no-headers | awk '{printf "%s %s; ", $1, $3}')"
