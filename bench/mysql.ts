@@ -1,4 +1,5 @@
 /** What the benchmark reads from MySQL: the bench's own tables, the global insert counters, and the coupons' timestamps. */
+import { setTimeout as sleep } from 'node:timers/promises';
 import mysql from 'mysql2/promise';
 import { BYSTANDER_TABLE_SQL } from './bystander.ts';
 
@@ -113,5 +114,16 @@ export class CounterSampler {
   async stop(): Promise<void> {
     clearInterval(this.#timer);
     await this.#connection.end().catch(() => {});
+  }
+}
+
+/** Polls until the event has `expected` coupons in `table`; returns the count, or throws after timeoutMs. */
+export async function waitForCount(pool: mysql.Pool, table: CouponTable, eventId: string, expected: number, timeoutMs = 120_000): Promise<number> {
+  const deadline = Date.now() + timeoutMs;
+  for (;;) {
+    const count = await countCoupons(pool, table, eventId);
+    if (count >= expected) return count;
+    if (Date.now() > deadline) throw new Error(`${eventId}: ${count} of ${expected} coupons in ${table} after ${timeoutMs / 1000} s`);
+    await sleep(100);
   }
 }

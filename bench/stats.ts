@@ -57,3 +57,6 @@ export function round(value: number, digits = 0): number {
   const factor = 10 ** digits;
   return Math.round(value * factor) / factor;
 }
+
+export const maxOf = (values: readonly number[]): number => values.reduce((a, b) => Math.max(a, b), -Infinity);
+export const minOf = (values: readonly number[]): number => values.reduce((a, b) => Math.min(a, b), Infinity);

@@ -16,8 +16,18 @@ export function sendError(ctx: Context, status: number, error: string, message: 
   ctx.body = { error, message };
 }
 
+export function sendIssued(ctx: Context, sequence: number): void {
+  ctx.status = 202;
+  ctx.body = { status: 'issued', sequence };
+}
+
+export interface ApplyRequest {
+  eventId: string;
+  userId: string;
+}
+
 /** The body and path checks every design does before deciding: a valid event id and a userId in the body. */
-export function readApply(ctx: Context): { eventId: string; userId: string } | undefined {
+export function readApply(ctx: Context): ApplyRequest | undefined {
   const eventId = ctx.params.eventId as string;
   const userId = (ctx.request.body as { userId?: unknown } | undefined)?.userId;
   if (!isEventId(eventId) || typeof userId !== 'string' || !isUserId(userId)) {
@@ -57,6 +67,22 @@ export function listen(app: Koa, close: () => Promise<unknown> = async () => {})
   };
   process.once('SIGTERM', stop);
   process.once('SIGINT', stop);
+}
+
+/**
+ * The apply route of a design that knows its events: the request checked and the event's total quantity read
+ * (404 for an unknown event), then the design's own decision.
+ */
+export function routeApplyForEvent(
+  router: Router, totals: EventTotals, decide: (ctx: Context, request: ApplyRequest, total: number) => Promise<void>,
+): void {
+  router.post('/v1/events/:eventId/apply', async (ctx) => {
+    const request = readApply(ctx);
+    if (!request) return;
+    const total = await totals.get(request.eventId);
+    if (total === undefined) return sendError(ctx, 404, 'event_not_found', 'no such event');
+    await decide(ctx, request, total);
+  });
 }
 
 /** A mysql2 pool sized like the product's MikroORM pool (10 connections per process). */

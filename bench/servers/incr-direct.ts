@@ -4,7 +4,7 @@
  * every accepted request is one INSERT on the shared database, at whatever rate the burst arrives.
  */
 import { Redis } from 'ioredis';
-import { createBenchApp, createPool, EventTotals, listen, readApply, sendError } from './common.ts';
+import { createBenchApp, createPool, EventTotals, listen, routeApplyForEvent, sendError, sendIssued } from './common.ts';
 
 /**
  * KEYS[1] issued counter, KEYS[2] set of users holding a coupon; ARGV[1] total, ARGV[2] userId.
@@ -26,23 +26,16 @@ redis.defineCommand('incrGate', { numberOfKeys: 2, lua: GATE });
 const pool = createPool();
 const totals = new EventTotals(pool);
 
-const app = createBenchApp((router) => {
-  router.post('/v1/events/:eventId/apply', async (ctx) => {
-    const request = readApply(ctx);
-    if (!request) return;
-    const total = await totals.get(request.eventId);
-    if (total === undefined) return sendError(ctx, 404, 'event_not_found', 'no such event');
-    const sequence = await redis.incrGate(`bench:{${request.eventId}}:issued`, `bench:{${request.eventId}}:users`, total, request.userId);
-    if (sequence === -1) return sendError(ctx, 409, 'already_applied', 'this user holds a coupon');
-    if (sequence === 0) return sendError(ctx, 410, 'sold_out', 'all coupons of this event are issued');
-    await pool.execute(
-      'insert into coupon (event_id, user_id, sequence, issued_at) values (?, ?, ?, current_timestamp(3))',
-      [request.eventId, request.userId, sequence],
-    );
-    ctx.status = 202;
-    ctx.body = { status: 'issued', sequence };
-  });
-});
+const app = createBenchApp((router) => routeApplyForEvent(router, totals, async (ctx, request, total) => {
+  const sequence = await redis.incrGate(`bench:{${request.eventId}}:issued`, `bench:{${request.eventId}}:users`, total, request.userId);
+  if (sequence === -1) return sendError(ctx, 409, 'already_applied', 'this user holds a coupon');
+  if (sequence === 0) return sendError(ctx, 410, 'sold_out', 'all coupons of this event are issued');
+  await pool.execute(
+    'insert into coupon (event_id, user_id, sequence, issued_at) values (?, ?, ?, current_timestamp(3))',
+    [request.eventId, request.userId, sequence],
+  );
+  sendIssued(ctx, sequence);
+}));
 listen(app, async () => {
   redis.disconnect();
   await pool.end();

@@ -5,31 +5,24 @@
  * It writes to bench_naive_coupon, a copy of the coupon table without the unique (event_id, sequence) key, as the
  * story's entity had none; the unique (event_id, user_id) key stays, so a repeat user gets 409.
  */
-import { createBenchApp, createPool, EventTotals, listen, readApply, sendError } from './common.ts';
+import { createBenchApp, createPool, EventTotals, listen, routeApplyForEvent, sendError, sendIssued } from './common.ts';
 
 const pool = createPool();
 const totals = new EventTotals(pool);
 
-const app = createBenchApp((router) => {
-  router.post('/v1/events/:eventId/apply', async (ctx) => {
-    const request = readApply(ctx);
-    if (!request) return;
-    const total = await totals.get(request.eventId);
-    if (total === undefined) return sendError(ctx, 404, 'event_not_found', 'no such event');
-    const [rows] = await pool.execute('select count(*) as n from bench_naive_coupon where event_id = ?', [request.eventId]);
-    const count = Number((rows as Array<{ n: number }>)[0]!.n);
-    if (count >= total) return sendError(ctx, 410, 'sold_out', 'all coupons of this event are issued');
-    try {
-      await pool.execute(
-        'insert into bench_naive_coupon (event_id, user_id, sequence, issued_at) values (?, ?, ?, current_timestamp(3))',
-        [request.eventId, request.userId, count + 1],
-      );
-    } catch (error) {
-      if ((error as { code?: string }).code === 'ER_DUP_ENTRY') return sendError(ctx, 409, 'already_applied', 'this user holds a coupon');
-      throw error;
-    }
-    ctx.status = 202;
-    ctx.body = { status: 'issued', sequence: count + 1 };
-  });
-});
+const app = createBenchApp((router) => routeApplyForEvent(router, totals, async (ctx, request, total) => {
+  const [rows] = await pool.execute('select count(*) as n from bench_naive_coupon where event_id = ?', [request.eventId]);
+  const count = Number((rows as Array<{ n: number }>)[0]!.n);
+  if (count >= total) return sendError(ctx, 410, 'sold_out', 'all coupons of this event are issued');
+  try {
+    await pool.execute(
+      'insert into bench_naive_coupon (event_id, user_id, sequence, issued_at) values (?, ?, ?, current_timestamp(3))',
+      [request.eventId, request.userId, count + 1],
+    );
+  } catch (error) {
+    if ((error as { code?: string }).code === 'ER_DUP_ENTRY') return sendError(ctx, 409, 'already_applied', 'this user holds a coupon');
+    throw error;
+  }
+  sendIssued(ctx, count + 1);
+}));
 listen(app, () => pool.end());
