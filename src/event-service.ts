@@ -1,8 +1,10 @@
+import { pino } from 'pino';
 import type { CouponEvent, EventStatus } from './domain/coupon.ts';
 import { eventStatus } from './domain/coupon.ts';
 import type { CouponStore } from './db/store.ts';
+import { GateStateKeeper } from './gate-state.ts';
 import { type CouponRedis, redisNowMs } from './redis/client.ts';
-import { installEventState, updateEventState } from './redis/event-state.ts';
+import { installEventState, type UpdateOutcome, updateEventState } from './redis/event-state.ts';
 import { parseUserEntry } from './redis/formats.ts';
 import { EVENT_CHANGED_CHANNEL, eventKeys } from './redis/keys.ts';
 
@@ -17,7 +19,15 @@ export interface EventView {
   status: EventStatus;
 }
 
-export type CreateEventResult = { kind: 'created'; event: EventView } | { kind: 'event_exists' };
+/** An event to create; without `startsAt` it starts now (and a retry of it matches the event whatever its start). */
+export type NewEvent = Omit<CouponEvent, 'startsAt'> & { startsAt: Date | undefined };
+export type CreateEventResult =
+  /** this request created the event, or completed one that an earlier try of the same body left without gate state */
+  | { kind: 'created'; event: EventView }
+  /** the event exists already, complete and exactly as asked: the answer to a retry whose first try got through */
+  | { kind: 'unchanged'; event: EventView }
+  /** an event with this id exists with other fields */
+  | { kind: 'event_exists' };
 export type UpdateEventResult =
   | { kind: 'updated'; event: EventView }
   | { kind: 'event_not_found' }
@@ -35,45 +45,87 @@ export type CouponView = { userId: string; sequence: number; status: 'pending' |
 export class EventService {
   readonly #redis: CouponRedis;
   readonly #store: CouponStore;
+  readonly #keeper: Pick<GateStateKeeper, 'restore'>;
   readonly #readCache = new Map<string, { event: CouponEvent | null; until: number }>();
 
-  constructor(redis: CouponRedis, store: CouponStore) {
+  /**
+   * @param keeper restores an event's gate state from MySQL, fenced (see GateStateKeeper.restore): how a retried
+   *   create completes an event whose first try wrote MySQL but not Redis
+   */
+  constructor(redis: CouponRedis, store: CouponStore, keeper: Pick<GateStateKeeper, 'restore'> = new GateStateKeeper(redis, store, pino({ level: 'silent' }))) {
     this.#redis = redis;
     this.#store = store;
+    this.#keeper = keeper;
   }
 
-  async create(event: CouponEvent): Promise<CreateEventResult> {
-    if (!(await this.#store.createEvent(event))) return { kind: 'event_exists' };
-    await installEventState(this.#redis, event.id, {
-      totalQuantity: event.totalQuantity, startsAtMs: event.startsAt.getTime(), endsAtMs: event.endsAt?.getTime() ?? null, issued: 0,
-    });
-    return { kind: 'created', event: await this.#view(event) };
+  /**
+   * Creates the event: MySQL first (the record), then its gate state in Redis. Safe to retry: when the Redis write
+   * failed (or its answer was lost), the same body again finds the row, installs the missing gate state and answers
+   * as a create. A body that differs from the event of that id is refused.
+   */
+  async create(asked: NewEvent): Promise<CreateEventResult> {
+    const event: CouponEvent = { ...asked, startsAt: asked.startsAt ?? new Date() };
+    if (await this.#store.createEvent(event)) {
+      await installEventState(this.#redis, event.id, {
+        totalQuantity: event.totalQuantity, startsAtMs: event.startsAt.getTime(), endsAtMs: event.endsAt?.getTime() ?? null, issued: 0,
+      });
+      return { kind: 'created', event: await this.#view(event) };
+    }
+    const existing = await this.#store.findEvent(event.id);
+    if (!existing || !isSameEvent(existing, asked)) return { kind: 'event_exists' };
+    if ((await this.#redis.exists(eventKeys(event.id).meta)) === 1) return { kind: 'unchanged', event: await this.#view(existing) };
+    // Restored like any event Redis lacks (fenced, with whatever coupons MySQL holds), never installed empty: the
+    // state may be missing because it was lost, not only because it was never written.
+    await this.#keeper.restore([event.id]);
+    return { kind: 'created', event: await this.#view(existing) };
   }
 
+  /**
+   * Changes the event in Redis (the gate) and MySQL (the record). Concurrent changes of one event are serialized
+   * by the event's MySQL row lock (SELECT ... FOR UPDATE), held across both writes: otherwise two PATCHes can
+   * interleave as Redis A, Redis B, MySQL B, MySQL A and leave the gate at B and the record at A. A row lock rather
+   * than a Redis lock (SET NX PX): it cannot expire under a holder that is slow (a Redis call waiting out its
+   * timeout), it goes when the holder's connection dies, waiters queue instead of polling, and the row is the one
+   * both writes must agree with. Its cost: the event's coupon inserts (shared lock on the row) wait for one Redis
+   * round trip, on an admin call.
+   */
   async update(id: string, change: { name?: string; totalQuantity?: number; endsAt?: Date | null }): Promise<UpdateEventResult> {
-    const event = await this.#store.findEvent(id);
-    if (!event) return { kind: 'event_not_found' };
-    if (change.endsAt && change.endsAt <= event.startsAt) return { kind: 'ends_before_start' };
-    // Redis first: the script refuses a quantity below what is issued, atomically with the gate.
-    const outcome = await updateEventState(this.#redis, id, {
-      ...(change.totalQuantity !== undefined && { totalQuantity: change.totalQuantity }),
-      ...(change.endsAt !== undefined && { endsAtMs: change.endsAt?.getTime() ?? null }),
-    });
-    if (outcome.kind !== 'updated') return outcome;
-    try {
-      await this.#store.updateEvent(id, change);
-    } catch (error) {
-      // MySQL failed after the gate changed: put the gate back so a later rebuild from MySQL agrees with it.
-      // If coupons beyond the old quantity were issued meanwhile, the gate keeps the new one (never over-issues).
-      await updateEventState(this.#redis, id, {
+    const result = await this.#store.withEventLocked(id, async (event, save): Promise<UpdateEventResult | { kind: 'saved'; event: CouponEvent }> => {
+      if (!event) return { kind: 'event_not_found' };
+      if (change.endsAt && change.endsAt <= event.startsAt) return { kind: 'ends_before_start' };
+      // Puts the gate back to the record, still under the lock, when a write failed after the gate may have
+      // changed (a Redis call that timed out may still have run). If coupons beyond the old quantity were issued
+      // meanwhile, the script refuses and the gate keeps the new quantity (never over-issues).
+      const restoreGate = () => updateEventState(this.#redis, id, {
         ...(change.totalQuantity !== undefined && { totalQuantity: event.totalQuantity }),
         ...(change.endsAt !== undefined && { endsAtMs: event.endsAt?.getTime() ?? null }),
       }).catch(() => undefined);
-      throw error;
-    }
+      let outcome: UpdateOutcome;
+      try {
+        // Redis first: the script refuses a quantity below what is issued, atomically with the gate.
+        outcome = await updateEventState(this.#redis, id, {
+          ...(change.totalQuantity !== undefined && { totalQuantity: change.totalQuantity }),
+          ...(change.endsAt !== undefined && { endsAtMs: change.endsAt?.getTime() ?? null }),
+        });
+      } catch (error) {
+        await restoreGate();
+        throw error;
+      }
+      if (outcome.kind !== 'updated') return outcome;
+      try {
+        await save(change);
+      } catch (error) {
+        await restoreGate();
+        throw error;
+      }
+      // A commit that fails after this (the connection lost at that very moment) leaves the gate ahead of the
+      // record: the lock is gone by then, so putting the gate back could undo a change made since.
+      return { kind: 'saved', event: { ...event, ...change } };
+    });
+    if (result.kind !== 'saved') return result;
     this.#readCache.delete(id);
     await this.#redis.publish(EVENT_CHANGED_CHANNEL, id);
-    return { kind: 'updated', event: await this.#view({ ...event, ...change }) };
+    return { kind: 'updated', event: await this.#view(result.event) };
   }
 
   /**
@@ -119,4 +171,12 @@ export class EventService {
       status: eventStatus(event, issued, nowMs),
     };
   }
+}
+
+/** Whether an existing event is the one a create asks for: every field equal, `startsAt` only if the body gave it. */
+function isSameEvent(existing: CouponEvent, asked: NewEvent): boolean {
+  return existing.name === asked.name
+    && existing.totalQuantity === asked.totalQuantity
+    && (asked.startsAt === undefined || existing.startsAt.getTime() === asked.startsAt.getTime())
+    && (existing.endsAt?.getTime() ?? null) === (asked.endsAt?.getTime() ?? null);
 }

@@ -1,4 +1,4 @@
-import type { EntityManager } from '@mikro-orm/mysql';
+import { type EntityManager, LockMode } from '@mikro-orm/mysql';
 import type { CouponEvent, IssuedCoupon } from '../domain/coupon.ts';
 import { CouponEventSchema, CouponSchema } from './entities.ts';
 import type { Orm } from './orm.ts';
@@ -41,6 +41,24 @@ export class CouponStore {
 
   async updateEvent(id: string, change: { name?: string; totalQuantity?: number; endsAt?: Date | null }): Promise<void> {
     await this.#em().nativeUpdate(CouponEventSchema, { id }, change);
+  }
+
+  /**
+   * Runs `work` in one transaction holding the event's row lock (`SELECT ... FOR UPDATE`): it gets the event as
+   * it stands under the lock (null when there is none) and `save`, which changes the row in the same
+   * transaction. Another caller for the same event waits until this one commits or rolls back; so do coupon
+   * inserts of the event (they take the row's shared lock), so keep `work` short.
+   */
+  async withEventLocked<T>(
+    id: string, work: (event: CouponEvent | null, save: (change: { name?: string; totalQuantity?: number; endsAt?: Date | null }) => Promise<void>) => Promise<T>,
+  ): Promise<T> {
+    return this.#em().transactional(async (em) => {
+      const row = await em.findOne(CouponEventSchema, { id }, { lockMode: LockMode.PESSIMISTIC_WRITE, refresh: true });
+      const event = row && { id: row.id, name: row.name, totalQuantity: row.totalQuantity, startsAt: row.startsAt, endsAt: row.endsAt ?? null };
+      return work(event, async (change) => {
+        await em.nativeUpdate(CouponEventSchema, { id }, change);
+      });
+    });
   }
 
   /**

@@ -5,8 +5,10 @@
 import { mkdtemp, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
+import { Redis } from 'ioredis';
 import { startRedis } from '../../scripts/local-servers/index.ts';
-import { ADMIN_TOKEN, closePool, spawnApi, spawnWorker, uniqueEventId, waitFor, type ServiceProcess } from '../support/harness.ts';
+import { eventKeys } from '../../src/redis/keys.ts';
+import { ADMIN_TOKEN, closePool, query, serverUrls, spawnApi, spawnWorker, uniqueEventId, waitFor, type ServiceProcess } from '../support/harness.ts';
 import { call } from '../support/openapi.ts';
 
 let api: ServiceProcess;
@@ -65,6 +67,61 @@ describe('POST /v1/events', () => {
     const event = await call(`${api.url}/v1/events/${id}`);
     expect(event.body).toMatchObject({ totalQuantity: 5 });
   });
+
+  test('when the same body is sent again, then it answers 200 with the event as it stands, and a body differing in any field is 409', async () => {
+    const id = uniqueEventId('ct');
+    const body = { id, name: 'Retry sale', totalQuantity: 3, startsAt: isoIn(-60_000), endsAt: isoIn(3_600_000) };
+    expect((await admin('/v1/events', { body })).status).toBe(201);
+    expect((await applyAs(id, { userId: 'before-retry' })).status).toBe(202);
+    const again = await admin('/v1/events', { body });
+    expect(again.status).toBe(200);
+    expect(again.headers.get('location')).toBe(`/v1/events/${id}`);
+    expect(again.body).toMatchObject({ id, name: 'Retry sale', totalQuantity: 3, issued: 1, status: 'open' });
+    // without startsAt the body asks for "now", which a retry cannot repeat: it matches the event's start
+    const { startsAt: _startsAt, ...withoutStart } = body;
+    expect((await admin('/v1/events', { body: withoutStart })).status).toBe(200);
+    for (const other of [{ name: 'Other' }, { totalQuantity: 4 }, { startsAt: isoIn(-30_000) }, { endsAt: isoIn(7_200_000) }, { endsAt: null }]) {
+      const response = await admin('/v1/events', { body: { ...body, ...other } });
+      expect([JSON.stringify(other), response.status, response.body.error]).toEqual([JSON.stringify(other), 409, 'event_exists']);
+    }
+    expect((await call(`${api.url}/v1/events/${id}`)).body).toMatchObject({ totalQuantity: 3, issued: 1 });
+  });
+
+  test('when the Redis write of a create fails, then the same body again completes the event (201) and applies work', async () => {
+    const dir = await mkdtemp(join(tmpdir(), 'coupon-contract-create-retry-'));
+    const server = await startRedis({ dir });
+    const redis = new Redis(server.url);
+    try {
+      const own = await spawnApi({ REDIS_URL: server.url });
+      started.push(own);
+      const id = uniqueEventId('ct');
+      const body = { id, name: `retry ${id}`, totalQuantity: 2, endsAt: isoIn(3_600_000) };
+      // The first try's Redis write times out: writes are paused, and once the api has answered, its connections
+      // are killed, so the held write never runs. MySQL has the event, the gate does not (the same server, so no
+      // repair from MySQL follows: the event answers 404).
+      await redis.client('PAUSE', 20_000, 'WRITE');
+      const first = await call(`${own.url}/v1/events`, { body, token: ADMIN_TOKEN });
+      await redis.call('CLIENT', 'KILL', 'TYPE', 'normal', 'SKIPME', 'yes');
+      await redis.client('UNPAUSE');
+      expect(first.status).toBe(503);
+      expect(await redis.exists(eventKeys(id).meta)).toBe(0);
+      await waitFor(async () => (await call(`${own.url}/v1/events/${id}/apply`, { body: { userId: 'too-early' } })).status === 404, { what: 'the half-made event to answer 404' });
+
+      const retry = await call(`${own.url}/v1/events`, { body, token: ADMIN_TOKEN });
+      expect(retry.status).toBe(201);
+      expect(retry.headers.get('location')).toBe(`/v1/events/${id}`);
+      expect(retry.body).toMatchObject({ id, totalQuantity: 2, issued: 0, status: 'open' });
+      const applies = await Promise.all(['u1', 'u2', 'u3'].map(async (userId) => (await call(`${own.url}/v1/events/${id}/apply`, { body: { userId } })).status));
+      expect(applies.sort()).toEqual([202, 202, 410]);
+      expect((await call(`${own.url}/v1/events`, { body, token: ADMIN_TOKEN })).body).toMatchObject({ issued: 2, status: 'sold_out' });
+      expect((await call(`${own.url}/v1/events`, { body: { ...body, totalQuantity: 5 }, token: ADMIN_TOKEN })).status).toBe(409);
+      await own.stop();
+    } finally {
+      redis.disconnect();
+      await server.stop();
+      await rm(dir, { recursive: true, force: true });
+    }
+  }, 60_000);
 
   test.each([
     ['no token', undefined],
@@ -158,6 +215,24 @@ describe('PATCH /v1/events/:eventId', () => {
     // lowering to exactly what is issued is allowed
     expect((await admin(`/v1/events/${id}`, { method: 'PATCH', body: { totalQuantity: 2 } })).body).toMatchObject({ status: 'sold_out' });
   });
+
+  test('when many PATCHes of one event race with different totals, then Redis and MySQL end at the same total, round after round', async () => {
+    const redis = new Redis(serverUrls().REDIS_URL);
+    try {
+      for (let round = 0; round < 5; round += 1) {
+        const id = await newEvent({ totalQuantity: 1 });
+        const totals = Array.from({ length: 40 }, (_, i) => 100 + ((i * 17 + round) % 40));
+        const responses = await Promise.all(totals.map((totalQuantity) => admin(`/v1/events/${id}`, { method: 'PATCH', body: { totalQuantity } })));
+        expect(responses.map((response) => response.status)).toEqual(totals.map(() => 200));
+        const [row] = await query<{ total_quantity: number }>('select total_quantity from coupon_event where id = ?', [id]);
+        const gate = Number(await redis.hget(eventKeys(id).meta, 'total'));
+        expect({ round, gate }).toEqual({ round, gate: row!.total_quantity });
+        expect((await call(`${api.url}/v1/events/${id}`)).body).toMatchObject({ totalQuantity: gate });
+      }
+    } finally {
+      redis.disconnect();
+    }
+  }, 60_000);
 
   test('when the event does not exist, then it answers 404 event_not_found', async () => {
     const response = await admin(`/v1/events/${uniqueEventId('missing')}`, { method: 'PATCH', body: { totalQuantity: 2 } });

@@ -68,14 +68,15 @@ function parseDate(value: string, field: string): Date {
   return date;
 }
 
+/** 201 when this request created the event (or completed a half-made one of the same body), 200 when it was there as asked. */
 async function createEvent(ctx: Context, events: EventService): Promise<void> {
   const body = parseBody<CreateEventBody>(ctx, validateCreateEvent);
-  const startsAt = body.startsAt === undefined ? new Date() : parseDate(body.startsAt, 'startsAt');
+  const startsAt = body.startsAt === undefined ? undefined : parseDate(body.startsAt, 'startsAt');
   const endsAt = body.endsAt == null ? null : parseDate(body.endsAt, 'endsAt');
-  if (endsAt && endsAt <= startsAt) throw new HttpError('invalid_request', 'endsAt must be after startsAt');
+  if (endsAt && endsAt <= (startsAt ?? new Date())) throw new HttpError('invalid_request', 'endsAt must be after startsAt');
   const result = await events.create({ id: body.id, name: body.name, totalQuantity: body.totalQuantity, startsAt, endsAt });
-  if (result.kind === 'event_exists') throw new HttpError('event_exists', `event ${body.id} already exists`);
-  ctx.status = 201;
+  if (result.kind === 'event_exists') throw new HttpError('event_exists', `event ${body.id} already exists with other fields`);
+  ctx.status = result.kind === 'created' ? 201 : 200;
   ctx.set('Location', `/v1/events/${body.id}`);
   ctx.body = result.event;
 }
