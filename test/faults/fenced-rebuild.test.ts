@@ -14,6 +14,7 @@ import { PERSIST_GROUP, eventKeys } from '../../src/redis/keys.ts';
 import { describeFault } from '../support/fault-stack.ts';
 import { type ApplyResult, applyLoad, countBy, users } from '../support/load.ts';
 import { checkPersisted, countRows, recordFigures } from '../support/observe.ts';
+import { outboxState } from '../support/outbox.ts';
 
 const TOTAL = 300;
 
@@ -34,10 +35,8 @@ describeFault('a rebuild fenced against work in flight', { folder: 'fenced-rebui
     const outbox = eventKeys(eventId).outbox;
     // The worker has taken what it read into a batch (pending on it, blocked on the insert); the rest waits undelivered.
     await waitFor(async () => {
-      const groups = (await redis.xinfo('GROUPS', outbox)) as unknown[][];
-      const group = groups.find((fields) => fields[fields.indexOf('name') + 1] === PERSIST_GROUP)!;
-      const pending = Number(group[group.indexOf('pending') + 1]);
-      return (pending > 0 && pending + Number(group[group.indexOf('lag') + 1]) === 50) || undefined;
+      const { group } = await outboxState(redis, eventId);
+      return (group && group.pending > 0 && group.pending + (group.lag ?? 0) === 50) || undefined;
     }, { what: 'the worker to hold a batch on the lock' });
     await sleep(300);
     const pendingIds = new Set(((await redis.xpending(outbox, PERSIST_GROUP, '-', '+', 100)) as Array<[string]>).map(([id]) => id));

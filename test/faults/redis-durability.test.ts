@@ -12,21 +12,15 @@ import { apply, createEvent, uniqueEventId, waitFor } from '../support/harness.t
 import { describeFault } from '../support/fault-stack.ts';
 import { applyLoad, countBy, users } from '../support/load.ts';
 import { checkPersisted, countRows, readyz, recordFigures } from '../support/observe.ts';
+import { outboxState } from '../support/outbox.ts';
 
 describeFault('Redis durability', { folder: 'redis-durability', redisAppendonly: true }, (stack) => {
   const gateState = async (eventId: string) => {
     const redis = stack.redisClient();
     const keys = eventKeys(eventId);
     try {
-      const [issued, users_, info, groups] = await Promise.all([
-        redis.get(keys.issued), redis.hlen(keys.users),
-        redis.xinfo('STREAM', keys.outbox) as Promise<unknown[]>, redis.xinfo('GROUPS', keys.outbox) as Promise<unknown[][]>,
-      ]);
-      const group = groups.find((fields) => fields[fields.indexOf('name') + 1] === PERSIST_GROUP);
-      return {
-        issued: Number(issued), users: users_, lastEntryId: String(info[info.indexOf('last-generated-id') + 1]),
-        group: group ? PERSIST_GROUP : null,
-      };
+      const [issued, users_, outbox] = await Promise.all([redis.get(keys.issued), redis.hlen(keys.users), outboxState(redis, eventId)]);
+      return { issued: Number(issued), users: users_, lastEntryId: outbox.lastEntryId, group: outbox.group ? PERSIST_GROUP : null };
     } finally {
       redis.disconnect();
     }

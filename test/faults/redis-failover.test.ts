@@ -19,7 +19,7 @@
  * replica, same load, same machine (figures, not asserted as wall-clock limits).
  */
 import { randomBytes } from 'node:crypto';
-import { mkdir, readFile, rm, writeFile } from 'node:fs/promises';
+import { mkdir, rm } from 'node:fs/promises';
 import { loadavg } from 'node:os';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
@@ -27,12 +27,14 @@ import { setTimeout as sleep } from 'node:timers/promises';
 import { Redis } from 'ioredis';
 import { type LocalServer, startRedis, startRedisSentinel } from '../../scripts/local-servers/index.ts';
 import type { ServiceProcess } from '../../scripts/services.ts';
-import { PERSIST_GROUP, eventKeys } from '../../src/redis/keys.ts';
+import { eventKeys } from '../../src/redis/keys.ts';
 import { type TcpProxy, startTcpProxy } from '../support/tcp-proxy.ts';
 import { createEvent, request, uniqueEventId, waitFor } from '../support/harness.ts';
 import { describeFault } from '../support/fault-stack.ts';
 import { type ApplyResult, applyLoad, countBy, percentile, users } from '../support/load.ts';
-import { type PersistedCheck, checkPersisted, recordFigures } from '../support/observe.ts';
+import { type PersistedCheck, checkPersisted, keepLogs, recordFigures } from '../support/observe.ts';
+import { outboxDrained } from '../support/outbox.ts';
+import { masterPort, replicaHealthy, sentinelClient, sentinelReplicas } from '../support/sentinel.ts';
 
 const ROOT = fileURLToPath(new URL('../..', import.meta.url));
 const HOST = '127.0.0.1';
@@ -77,42 +79,6 @@ const toAnswer = (result: ApplyResult, attempt: Answer['attempt']): Answer => {
     startedAt: answeredAt - result.latencyMs, answeredAt, latencyMs: result.latencyMs, attempt, networkErrors: result.networkErrors,
   };
 };
-
-/** A plain client on a Sentinel, for asking it who the primary is and what it knows of the replicas. */
-function sentinelClient(sentinel: LocalServer): Redis {
-  const client = new Redis(sentinel.url, { maxRetriesPerRequest: 1, retryStrategy: () => 200 });
-  client.on('error', () => undefined);
-  return client;
-}
-
-async function masterPort(sentinel: Redis): Promise<number | undefined> {
-  const reply = (await sentinel.call('SENTINEL', 'GET-MASTER-ADDR-BY-NAME', MASTER_NAME)) as [string, string] | null;
-  return reply ? Number(reply[1]) : undefined;
-}
-
-/** The replicas a Sentinel knows, as field maps (ip, port, flags, master-link-status, ...). */
-async function sentinelReplicas(sentinel: Redis): Promise<Array<Record<string, string>>> {
-  const reply = (await sentinel.call('SENTINEL', 'REPLICAS', MASTER_NAME)) as string[][];
-  return reply.map((fields) => Object.fromEntries(fields.flatMap((value, i) => (i % 2 === 0 ? [[value, fields[i + 1]!]] : []))));
-}
-
-const replicaHealthy = (replicas: Array<Record<string, string>>, port: number) =>
-  replicas.some((r) => Number(r.port) === port && r.flags === 'slave' && r['master-link-status'] === 'ok');
-
-/** Whether the worker has delivered and acknowledged every entry of the event's outbox (on the current primary). */
-async function outboxDrained(redis: Redis, eventId: string): Promise<boolean> {
-  const stream = eventKeys(eventId).outbox;
-  const [info, groups] = await Promise.all([
-    redis.xinfo('STREAM', stream) as Promise<unknown[]>, redis.xinfo('GROUPS', stream) as Promise<unknown[][]>,
-  ]);
-  const lastId = String(info[info.indexOf('last-generated-id') + 1]);
-  const group = groups.find((fields) => fields[fields.indexOf('name') + 1] === PERSIST_GROUP);
-  if (!group) return false;
-  const pending = Number(group[group.indexOf('pending') + 1]);
-  const delivered = String(group[group.indexOf('last-delivered-id') + 1]);
-  const [a, b] = [lastId, delivered].map((id) => id.split('-').map(BigInt) as [bigint, bigint]);
-  return pending === 0 && (b![0] > a![0] || (b![0] === a![0] && b![1] >= a![1]));
-}
 
 describeFault('Redis replica failover', { folder: 'redis-failover' }, (stack) => {
   /** servers this file starts besides the stack's (replicas, Sentinel), under their own folder */
@@ -196,7 +162,7 @@ describeFault('Redis replica failover', { folder: 'redis-failover' }, (stack) =>
     }));
     const sentinelRedis = sentinelClient(sentinel);
     clients.push(sentinelRedis);
-    await waitFor(async () => replicaHealthy(await sentinelReplicas(sentinelRedis), replica.port), { what: 'the Sentinel to know the replica' });
+    await waitFor(async () => replicaHealthy(await sentinelReplicas(sentinelRedis, MASTER_NAME), replica.port), { what: 'the Sentinel to know the replica' });
 
     const env = {
       REDIS_SENTINELS: `${HOST}:${sentinel.port}`, REDIS_SENTINEL_MASTER: MASTER_NAME,
@@ -240,7 +206,7 @@ describeFault('Redis replica failover', { folder: 'redis-failover' }, (stack) =>
       [issuedAtKill.primary, issuedAtKill.replica] = await Promise.all([issuedOn(primary), issuedOn(replica)]);
       at.kill = performance.now();
       await primary.kill();
-      await waitFor(async () => (await masterPort(sentinelRedis)) === replica.port, { timeoutMs: 30_000, intervalMs: 20, what: 'Sentinel to promote the replica' });
+      await waitFor(async () => (await masterPort(sentinelRedis, MASTER_NAME)) === replica.port, { timeoutMs: 30_000, intervalMs: 20, what: 'Sentinel to promote the replica' });
       at.switched = performance.now();
       mysqlMaxSequenceAtPromotion = await maxPersistedSequence();
       // The killed node comes back as a replica of the promoted one, as a restarted pod rejoins its Sentinel's
@@ -314,7 +280,7 @@ describeFault('Redis replica failover', { folder: 'redis-failover' }, (stack) =>
         (await request(`${apis[0]!.url}/v1/events/${eventId}/coupons/${userId}`)).status)), (status) => status),
     };
     const promotedRole = await primaryNow.role().then((role) => role[0]).catch((error: Error) => error.message);
-    const currentMaster = await masterPort(sentinelRedis).catch(() => undefined);
+    const currentMaster = await masterPort(sentinelRedis, MASTER_NAME).catch(() => undefined);
 
     const figures = {
       totalQuantity: TOTAL, users: USERS, ratePerSec: RATE_PER_SEC, concurrency: CONCURRENCY, gateMinReplicas: 1, gateReplicaTimeoutMs: 200,
@@ -350,7 +316,7 @@ describeFault('Redis replica failover', { folder: 'redis-failover' }, (stack) =>
       waitLatency: latencyFigures ?? null,
     };
     await recordFigures('redis-failover', figures);
-    await keepLogs([...services, ['sentinel', sentinel], ['replica', replica], ...(rejoined ? [['rejoined', rejoined] as [string, LocalServer]] : [])]);
+    await keepLogs('redis-failover', [...services, ['sentinel', sentinel], ['replica', replica], ...(rejoined ? [['rejoined', rejoined] as [string, LocalServer]] : [])]);
 
     expect(faultError).toBeUndefined();
     expect(frozenConnections).toBeGreaterThan(0);
@@ -374,15 +340,3 @@ describeFault('Redis replica failover', { folder: 'redis-failover' }, (stack) =>
     expect(check.distinctSequences).toBe(check.rows);
   }, 240_000);
 });
-
-/** Keeps the output of the processes and servers of the scenario under .stack/faults/logs (the stack's folder goes). */
-async function keepLogs(sources: Array<[string, ServiceProcess | LocalServer]>): Promise<void> {
-  const dir = join(ROOT, '.stack', 'faults', 'logs', 'redis-failover');
-  await mkdir(dir, { recursive: true });
-  for (const [name, source] of sources) {
-    const text = 'output' in source
-      ? source.output()
-      : await readFile(join(source.dir, source.kind === 'redis-sentinel' ? 'sentinel.log' : 'redis.log'), 'utf8').catch(() => '');
-    await writeFile(join(dir, `${name}.log`), text);
-  }
-}

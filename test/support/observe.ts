@@ -1,12 +1,14 @@
 /**
  * What the fault tests read from outside the processes: Prometheus metrics, /readyz, the operator's
- * dead-letter CLI, the coupon rows an event ended with, and the record of measured figures that
- * docs/reliability.md is filled from (.stack/faults/figures/<scenario>.json).
+ * dead-letter CLI, the coupon rows an event ended with, the record of measured figures that docs/reliability.md
+ * is filled from (.stack/faults/figures/<scenario>.json), and the logs a scenario leaves (.stack/faults/logs/).
  */
 import { execFile } from 'node:child_process';
-import { mkdir, writeFile } from 'node:fs/promises';
+import { mkdir, readFile, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
+import type { LocalServer } from '../../scripts/local-servers/index.ts';
+import type { ServiceProcess } from '../../scripts/services.ts';
 import { describeNetworkError } from './load.ts';
 
 const ROOT = fileURLToPath(new URL('../..', import.meta.url));
@@ -89,4 +91,16 @@ export async function recordFigures(scenario: string, figures: Record<string, un
   const dir = join(ROOT, '.stack', 'faults', 'figures');
   await mkdir(dir, { recursive: true });
   await writeFile(join(dir, `${scenario}.json`), `${JSON.stringify(record, null, 2)}\n`);
+}
+
+/** Keeps the output of a scenario's processes and servers under .stack/faults/logs/<scenario> (the stack's folder goes). */
+export async function keepLogs(scenario: string, sources: Array<[string, ServiceProcess | LocalServer]>): Promise<void> {
+  const dir = join(ROOT, '.stack', 'faults', 'logs', scenario);
+  await mkdir(dir, { recursive: true });
+  for (const [name, source] of sources) {
+    const text = 'output' in source
+      ? source.output()
+      : await readFile(join(source.dir, source.kind === 'redis-sentinel' ? 'sentinel.log' : 'redis.log'), 'utf8').catch(() => '');
+    await writeFile(join(dir, `${name}.log`), text);
+  }
 }
