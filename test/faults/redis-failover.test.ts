@@ -200,6 +200,8 @@ describeFault('Redis replica failover', { folder: 'redis-failover' }, (stack) =>
       Number((await stack.query<{ m: number | null }>('select max(sequence) as m from coupon where event_id = ?', [eventId]))[0]?.m ?? 0);
 
     const inflictFault = async () => {
+      // The replica's link must run through the proxy at this moment (under load it may be reconnecting).
+      await waitFor(() => proxy!.liveConnections > 0 || undefined, { timeoutMs: 10_000, intervalMs: 10, what: 'the replication link through the proxy' });
       frozenConnections = proxy!.freezeExisting();
       at.freeze = performance.now();
       await sleep(STALL_MS);
