@@ -3,22 +3,46 @@ import { isDependencyFault } from '../src/dependency-faults.ts';
 import { BackgroundLoop } from '../src/loop.ts';
 import type { JobQueues } from './job-queues.ts';
 import type { Outbox, OutboxEntry } from './outbox.ts';
-import type { Persister } from './persister.ts';
+import type { Persister, WriteSlots } from './persister.ts';
 
 export interface ConsumerSettings {
   batchSize: number;
   claimIdleMs: number;
   maxDeliveries: number;
-  /** the global write cap: with CLAIM_IDLE_MS it bounds how many entries one read may take */
+  /** the global write cap: with CLAIM_IDLE_MS it bounds how many entries all workers together may hold */
   ratePerSec: number;
   /** how long one XREADGROUP waits for new entries */
   blockMs?: number;
 }
 
 /**
+ * How long a read that holds write slots waits for entries when none are there: short, since the slots pass unused
+ * meanwhile (Redis 7.0 times blocked reads out in steps of about 100 ms anyway).
+ */
+const SLOTTED_BLOCK_MS = 50;
+
+/** While draining, a worker reads only entries it got write slots for that start within this share of CLAIM_IDLE_MS. */
+const HOLD_SHARE_OF_CLAIM_IDLE = 1 / 2;
+
+/**
+ * An insert whose slots passed unused (this process stalled) takes later ones only if they start within this share
+ * of CLAIM_IDLE_MS after its entries were read, and is written late otherwise: the rest is margin for the insert
+ * and its ack before another worker may claim the entries.
+ */
+const WRITE_BY_SHARE_OF_CLAIM_IDLE = 3 / 4;
+
+/**
  * The outbox consumer loop: take over stale entries, read new ones, persist them under the global rate
  * limit, ack only after the commit. A failing MySQL leaves the entries pending and the loop backs off;
  * entries delivered more than MAX_DELIVERIES times move to the pg-boss retry queue.
+ *
+ * Everything read stays pending on this consumer until it is written, and other workers claim an entry idle for
+ * CLAIM_IDLE_MS. So while draining, a worker first reserves write slots on the global timeline, only those that
+ * start within half of CLAIM_IDLE_MS (slotsWithin), and then reads no more entries than it got slots for: what
+ * all replicas together hold is bounded by the cap and CLAIM_IDLE_MS, however many run, and each entry is written
+ * before any other worker could claim it. While the outbox is empty a worker waits for entries without slots (a
+ * slot held through a blocking read would pass unused and hold up the others) and takes one insert's worth per
+ * stream, which it reserves slots for once read.
  */
 export class OutboxConsumer {
   readonly #outbox: Outbox;
@@ -27,12 +51,19 @@ export class OutboxConsumer {
   readonly #settings: Required<ConsumerSettings>;
   readonly #loop: BackgroundLoop;
   #nextClaimAt = 0;
+  /** the last read left entries behind: read again at once, with slots reserved first */
+  #draining = true;
+  /** how many streams the last read found entries in: the slots are shared among them */
+  #activeStreams = 1;
+  /** how many entries the next read while draining asks slots for */
+  #readSize: number;
 
   constructor(deps: { outbox: Outbox; persister: Persister; jobQueues: JobQueues; logger: Logger; settings: ConsumerSettings }) {
     this.#outbox = deps.outbox;
     this.#persister = deps.persister;
     this.#jobQueues = deps.jobQueues;
     this.#settings = { blockMs: 1_000, ...deps.settings };
+    this.#readSize = deps.persister.insertSize;
     // A failing batch (MySQL away) leaves its entries pending and the loop backs off, up to 5 s.
     this.#loop = new BackgroundLoop({ name: `outbox consumer ${deps.outbox.consumer}`, step: () => this.#step(), logger: deps.logger });
   }
@@ -46,51 +77,96 @@ export class OutboxConsumer {
     return this.#loop.stop();
   }
 
-  async #step(): Promise<void> {
-    const { batchSize, claimIdleMs, maxDeliveries, blockMs, ratePerSec } = this.#settings;
-    let entries: OutboxEntry[] = [];
+  async #step(): Promise<number> {
+    const { batchSize, claimIdleMs, blockMs, ratePerSec } = this.#settings;
     // Stale entries can only appear after CLAIM_IDLE_MS, so looking for them twice per that period (at most once
-    // a second) is enough, and keeps XAUTOCLAIM's round trips off the path of every batch. A full batch of
-    // stale entries means more may wait: look again at once.
-    if (Date.now() >= this.#nextClaimAt) {
-      entries = await this.#outbox.claimStale(claimIdleMs, batchSize);
-      this.#nextClaimAt = entries.length >= batchSize ? 0 : Date.now() + Math.min(claimIdleMs / 2, 1_000);
+    // a second) is enough, and keeps XAUTOCLAIM's round trips off the path of every batch.
+    const claimDue = Date.now() >= this.#nextClaimAt;
+    if (!this.#draining) {
+      const insertSize = this.#persister.insertSize;
+      let entries = claimDue ? await this.#claimStale(insertSize) : [];
+      if (entries.length === 0) entries = await this.#readNew(insertSize, blockMs);
+      const slots = this.#persister.slots();
+      slots.writeBy(Date.now() + claimIdleMs * WRITE_BY_SHARE_OF_CLAIM_IDLE);
+      await this.#persistAndAck(entries, slots);
+      return 0;
     }
-    if (entries.length === 0) {
-      // What one read takes must be written within half of CLAIM_IDLE_MS at the cap, or other workers would
-      // claim entries this one is about to write.
-      const maxHeld = Math.max(batchSize, Math.floor((ratePerSec * claimIdleMs) / 2_000));
-      entries = await this.#outbox.readNew(batchSize, blockMs, maxHeld);
-    }
-    if (entries.length === 0) return;
 
+    const { slots, retryInMs } = await this.#persister.slotsWithin(this.#readSize, claimIdleMs * HOLD_SHARE_OF_CLAIM_IDLE);
+    if (slots.rows === 0) return retryInMs;
+    try {
+      let entries = claimDue ? await this.#claimStale(slots.rows) : [];
+      if (entries.length === 0) entries = await this.#readNew(slots.rows, SLOTTED_BLOCK_MS);
+      slots.writeBy(Date.now() + claimIdleMs * WRITE_BY_SHARE_OF_CLAIM_IDLE);
+      // A read that got all it had slots for may grow, up to PERSIST_BATCH_SIZE and a second of the cap (more would
+      // only wait longer, pending, for its slots). Starting at one insert keeps what a process just started (slow
+      // to warm up) holds small.
+      if (entries.length >= this.#readSize) this.#readSize = Math.min(2 * this.#readSize, batchSize, ratePerSec);
+      await this.#persistAndAck(entries, slots);
+    } finally {
+      await slots.release();
+    }
+    return 0;
+  }
+
+  /** Up to `count` entries idle for CLAIM_IDLE_MS on any consumer; a full count means more may wait: look again next step. */
+  async #claimStale(count: number): Promise<OutboxEntry[]> {
+    const { claimIdleMs } = this.#settings;
+    const entries = await this.#outbox.claimStale(claimIdleMs, count);
+    this.#nextClaimAt = entries.length >= count ? 0 : Date.now() + Math.min(claimIdleMs / 2, 1_000);
+    if (entries.length >= count) this.#draining = true;
+    return entries;
+  }
+
+  /**
+   * New entries, `count` in all, shared among the streams the last read found entries in. A stream that gave all
+   * it was asked for has more: the next step reads again at once, with slots reserved first.
+   */
+  async #readNew(count: number, blockMs: number): Promise<OutboxEntry[]> {
+    const streams = (await this.#outbox.streams()).length;
+    const perStream = Math.max(1, Math.floor(count / this.#activeStreams));
+    const entries = await this.#outbox.readNew(perStream, blockMs, perStream * Math.max(1, streams));
+    const byStream = Map.groupBy(entries, (entry) => entry.stream);
+    if (byStream.size > 0) this.#activeStreams = byStream.size;
+    this.#draining = [...byStream.values()].some((read) => read.length >= perStream);
+    return entries;
+  }
+
+  /** Writes the entries in the given slots (fitted to them first) and acks them; exhausted ones go to the retry queue. */
+  async #persistAndAck(read: OutboxEntry[], slots: WriteSlots): Promise<void> {
+    const { maxDeliveries } = this.#settings;
+    let entries = read;
     const exhausted = entries.filter((entry) => entry.deliveries > maxDeliveries);
     if (exhausted.length > 0 && (await this.#jobQueues.moveToRetry(exhausted))) {
       await this.#outbox.ack(exhausted);
       entries = entries.filter((entry) => entry.deliveries <= maxDeliveries);
     }
-    await this.#persistAndAck(entries);
-  }
-
-  async #persistAndAck(entries: OutboxEntry[]): Promise<void> {
+    // Slots not needed are free for the other workers at once; entries beyond them (more streams had work than
+    // the last read) get slots at the end of the timeline.
+    await slots.fit(entries.length);
     if (entries.length === 0) return;
+    // Each insert's entries are acked as soon as it is committed: they need not wait, pending, for the later ones.
+    let acked = 0;
     try {
-      await this.#persister.persist(entries.map((entry) => entry.coupon));
+      await this.#persister.persist(entries.map((entry) => entry.coupon), slots, async (rows) => {
+        await this.#outbox.ack(entries.slice(acked, acked + rows));
+        acked += rows;
+      });
     } catch (error) {
-      if (entries.length === 1 || isDependencyFault(error)) throw error;
-      // The database answered but refused the batch: one bad entry must not hold back the rest. Persist them
+      const rest = entries.slice(acked);
+      if (rest.length <= 1 || isDependencyFault(error)) throw error;
+      // The database answered but refused an insert: one bad entry must not hold back the rest. Persist them
       // one by one, ack those that succeed, and leave the bad ones pending for the delivery limit to catch.
-      await this.#persistOneByOne(entries);
-      return;
+      await slots.fit(rest.length);
+      await this.#persistOneByOne(rest, slots);
     }
-    await this.#outbox.ack(entries);
   }
 
-  async #persistOneByOne(entries: OutboxEntry[]): Promise<void> {
+  async #persistOneByOne(entries: OutboxEntry[], slots: WriteSlots): Promise<void> {
     let failure: unknown;
     for (const entry of entries) {
       try {
-        await this.#persister.persist([entry.coupon]);
+        await this.#persister.persist([entry.coupon], slots);
         await this.#outbox.ack([entry]);
       } catch (error) {
         failure ??= error;

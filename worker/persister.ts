@@ -8,16 +8,35 @@ import { sleep } from '../src/loop.ts';
 import type { WorkerMetrics } from './metrics.ts';
 
 /**
- * Writes coupons to MySQL under the global rate limit: before each multi-row insert it reserves its rows
- * on the one timeline in Redis that every worker replica shares, and waits for its slot. However many
- * replicas run, MySQL sees at most PERSIST_RATE_PER_SEC coupon rows a second.
+ * One insert writes at most this share of a second of the cap. With every insert at its slot, a one-second window of
+ * rows holds at most the cap plus one insert (5%); the other 5% of the promised cap + 10% absorbs inserts that
+ * reach MySQL up to 50 ms later than others against their slots.
+ */
+const INSERT_SHARE_OF_SECOND = 1 / 20;
+
+/**
+ * How late a reserved slot may still be written. A slot that passed by more (this process, Redis or the read that
+ * filled it was slow) is skipped, not caught up on: writing it now would put its rows into a second that other
+ * slots already fill.
+ */
+const LATE_SLOT_MS = 25;
+
+/** How often an insert gives up passed slots for later ones before it is written late all the same. */
+const MAX_SLOT_TRIES = 3;
+
+/**
+ * Writes coupons to MySQL under the global rate limit: every row gets a slot on the one timeline in Redis that all
+ * worker replicas share (src/redis/persist-bucket.lua), and each multi-row insert waits for the slot of its first
+ * row. However many replicas run, MySQL sees at most PERSIST_RATE_PER_SEC coupon rows in any one-second window,
+ * plus one insert: an insert holds at most a twentieth of a second of the cap (and at most PERSIST_BATCH_SIZE rows).
  */
 export class Persister {
   readonly #redis: CouponRedis;
   readonly #store: CouponStore;
   readonly #metrics: WorkerMetrics;
   readonly #ratePerSec: number;
-  readonly #batchSize: number;
+  /** rows per insert */
+  readonly insertSize: number;
   readonly #logger: Logger | undefined;
   readonly #keeper: GateStateKeeper | undefined;
 
@@ -30,55 +49,90 @@ export class Persister {
     this.#store = deps.store;
     this.#metrics = deps.metrics;
     this.#ratePerSec = deps.ratePerSec;
-    // A batch is written at one instant, so it may not hold more than one second's worth of the cap.
-    this.#batchSize = Math.min(deps.batchSize, deps.ratePerSec);
+    this.insertSize = Math.max(1, Math.min(deps.batchSize, Math.floor(deps.ratePerSec * INSERT_SHARE_OF_SECOND)));
   }
 
-  /** Persists coupons in batches of PERSIST_BATCH_SIZE; rows already there are skipped. Returns the new rows. */
-  async persist(coupons: readonly IssuedCoupon[]): Promise<number> {
+  /** No slots yet: the first insert reserves them at the end of the timeline, for all the rows it is given. */
+  slots(): WriteSlots {
+    return new WriteSlots(this.#redis, this.#ratePerSec);
+  }
+
+  /**
+   * Up to `rows` slots, but only those that start within `withinMs` of now, granted in whole inserts: what a
+   * reader may take so that everything it holds is written within `withinMs`. None while the timeline is booked
+   * that far ahead: `retryInMs` then tells when an insert's worth will fit.
+   */
+  async slotsWithin(rows: number, withinMs: number): Promise<{ slots: WriteSlots; retryInMs: number }> {
+    const slots = this.slots();
+    const retryInMs = await slots.reserve(rows, { withinMs, step: Math.min(rows, this.insertSize) });
+    return { slots, retryInMs };
+  }
+
+  /**
+   * Persists coupons in inserts of at most `insertSize` rows, each in slots of `slots` (reserving more at the end
+   * of the timeline when they run out); rows already there are skipped. `onWritten` hears of each insert's rows
+   * (how many, in order) once they are committed. Returns the new rows.
+   */
+  async persist(coupons: readonly IssuedCoupon[], slots = this.slots(), onWritten?: (rows: number) => Promise<void>): Promise<number> {
     // INSERT IGNORE would quietly truncate a malformed row; refuse it instead, so it ends in the dead-letter queue.
     const malformed = coupons.find((coupon) => !isValidCoupon(coupon));
     if (malformed) throw new Error(`malformed coupon refused: ${JSON.stringify(malformed)}`);
     let inserted = 0;
-    for (let start = 0; start < coupons.length; start += this.#batchSize) {
-      const batch = coupons.slice(start, start + this.#batchSize);
-      const waitMs = await reservePersistSlot(this.#redis, batch.length, this.#ratePerSec);
-      if (waitMs > 0) await sleep(waitMs);
-      const timer = this.#metrics.batchSeconds.startTimer();
+    for (let start = 0; start < coupons.length; start += this.insertSize) {
+      const batch = coupons.slice(start, start + this.insertSize);
       try {
-        const { current, written } = await this.#writeFenced(batch);
+        const { current, written } = await this.#writeFenced(batch, slots, coupons.length - start);
         inserted += written;
+        this.#metrics.persisted.inc(written);
         if (written < current.length) await this.#checkSkipped(current);
       } catch (error) {
         this.#metrics.persistFailures.inc();
         throw error;
-      } finally {
-        timer();
       }
+      await onWritten?.(batch.length);
     }
-    this.#metrics.persisted.inc(inserted);
     return inserted;
   }
 
   /**
-   * Checks the batch against the gate state and writes it; checks again when a restore raced the write. An epoch
-   * that stays behind MySQL's for a second (a restore that died half-way) is restored here.
+   * Checks the batch against the gate state and writes it, in its slots; checks again when a restore raced the
+   * write. An epoch that stays behind MySQL's for a second (a restore that died half-way) is restored here.
+   * `rowsLeft`: the rows of this persist still to write, reserved at once when the slots run out.
    */
-  async #writeFenced(batch: readonly IssuedCoupon[]): Promise<{ current: IssuedCoupon[]; written: number }> {
+  async #writeFenced(batch: readonly IssuedCoupon[], slots: WriteSlots, rowsLeft: number): Promise<{ current: IssuedCoupon[]; written: number }> {
     for (let attempt = 1; ; attempt++) {
-      const { current, epochs, fenced } = await this.#currentWord(batch);
+      const { current, epochs, fenced } = await this.#inSlot(batch.length, slots, rowsLeft, () => this.#currentWord(batch));
+      const timer = this.#metrics.batchSeconds.startTimer();
       try {
         const written = await this.#store.persistCoupons(current, epochs);
+        timer();
         if (fenced.length > 0) {
           this.#metrics.fencedCoupons.inc(fenced.length);
           this.#logger?.error({ coupons: fenced }, 'coupons issued by a gate state Redis has since lost were not written');
         }
         return { current, written };
       } catch (error) {
+        timer();
         if (!(error instanceof GateEpochChangedError) || attempt >= 8) throw error;
         if (attempt >= 4) await this.#keeper?.restoreBehind(error.eventIds);
         await sleep(100 * attempt);
       }
+    }
+  }
+
+  /**
+   * Waits for the slots of `rows` rows, then runs `prepare` (the gate-state check) and resolves to its answer,
+   * leaving the insert to follow at once. A slot found passed by more than LATE_SLOT_MS once its wait and the check
+   * are over (this process or Redis was slow) is given up for the next ones: a late insert would land in the
+   * same second as the slots after it, and rows would pile up there. After a few tries it is written late anyway.
+   */
+  async #inSlot<T>(rows: number, slots: WriteSlots, rowsLeft: number, prepare: () => Promise<T>): Promise<T> {
+    for (let tries = 1; ; tries++) {
+      const atMs = await slots.take(rows, rowsLeft);
+      const waitMs = atMs - Date.now();
+      if (waitMs > 0) await sleep(waitMs);
+      const prepared = await prepare();
+      if (Date.now() - atMs <= LATE_SLOT_MS || tries >= MAX_SLOT_TRIES) return prepared;
     }
   }
 
@@ -122,5 +176,111 @@ export class GateStateMissingError extends Error {
   override name = 'GateStateMissingError';
   constructor(eventId: string) {
     super(`the gate state of ${eventId} is missing in Redis; the batch waits for it to be restored`);
+  }
+}
+
+/**
+ * Write slots one holder reserved on the global timeline, used in order. Rows go only into slots of their own: an
+ * insert at the time of its first slot, never earlier, and a slot that passed unused by more than LATE_SLOT_MS is
+ * skipped rather than caught up on, so no burst follows a wait. Slots left over can be given back.
+ */
+export class WriteSlots {
+  readonly #redis: CouponRedis;
+  readonly #ratePerSec: number;
+  readonly #intervalMs: number;
+  /** reserved ranges not used up yet, oldest first: the time of the next slot (this process's clock), the slots left, the range's end on the timeline */
+  readonly #ranges: Array<{ nextAtMs: number; rows: number; end: string }> = [];
+  #deadlineMs: number | undefined;
+
+  constructor(redis: CouponRedis, ratePerSec: number) {
+    this.#redis = redis;
+    this.#ratePerSec = ratePerSec;
+    this.#intervalMs = 1_000 / ratePerSec;
+  }
+
+  /** Slots reserved and not used yet. */
+  get rows(): number {
+    return this.#ranges.reduce((sum, range) => sum + range.rows, 0);
+  }
+
+  /** Reserves `rows` more slots (see reservePersistSlot's options); resolves to the ms to wait when none were granted. */
+  async reserve(rows: number, options: { withinMs?: number; step?: number } = {}): Promise<number> {
+    // The wait counts from the moment Redis ran the script: that is when the request was sent, give or take its
+    // way there. The moment its answer is read here may be much later (this event loop was busy) and varies.
+    const sentAtMs = Date.now();
+    const grant = await reservePersistSlot(this.#redis, rows, this.#ratePerSec, options);
+    if (grant.rows === 0) return grant.waitMs;
+    this.#ranges.push({ nextAtMs: sentAtMs + grant.waitMs, rows: grant.rows, end: grant.end });
+    return 0;
+  }
+
+  /** Makes the slots left exactly `rows`: reserves what is missing, gives back what is too many (when it can). */
+  async fit(rows: number): Promise<void> {
+    const have = this.rows;
+    if (have < rows) await this.reserve(rows - have);
+    else if (have > rows) await this.#giveBack(have - rows);
+  }
+
+  /**
+   * The time of the next `rows` slots in a row, for one insert. Slots passed by more than LATE_SLOT_MS are skipped,
+   * and so is a range's remainder too short for the insert; with none left, `need` more are reserved at the end of
+   * the timeline first, but only slots that start before the deadline (see writeBy): with none there, the insert
+   * goes now, late, rather than after it.
+   */
+  async take(rows: number, need = rows): Promise<number> {
+    for (;;) {
+      const range = this.#ranges[0];
+      if (!range) {
+        if (this.#deadlineMs === undefined) {
+          await this.reserve(Math.max(rows, need));
+          continue;
+        }
+        const withinMs = this.#deadlineMs - Date.now();
+        if (withinMs >= 1 && (await this.reserve(Math.max(rows, need), { withinMs, step: rows })) === 0) continue;
+        this.#deadlineMs = Date.now();
+        return Date.now();
+      }
+      const lateMs = Date.now() - range.nextAtMs;
+      if (lateMs > LATE_SLOT_MS) {
+        const skipped = Math.min(range.rows, Math.ceil(lateMs / this.#intervalMs));
+        range.rows -= skipped;
+        range.nextAtMs += skipped * this.#intervalMs;
+      }
+      if (range.rows < rows) {
+        this.#ranges.shift();
+        continue;
+      }
+      const atMs = range.nextAtMs;
+      range.rows -= rows;
+      range.nextAtMs += rows * this.#intervalMs;
+      if (range.rows === 0) this.#ranges.shift();
+      return atMs;
+    }
+  }
+
+  /**
+   * Rows written in these slots must be written by `deadlineMs` (this process's clock): entries pending longer are
+   * claimed by other workers. Slots that passed unused are then replaced only by slots before it.
+   */
+  writeBy(deadlineMs: number): void {
+    this.#deadlineMs = deadlineMs;
+  }
+
+  /** Gives back every slot not used: they are free for others at once if no reservation came after them. */
+  async release(): Promise<void> {
+    await this.#giveBack(this.rows);
+    this.#ranges.length = 0;
+  }
+
+  /** Only the end of the last range can be the end of the timeline, so only its slots can be given back. */
+  async #giveBack(rows: number): Promise<void> {
+    const last = this.#ranges.at(-1);
+    if (!last || rows <= 0) return;
+    const count = Math.min(rows, last.rows);
+    const answer = await reservePersistSlot(this.#redis, -count, this.#ratePerSec, { end: last.end });
+    if (answer.rows === 0) return;
+    last.rows -= count;
+    last.end = answer.end;
+    if (last.rows === 0) this.#ranges.pop();
   }
 }

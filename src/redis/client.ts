@@ -20,7 +20,7 @@ interface ScriptCommands {
   installEvent(...keysAndArgs: string[]): Promise<number>;
   checkHolders(meta: string, users: string, ...userIds: string[]): Promise<Array<number | string | null>>;
   updateEvent(meta: string, issued: string, total: string, endsAt: string): Promise<[number, number]>;
-  reservePersistSlot(bucket: string, rows: number, rate: number): Promise<number>;
+  reservePersistSlot(bucket: string, rows: number, rate: number, horizonMs: number, step: number, end: string): Promise<[number, number, string]>;
   /** Removes a consumer from a group only if it holds no pending entries; 1 when removed. */
   removeConsumerIfIdle(stream: string, group: string, consumer: string): Promise<number>;
 }
@@ -103,9 +103,28 @@ export async function serverIdentity(redis: Redis): Promise<string> {
   return `${field(info, 'run_id')}/${field(replication, 'master_replid')}`;
 }
 
-/** Reserves `rows` writes on the global timeline; resolves to the milliseconds to wait before writing them. */
-export function reservePersistSlot(redis: CouponRedis, rows: number, ratePerSec: number): Promise<number> {
-  return redis.reservePersistSlot(PERSIST_BUCKET_KEY, rows, ratePerSec);
+/** A reply of the global write timeline (persist-bucket.lua). */
+export interface PersistSlotGrant {
+  /** rows granted (or given back) */
+  rows: number;
+  /** ms until the first granted slot starts; when none were granted, until a step would fit within the horizon */
+  waitMs: number;
+  /** the end of the timeline after this reservation: what a give-back names */
+  end: string;
+}
+
+/**
+ * Reserves `rows` write slots at the end of the global timeline, 1/ratePerSec s apart. With `withinMs`, only the
+ * slots that start within that many ms of now, in whole multiples of `step` rows, or none. A negative `rows`
+ * gives that many slots back from the end of the reservation that ended at `end`, if none came after it.
+ */
+export async function reservePersistSlot(
+  redis: CouponRedis, rows: number, ratePerSec: number, options: { withinMs?: number; step?: number; end?: string } = {},
+): Promise<PersistSlotGrant> {
+  const [granted, waitUs, end] = await redis.reservePersistSlot(
+    PERSIST_BUCKET_KEY, rows, ratePerSec, Math.max(0, Math.ceil(options.withinMs ?? 0)), options.step ?? 1, options.end ?? '',
+  );
+  return { rows: Number(granted), waitMs: Number(waitUs) / 1000, end: String(end) };
 }
 
 /** Redis server time in epoch milliseconds: the clock the gate uses. */
