@@ -19,6 +19,8 @@ import { STATE_CHECK_LOCK_KEY, STATE_SENTINEL_KEY, eventKeys } from './redis/key
  * any insert checked against the old state fail after; only then are MySQL's coupons read and merged into Redis.
  */
 const RESTORE_CONCURRENCY = 8;
+/** Sequences per MySQL query when an event's coupons are read back: a few Redis chunks (INSTALL_CHUNK_USERS). */
+const RESTORE_PAGE_ROWS = 2_000;
 
 export class GateStateKeeper {
   readonly #redis: CouponRedis;
@@ -95,14 +97,21 @@ export class GateStateKeeper {
     ]);
     const changed: Record<string, string> = {};
     const queue = events.filter((event): event is CouponEvent => event !== null);
+    const failures: unknown[] = [];
     // A few events at a time: a fresh Redis beside a MySQL with many events is restored in one pass, not serially.
+    // One event failing does not stop the others, and the call returns only once none is being written.
     await Promise.all(Array.from({ length: Math.min(RESTORE_CONCURRENCY, queue.length) }, async () => {
       for (let event = queue.shift(); event; event = queue.shift()) {
-        const outcome = await this.#restoreEvent(event, summary.get(event.id) ?? { epoch: 0, count: 0, maxSequence: 0 });
-        if (outcome !== 'unchanged') changed[event.id] = outcome;
+        try {
+          const outcome = await this.#restoreEvent(event, summary.get(event.id) ?? { epoch: 0, count: 0, maxSequence: 0 });
+          if (outcome !== 'unchanged') changed[event.id] = outcome;
+        } catch (error) {
+          failures.push(error);
+        }
       }
     }));
     if (Object.keys(changed).length > 0) this.#logger.warn({ changed }, 'gate state was behind MySQL; restored from it');
+    if (failures.length > 0) throw failures[0];
     return changed;
   }
 
@@ -114,17 +123,34 @@ export class GateStateKeeper {
     const issued = Number(issuedRaw ?? 0);
     // Replication ships writes in order, so a replica holds every coupon up to its counter: only the rows above
     // it can be missing. Fewer users than rows (or no state at all) means something else was lost: read them all.
-    const rows = metaExists === 0 || users < known.count
-      ? await this.#store.persistedCoupons(event.id)
-      : issued < known.maxSequence ? await this.#store.persistedCoupons(event.id, issued) : [];
+    const above = metaExists === 0 || users < known.count ? 0 : issued < known.maxSequence ? issued : null;
     return installEventState(this.#redis, event.id, {
       totalQuantity: event.totalQuantity,
       startsAtMs: event.startsAt.getTime(),
       endsAtMs: event.endsAt?.getTime() ?? null,
       issued: known.maxSequence,
       epoch: known.epoch,
-      users: rows.map((coupon) => [coupon.userId, encodeUserEntry(coupon)]),
+      users: above === null ? [] : this.#persistedUsers(event.id, above, known.maxSequence),
     });
+  }
+
+  /**
+   * The event's persisted holders with a sequence in (above, through], as user entries: read from MySQL a range
+   * of RESTORE_PAGE_ROWS sequences at a time, the next range while the current one is written to Redis.
+   */
+  async *#persistedUsers(eventId: string, above: number, through: number): AsyncGenerator<[string, string]> {
+    const read = (after: number) => this.#store.persistedCouponRange(eventId, after, Math.min(after + RESTORE_PAGE_ROWS, through));
+    let next = above < through ? read(above) : undefined;
+    try {
+      for (let after = above; next; after += RESTORE_PAGE_ROWS) {
+        const page = await next;
+        next = after + RESTORE_PAGE_ROWS < through ? read(after + RESTORE_PAGE_ROWS) : undefined;
+        for (const coupon of page) yield [coupon.userId, encodeUserEntry(coupon)];
+      }
+    } finally {
+      // The writer stopped early (another restorer took over): the read ahead is not wanted, nor its failure.
+      next?.catch(() => undefined);
+    }
   }
 
   async #release(token: string): Promise<void> {

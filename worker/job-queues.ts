@@ -1,5 +1,7 @@
+import { createHash } from 'node:crypto';
 import type { Logger } from 'pino';
-import type { PgBoss } from 'pg-boss';
+import type { Job, PgBoss } from 'pg-boss';
+import { isDependencyFault } from '../src/dependency-faults.ts';
 import type { IssuedCoupon } from '../src/domain/coupon.ts';
 import {
   PERSIST_DEAD_QUEUE, PERSIST_RETRY_QUEUE, type PersistRetryJob, type QueueSettings, RECONCILE_QUEUE, ensureQueues,
@@ -58,7 +60,7 @@ export class JobQueues {
         await boss.start();
         await ensureQueues(boss, this.#settings);
         await boss.work<PersistRetryJob>(PERSIST_RETRY_QUEUE, { batchSize: 1, pollingIntervalSeconds: 1 }, async ([job]) => {
-          if (job) await this.#persister.persist(job.data.coupons);
+          if (job) await this.#persistRetryJob(boss, job);
         });
         await boss.work(RECONCILE_QUEUE, { batchSize: 1, pollingIntervalSeconds: 1 }, async () => {
           await this.reconcile();
@@ -101,16 +103,57 @@ export class JobQueues {
     }
   }
 
-  /** Re-enqueues every coupon Redis issued that MySQL lacks, for events whose outbox is fully drained. */
+  /**
+   * Persists a retry job's coupons. When MySQL refuses the job but is there (a constraint, a trigger, a malformed
+   * coupon: not a dependency fault), one coupon must not hold back the others: they are persisted one by one,
+   * and only the refused ones go on, as a job of their own that starts its retries (and, after RETRY_LIMIT, its
+   * way to the dead-letter queue) afresh. A job whose every coupon is refused fails as a whole, as before.
+   */
+  async #persistRetryJob(boss: PgBoss, job: Job<PersistRetryJob>): Promise<void> {
+    const { coupons, reason } = job.data;
+    try {
+      await this.#persister.persist(coupons);
+      return;
+    } catch (error) {
+      if (coupons.length <= 1 || isDependencyFault(error)) throw error;
+    }
+    const refused: IssuedCoupon[] = [];
+    let refusal: unknown;
+    for (const coupon of coupons) {
+      try {
+        await this.#persister.persist([coupon]);
+      } catch (error) {
+        // MySQL or Redis went away half-way: the whole job is retried later (rows already written are skipped).
+        if (isDependencyFault(error)) throw error;
+        refused.push(coupon);
+        refusal ??= error;
+      }
+    }
+    if (refused.length === 0) return;
+    if (refused.length === coupons.length) throw refusal;
+    // A fixed id: if this job runs again (the worker died before completing it), the split is not sent twice.
+    await boss.send(PERSIST_RETRY_QUEUE, { coupons: refused, reason } satisfies PersistRetryJob, {
+      id: uuidOf(`${job.id}:refused`), startAfter: this.#settings.retryDelaySec,
+    });
+    this.#logger.warn({
+      job: job.id, persisted: coupons.length - refused.length, refused, err: refusal,
+    }, 'retry job split: MySQL refused some of its coupons; the others are persisted, the refused ones retried on their own');
+  }
+
+  /**
+   * Re-enqueues every coupon Redis issued that MySQL lacks, for events whose outbox is fully drained, except
+   * those the dead-letter queue already holds: re-sending them would only add a copy there on every run.
+   */
   async reconcile(): Promise<number> {
+    const boss = this.#boss;
     // Coupons waiting in the retry queue are acked in the outbox and absent from MySQL: comparing now would
     // enqueue them a second time. The next scheduled run compares once the queue is empty.
-    const retrying = await this.#boss?.getQueue(PERSIST_RETRY_QUEUE);
+    const retrying = await boss?.getQueue(PERSIST_RETRY_QUEUE);
     if (retrying && retrying.queuedCount + retrying.activeCount > 0) {
       this.#logger.info({ queued: retrying.queuedCount, active: retrying.activeCount }, 'reconcile skipped: the retry queue is not empty');
       return 0;
     }
-    const missing = await this.#reconciler.findMissing();
+    const missing = await this.#reconciler.findMissing(boss ? (eventId) => deadLetteredUsers(boss, eventId) : undefined);
     if (missing.length > 0) {
       this.#logger.warn({ count: missing.length }, 'reconcile found issued coupons missing from MySQL; re-enqueued');
       await this.send(missing, 'reconcile: issued in Redis, missing in MySQL');
@@ -129,4 +172,29 @@ export class JobQueues {
     await this.#starting;
     await this.#boss?.stop({ graceful: true, timeout: 5_000, close: true });
   }
+}
+
+/** Dead-letter jobs read per query when the reconciler asks what the queue holds of one event. */
+const DEAD_LETTER_PAGE = 1_000;
+
+/** The users of one event whose coupons wait in the dead-letter queue (jobs not yet redriven or deleted). */
+async function deadLetteredUsers(boss: PgBoss, eventId: string): Promise<Set<string>> {
+  const users = new Set<string>();
+  for (let after: string | undefined; ;) {
+    const jobs = await boss.findJobs<PersistRetryJob>(PERSIST_DEAD_QUEUE, {
+      data: { coupons: [{ eventId }] }, queued: true, limit: DEAD_LETTER_PAGE, ...(after !== undefined && { after }),
+    });
+    for (const job of jobs) {
+      for (const coupon of job.data.coupons ?? []) if (coupon.eventId === eventId) users.add(coupon.userId);
+    }
+    if (jobs.length < DEAD_LETTER_PAGE) return users;
+    after = jobs[jobs.length - 1]!.id;
+  }
+}
+
+/** A UUID (v4 layout) derived from text: the same text always names the same pg-boss job. */
+function uuidOf(text: string): string {
+  const hex = createHash('sha256').update(text).digest('hex');
+  const variant = ((Number.parseInt(hex[16]!, 16) & 0x3) | 0x8).toString(16);
+  return `${hex.slice(0, 8)}-${hex.slice(8, 12)}-4${hex.slice(13, 16)}-${variant}${hex.slice(17, 20)}-${hex.slice(20, 32)}`;
 }

@@ -137,6 +137,31 @@ export class CouponStore {
     return rows.map((row) => ({ eventId, userId: row.userId, sequence: row.sequence, issuedAtMs: row.issuedAt.getTime() }));
   }
 
+  /**
+   * An event's persisted coupons with a sequence in (afterSequence, throughSequence], in sequence order. A rebuild
+   * reads an event of any size a bounded range at a time: one range of the (event_id, sequence) index per call,
+   * as cheap at the millionth coupon as at the first (an open-ended `sequence > ? limit n` was not: MySQL walked
+   * the index from the event's first row on every page).
+   */
+  async persistedCouponRange(eventId: string, afterSequence: number, throughSequence: number): Promise<IssuedCoupon[]> {
+    const rows = await this.#em().execute<Array<{ user_id: string; sequence: number; issued_at: Date | string }>>(
+      'select user_id, sequence, issued_at from coupon where event_id = ? and sequence > ? and sequence <= ? order by sequence',
+      [eventId, afterSequence, throughSequence],
+    );
+    return rows.map((row) => ({
+      eventId, userId: row.user_id, sequence: Number(row.sequence), issuedAtMs: toDate(row.issued_at).getTime(),
+    }));
+  }
+
+  /** Which of these users of one event hold a row: one lookup on the (event_id, user_id) index per page of ids. */
+  async persistedUsers(eventId: string, userIds: readonly string[]): Promise<Set<string>> {
+    if (userIds.length === 0) return new Set();
+    const rows = await this.#em().execute<Array<{ user_id: string }>>(
+      `select user_id from coupon where event_id = ? and user_id in (${userIds.map(() => '?').join(', ')})`, [eventId, ...userIds],
+    );
+    return new Set(rows.map((row) => row.user_id));
+  }
+
   async ping(): Promise<void> {
     await this.#em().execute('select 1');
   }
@@ -151,5 +176,8 @@ export class GateEpochChangedError extends Error {
     this.eventIds = eventIds;
   }
 }
+
+/** A DATETIME(3) column as the driver hands it back in a raw query: a Date, or its text in UTC. */
+const toDate = (value: Date | string): Date => (value instanceof Date ? value : new Date(`${value.replace(' ', 'T')}Z`));
 
 export const holderKey = (coupon: { eventId: string; userId: string }): string => `${coupon.eventId}\u0000${coupon.userId}`;

@@ -1,4 +1,5 @@
 /** An event's gate state as whole: installed or merged from MySQL, changed by an admin, checked by the worker. */
+import { randomUUID } from 'node:crypto';
 import type { CouponRedis } from './client.ts';
 import { parseUserEntry } from './formats.ts';
 import { EVENT_REGISTRY_KEY, PERSIST_GROUP, eventKeys } from './keys.ts';
@@ -11,27 +12,87 @@ export interface GateState {
   issued: number;
   /** the event's gate epoch in MySQL (see check-holders.lua), 0 for a new event; never lowered in Redis */
   epoch?: number;
-  /** users already holding a coupon: userId -> "sequence:issuedAtMs" */
-  users?: Array<[string, string]>;
+  /**
+   * users already holding a coupon: userId -> "sequence:issuedAtMs". Any number: they are read as they come (a
+   * rebuild hands over MySQL's rows page by page) and written a chunk at a time.
+   */
+  users?: Iterable<readonly [string, string]> | AsyncIterable<readonly [string, string]>;
 }
 
-/** What installEventState did: wrote a missing state, merged into an existing one, or found nothing to do. */
-export type InstallOutcome = 'installed' | 'merged' | 'unchanged';
+/**
+ * What installEventState did: wrote a missing state, merged into an existing one, found nothing to do, or gave
+ * way to another restorer that began installing the same missing state after it (that one finishes it).
+ */
+export type InstallOutcome = 'installed' | 'merged' | 'unchanged' | 'superseded';
 const INSTALL_OUTCOMES: InstallOutcome[] = ['unchanged', 'merged', 'installed'];
+
+/** Users per script call: well under a millisecond of Redis time each, however big the event. */
+export const INSTALL_CHUNK_USERS = 500;
 
 /**
  * Writes an event's gate state if it is missing; otherwise merges in the users and the counter it lacks and
- * raises its epoch (see install-event.lua).
+ * raises its epoch (see install-event.lua). A state of up to INSTALL_CHUNK_USERS users is one atomic call. A
+ * bigger one is written in chunks: a missing state is staged under a token and its meta hash written with the
+ * last chunk, so the gate never issues from part of it; an existing one has its counter raised with the first
+ * chunk (never a sequence MySQL holds handed out again), its users merged, and its epoch raised with the last.
  */
 export async function installEventState(redis: CouponRedis, eventId: string, state: GateState): Promise<InstallOutcome> {
   const keys = eventKeys(eventId);
-  const args = [
+  const call = (mode: InstallMode, pairs: readonly string[], token = ''): Promise<number> => redis.installEvent(
     keys.meta, keys.issued, keys.users, keys.outbox, EVENT_REGISTRY_KEY,
-    eventId, String(state.totalQuantity), String(state.startsAtMs), state.endsAtMs === null ? '' : String(state.endsAtMs),
-    String(state.issued), PERSIST_GROUP, String(state.epoch ?? 0),
-  ];
-  for (const [userId, value] of state.users ?? []) args.push(userId, value);
-  return INSTALL_OUTCOMES[await redis.installEvent(...args)]!;
+    mode, eventId, String(state.totalQuantity), String(state.startsAtMs), state.endsAtMs === null ? '' : String(state.endsAtMs),
+    String(state.issued), PERSIST_GROUP, String(state.epoch ?? 0), token, ...pairs,
+  );
+  const chunks = chunked(state.users ?? [], INSTALL_CHUNK_USERS);
+  const first = await chunks.next();
+  const second = first.done ? first : await chunks.next();
+  if (second.done) return INSTALL_OUTCOMES[await call('install', first.done ? [] : first.value)]!;
+
+  // Each chunk is sent once the next one is known, so the last goes with commit or merge-last, once every other
+  // chunk is in. The chunks between go CALLS_IN_FLIGHT at a time: Redis runs them one after the other, each short.
+  const token = randomUUID();
+  const installing = (await call('begin', first.value!, token)) !== -1;
+  let changed = 0;
+  /** false when another restorer took the state over; throws when a merged state vanished (a flush) meanwhile */
+  const accept = (result: number): boolean => {
+    if (installing) return result !== -2;
+    if (result < 0) throw new Error(`the gate state of ${eventId} went missing while MySQL's coupons were merged into it; restore it again`);
+    changed += result;
+    return true;
+  };
+  // An existing state gets its counter raised with the first chunk, before any other is sent.
+  if (!installing) accept(await call('merge', first.value!, token));
+  const inFlight: Array<Promise<number>> = [];
+  let pending = second.value;
+  for await (const chunk of chunks) {
+    const sent = call(installing ? 'stage' : 'merge', pending, token);
+    // Awaited below; this only keeps a failure of a call still in flight when an earlier one failed from going unhandled.
+    sent.catch(() => undefined);
+    inFlight.push(sent);
+    if (inFlight.length >= CALLS_IN_FLIGHT && !accept(await inFlight.shift()!)) return 'superseded';
+    pending = chunk;
+  }
+  for (const sent of inFlight) if (!accept(await sent)) return 'superseded';
+  if (!accept(await call(installing ? 'commit' : 'merge-last', pending, token))) return 'superseded';
+  return installing ? 'installed' : changed > 0 ? 'merged' : 'unchanged';
+}
+
+/** Chunk calls of one state sent before the oldest has answered. */
+const CALLS_IN_FLIGHT = 2;
+
+type InstallMode = 'install' | 'begin' | 'stage' | 'commit' | 'merge' | 'merge-last';
+
+/** userId/value pairs, flattened, `size` users at a time. */
+async function* chunked(pairs: Iterable<readonly [string, string]> | AsyncIterable<readonly [string, string]>, size: number): AsyncGenerator<string[]> {
+  let chunk: string[] = [];
+  for await (const [userId, value] of pairs) {
+    chunk.push(userId, value);
+    if (chunk.length >= size * 2) {
+      yield chunk;
+      chunk = [];
+    }
+  }
+  if (chunk.length > 0) yield chunk;
 }
 
 /**

@@ -13,6 +13,14 @@ async function refuseInserts(eventId: string): Promise<string> {
   return trigger;
 }
 
+/** MySQL refusing the row of one user of one event only: the rest of the event's coupons are written. */
+async function refuseUser(eventId: string, userId: string): Promise<string> {
+  const trigger = `refuse_${eventId.replaceAll('-', '_')}_user`;
+  await query(`create trigger ${trigger} before insert on coupon for each row
+    begin if new.event_id = '${eventId}' and new.user_id = '${userId}' then signal sqlstate '45000' set message_text = 'refused by test trigger'; end if; end`);
+  return trigger;
+}
+
 describe('the pg-boss failure path', () => {
   const processes: ServiceProcess[] = [];
   let boss: PgBoss;
@@ -78,4 +86,48 @@ describe('the pg-boss failure path', () => {
     await waitForPersisted(eventId, 3, 30_000);
     expect((await couponRows(eventId)).map((row) => [row.user_id, row.sequence])).toEqual([['a', 1], ['b', 2], ['c', 3]]);
   }, 60_000);
+
+  /** Runs the reconcile job now, as the cron would, and waits until it and every retry of the event have settled. */
+  async function reconcileAndSettle(eventId: string): Promise<void> {
+    const id = await waitFor(() => boss.send(RECONCILE_QUEUE, {}).then((sent) => sent ?? undefined), { what: 'a reconcile job to be queued' });
+    await waitFor(async () => (await boss.getJobById(RECONCILE_QUEUE, id))?.state === 'completed', { timeoutMs: 30_000, what: 'the reconcile job to complete' });
+    await waitFor(async () => {
+      const jobs = await boss.findJobs<PersistRetryJob>(PERSIST_RETRY_QUEUE, { data: { coupons: [{ eventId }] } });
+      return jobs.every((job) => job.state === 'completed' || job.state === 'failed');
+    }, { timeoutMs: 60_000, what: `the retry jobs of ${eventId} to settle` });
+  }
+
+  test('when MySQL refuses one coupon of a reconciled batch, then the others are persisted, the refused one is dead-lettered once, and later reconcile runs do not send it again', async () => {
+    const api = await spawnApi();
+    const worker = await spawnWorker({ MAX_DELIVERIES: '2', RETRY_LIMIT: '1', RETRY_DELAY_SEC: '1', RECONCILE_CRON: '0 0 1 1 *' });
+    processes.push(api, worker);
+    const eventId = uniqueEventId('refused');
+    await createEvent(api.url, { id: eventId, totalQuantity: 10 });
+    for (const user of ['a', 'b', 'c', 'd', 'e']) expect((await apply(api.url, eventId, user)).status).toBe(202);
+    await waitForPersisted(eventId, 5);
+    // MySQL loses four rows (a restore from an older backup, say) and from now on refuses c's: reconcile sends the
+    // four in one retry job.
+    await query('delete from coupon where event_id = ? and user_id in (?)', [eventId, ['b', 'c', 'd', 'e']]);
+    const trigger = await refuseUser(eventId, 'c');
+    try {
+      await reconcileAndSettle(eventId);
+      const deadAfterFirst = await boss.findJobs<PersistRetryJob>(PERSIST_DEAD_QUEUE, { data: { coupons: [{ eventId }] } });
+      const retryJobsAfterFirst = (await boss.findJobs<PersistRetryJob>(PERSIST_RETRY_QUEUE, { data: { coupons: [{ eventId }] } })).length;
+      // The alert's story: the next scheduled runs find the same gap.
+      for (let run = 0; run < 3; run++) await reconcileAndSettle(eventId);
+
+      const dead = await boss.findJobs<PersistRetryJob>(PERSIST_DEAD_QUEUE, { data: { coupons: [{ eventId }] } });
+      expect(dead.map((job) => job.data.coupons.map((coupon) => coupon.userId))).toEqual([['c']]);
+      expect(dead.map((job) => job.id)).toEqual(deadAfterFirst.map((job) => job.id));
+      expect(dead[0]?.data.coupons).toEqual([{ eventId, userId: 'c', sequence: 3, issuedAtMs: expect.any(Number) }]);
+      expect((await boss.findJobs<PersistRetryJob>(PERSIST_RETRY_QUEUE, { data: { coupons: [{ eventId }] } })).length).toBe(retryJobsAfterFirst);
+      expect((await couponRows(eventId)).map((row) => [row.user_id, row.sequence])).toEqual([['a', 1], ['b', 2], ['d', 4], ['e', 5]]);
+    } finally {
+      await query(`drop trigger if exists ${trigger}`);
+    }
+
+    // Once MySQL accepts it, a redrive lands it, and the event is whole.
+    expect(await boss.redrive(PERSIST_DEAD_QUEUE, { data: { coupons: [{ eventId }] } })).toBe(1);
+    await waitForPersisted(eventId, 5, 30_000);
+  }, 180_000);
 });

@@ -10,7 +10,7 @@ import type { IssuedCoupon } from '../../src/domain/coupon.ts';
 import { GateStateKeeper } from '../../src/gate-state.ts';
 import { createRegistry } from '../../src/metrics.ts';
 import { createRedis, type CouponRedis } from '../../src/redis/client.ts';
-import { installEventState } from '../../src/redis/event-state.ts';
+import { INSTALL_CHUNK_USERS, installEventState } from '../../src/redis/event-state.ts';
 import { applyForCoupon } from '../../src/redis/gate.ts';
 import { eventKeys } from '../../src/redis/keys.ts';
 import { WorkerMetrics } from '../../worker/metrics.ts';
@@ -106,5 +106,72 @@ describe('restoring the gate state from MySQL', () => {
     const [row] = await query<{ epoch: number }>('select epoch from coupon_event where id = ?', [eventId]);
     expect(Number(await redis.hget(eventKeys(eventId).meta, 'epoch'))).toBe(Number(row!.epoch));
     expect((await couponRows(eventId)).map((item) => item.user_id)).toEqual(['u1', 'u2']);
+  });
+
+  /** Users u1..uN as MySQL would hand them over, pausing after `pauseAfter` of them until `resume` is called. */
+  function pausingUsers(eventId: string, count: number, pauseAfter: number) {
+    let resume!: () => void;
+    let paused!: () => void;
+    const resumed = new Promise<void>((resolve) => (resume = resolve));
+    const reachedPause = new Promise<void>((resolve) => (paused = resolve));
+    async function* users(): AsyncGenerator<[string, string]> {
+      for (let n = 1; n <= count; n++) {
+        if (n === pauseAfter + 1) {
+          paused();
+          await resumed;
+        }
+        const item = coupon(eventId, `u${n}`, n);
+        yield [item.userId, `${item.sequence}:${item.issuedAtMs}`];
+      }
+    }
+    return { users: users(), reachedPause, resume };
+  }
+
+  const stateOf = (eventId: string, count: number, users: AsyncIterable<[string, string]> | Array<[string, string]>) => ({
+    totalQuantity: count + 10, startsAtMs: 0, endsAtMs: null, issued: count, epoch: 1, users,
+  });
+
+  test('when a big missing state is installed in chunks, then the gate issues nothing from the part written so far, and a second restorer that begins meanwhile takes over and leaves it whole', async () => {
+    const eventId = uniqueEventId('chunked');
+    const count = INSTALL_CHUNK_USERS * 3 + 7;
+    const first = pausingUsers(eventId, count, INSTALL_CHUNK_USERS * 2);
+    const firstInstall = installEventState(redis, eventId, stateOf(eventId, count, first.users));
+    await first.reachedPause;
+
+    // Part of the users are in Redis, but without its meta hash the event is missing to the gate: no sequence
+    // already held in MySQL can be handed out again, and no holder can apply twice.
+    expect(await redis.hlen(eventKeys(eventId).users)).toBeGreaterThan(0);
+    expect(await gate(eventId, 'newcomer')).toEqual({ kind: 'state_missing' });
+    expect(await gate(eventId, 'u1')).toEqual({ kind: 'state_missing' });
+
+    // Another restorer (say a worker's once-a-minute sweep) installs the same state while the first one waits.
+    const all = Array.from({ length: count }, (_, i) => [`u${i + 1}`, `${i + 1}:${1_790_000_000_000 + i + 1}`] as [string, string]);
+    expect(await installEventState(redis, eventId, stateOf(eventId, count, all))).toBe('installed');
+    first.resume();
+    expect(await firstInstall).toBe('superseded');
+
+    const keys = eventKeys(eventId);
+    expect(await redis.hlen(keys.users)).toBe(count);
+    expect(await redis.hexists(keys.users, ':restoring')).toBe(0);
+    expect(await gate(eventId, `u${count}`)).toEqual({ kind: 'already_applied', sequence: count });
+    expect(await gate(eventId, 'newcomer')).toMatchObject({ kind: 'issued', sequence: count + 1 });
+  });
+
+  test('when MySQL\'s holders are merged in chunks into a state that lost them, then the counter is raised before any other chunk, so the gate never hands out a persisted sequence meanwhile', async () => {
+    const eventId = uniqueEventId('merging');
+    const count = INSTALL_CHUNK_USERS * 3;
+    await installEventState(redis, eventId, { totalQuantity: count + 10, startsAtMs: 0, endsAtMs: null, issued: 0, epoch: 0 });
+    const merging = pausingUsers(eventId, count, INSTALL_CHUNK_USERS * 2);
+    const merge = installEventState(redis, eventId, stateOf(eventId, count, merging.users));
+    await merging.reachedPause;
+
+    expect(await gate(eventId, 'newcomer')).toMatchObject({ kind: 'issued', sequence: count + 1 });
+    merging.resume();
+    expect(await merge).toBe('merged');
+
+    const keys = eventKeys(eventId);
+    expect(await redis.hlen(keys.users)).toBe(count + 1);
+    expect(await redis.hget(keys.meta, 'epoch')).toBe('1');
+    expect(await gate(eventId, 'u1')).toEqual({ kind: 'already_applied', sequence: 1 });
   });
 });
