@@ -163,7 +163,7 @@ export const SETTINGS = {
   }),
   persistBatchSize: setting({
     env: 'PERSIST_BATCH_SIZE', kind: integer(1, 5_000), default: 100, readBy: WORKER, chart: 'config.persistBatchSize',
-    doc: 'rows per insert',
+    doc: 'rows one read takes while draining; one insert writes at most this many and 1/20 s of the cap',
   }),
   claimIdleMs: setting({
     env: 'CLAIM_IDLE_MS', kind: integer(100, 86_400_000), default: 30_000, readBy: WORKER, chart: 'config.claimIdleMs',
