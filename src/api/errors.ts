@@ -12,6 +12,7 @@ export const ERROR_STATUS = {
   event_exists: 409,
   already_applied: 409,
   event_not_open: 409,
+  event_paused: 409,
   quantity_below_issued: 409,
   sold_out: 410,
   unsupported_media_type: 415,

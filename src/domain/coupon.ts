@@ -39,6 +39,8 @@ export type ApplyOutcome =
   | { kind: 'repeated'; sequence: number; issuedAtMs: number }
   | { kind: 'already_applied'; sequence: number }
   | { kind: 'sold_out' }
+  /** an operator paused the event (the kill switch): nothing is issued until it is resumed */
+  | { kind: 'paused' }
   | { kind: 'not_started' }
   | { kind: 'ended' }
   | { kind: 'state_missing' };

@@ -1,7 +1,8 @@
 --[[
   The apply gate: decides one user's request for one event in a single atomic step.
 
-  KEYS[1] meta    hash   total, startsAt (epoch ms), endsAt (epoch ms, absent when open-ended)
+  KEYS[1] meta    hash   total, startsAt (epoch ms), endsAt (epoch ms, absent when open-ended), paused ('1' while
+                         an operator has paused issuing)
   KEYS[2] issued  string coupons issued so far (the last sequence handed out)
   KEYS[3] users   hash   userId -> "sequence:issuedAtMs:requestId"
   KEYS[4] outbox  stream issued coupons waiting to be persisted
@@ -17,10 +18,11 @@
     3 not started                     4 ended                        5 gate state missing (Redis lost it)
     6 a repeat of the request that was issued this user's coupon (sequence, issuedAtMs): its entry is written
       again, unchanged, so that a replica acknowledging this call also holds the original write
+    7 paused: an operator stopped issuing (the kill switch)
 
   Time is Redis TIME, never the caller's clock, so every api pod judges the window alike.
 ]]
-local meta = redis.call('HMGET', KEYS[1], 'total', 'startsAt', 'endsAt')
+local meta = redis.call('HMGET', KEYS[1], 'total', 'startsAt', 'endsAt', 'paused')
 local total = tonumber(meta[1])
 if not total then
   return {5, 0, 0}
@@ -33,6 +35,10 @@ if previous then
     redis.call('HSET', KEYS[3], ARGV[2], previous)
     return {6, tonumber(sequence), tonumber(issuedAt)}
   end
+end
+
+if meta[4] == '1' then
+  return {7, 0, 0}
 end
 
 local time = redis.call('TIME')

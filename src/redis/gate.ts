@@ -49,6 +49,7 @@ async function runGate(redis: CouponRedis, eventId: string, userId: string, requ
   if (code === 0) return { kind: 'issued', sequence, issuedAtMs };
   if (code === 1) return { kind: 'already_applied', sequence };
   if (code === 6) return { kind: 'repeated', sequence, issuedAtMs };
+  if (code === 7) return { kind: 'paused' };
   return OUTCOMES[code - 2] ?? { kind: 'state_missing' };
 }
 

@@ -83,6 +83,17 @@ describe('the gate script', () => {
     }
   });
 
+  test('when an operator paused the event, then nothing is issued, but a retry of the request that got a coupon still gets it', async () => {
+    const eventId = await openEvent(5);
+    const first = await applyForCoupon(redis, eventId, 'ann', 'ann-key');
+    await redis.hset(eventKeys(eventId).meta, 'paused', '1');
+    expect(await gate(eventId, 'bob')).toEqual({ kind: 'paused' });
+    expect(await applyForCoupon(redis, eventId, 'ann', 'ann-key')).toEqual({ ...first, kind: 'repeated' });
+    expect(await redis.get(eventKeys(eventId).issued)).toBe('1');
+    await redis.hdel(eventKeys(eventId).meta, 'paused');
+    expect(await gate(eventId, 'bob')).toMatchObject({ kind: 'issued', sequence: 2 });
+  });
+
   test('when Redis has no state for the event, then the gate says so and writes nothing', async () => {
     const eventId = uniqueEventId('gate');
     expect(await gate(eventId, 'ann')).toEqual({ kind: 'state_missing' });

@@ -10,6 +10,7 @@ function refusal(decision: Exclude<ApplyDecision, { kind: 'issued' }>, eventId: 
   switch (decision.kind) {
     case 'already_applied': return ['already_applied', `user ${decision.userId} already holds coupon ${decision.sequence}`];
     case 'sold_out': return ['sold_out', SOLD_OUT_MESSAGE];
+    case 'paused': return ['event_paused', 'issuing is paused for this event'];
     case 'not_started': return ['event_not_open', 'the event has not started yet'];
     case 'ended': return ['event_not_open', 'the event has ended'];
     case 'event_not_found': return ['event_not_found', `event ${eventId} does not exist`];
