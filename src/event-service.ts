@@ -1,7 +1,7 @@
 import { pino } from 'pino';
 import type { CouponEvent, EventStatus } from './domain/coupon.ts';
 import { eventStatus } from './domain/coupon.ts';
-import type { CouponStore } from './db/store.ts';
+import type { CouponStore, EventChange } from './db/store.ts';
 import { GateStateKeeper } from './gate-state.ts';
 import { type CouponRedis, redisNowMs } from './redis/client.ts';
 import { installEventState, type UpdateOutcome, updateEventState } from './redis/event-state.ts';
@@ -20,7 +20,7 @@ export interface EventView {
 }
 
 /** An event to create; without `startsAt` it starts now (and a retry of it matches the event whatever its start). */
-export type NewEvent = Omit<CouponEvent, 'startsAt'> & { startsAt: Date | undefined };
+export type NewEvent = Omit<CouponEvent, 'startsAt' | 'paused'> & { startsAt: Date | undefined };
 export type CreateEventResult =
   /** this request created the event, or completed one that an earlier try of the same body left without gate state */
   | { kind: 'created'; event: EventView }
@@ -64,7 +64,7 @@ export class EventService {
    * as a create. A body that differs from the event of that id is refused.
    */
   async create(asked: NewEvent): Promise<CreateEventResult> {
-    const event: CouponEvent = { ...asked, startsAt: asked.startsAt ?? new Date() };
+    const event: CouponEvent = { ...asked, startsAt: asked.startsAt ?? new Date(), paused: false };
     if (await this.#store.createEvent(event)) {
       await installEventState(this.#redis, event.id, {
         totalQuantity: event.totalQuantity, startsAtMs: event.startsAt.getTime(), endsAtMs: event.endsAt?.getTime() ?? null, issued: 0,
@@ -89,7 +89,7 @@ export class EventService {
    * both writes must agree with. Its cost: the event's coupon inserts (shared lock on the row) wait for one Redis
    * round trip, on an admin call.
    */
-  async update(id: string, change: { name?: string; totalQuantity?: number; endsAt?: Date | null }): Promise<UpdateEventResult> {
+  async update(id: string, change: EventChange): Promise<UpdateEventResult> {
     const result = await this.#store.withEventLocked(id, async (event, save): Promise<UpdateEventResult | { kind: 'saved'; event: CouponEvent }> => {
       if (!event) return { kind: 'event_not_found' };
       if (change.endsAt && change.endsAt <= event.startsAt) return { kind: 'ends_before_start' };
@@ -99,6 +99,7 @@ export class EventService {
       const restoreGate = () => updateEventState(this.#redis, id, {
         ...(change.totalQuantity !== undefined && { totalQuantity: event.totalQuantity }),
         ...(change.endsAt !== undefined && { endsAtMs: event.endsAt?.getTime() ?? null }),
+        ...(change.paused !== undefined && { paused: event.paused }),
       }).catch(() => undefined);
       let outcome: UpdateOutcome;
       try {
@@ -106,6 +107,7 @@ export class EventService {
         outcome = await updateEventState(this.#redis, id, {
           ...(change.totalQuantity !== undefined && { totalQuantity: change.totalQuantity }),
           ...(change.endsAt !== undefined && { endsAtMs: change.endsAt?.getTime() ?? null }),
+          ...(change.paused !== undefined && { paused: change.paused }),
         });
       } catch (error) {
         await restoreGate();

@@ -130,6 +130,7 @@ export class GateStateKeeper {
       endsAtMs: event.endsAt?.getTime() ?? null,
       issued: known.maxSequence,
       epoch: known.epoch,
+      paused: event.paused,
       users: above === null ? [] : this.#persistedUsers(event.id, above, known.maxSequence),
     });
   }

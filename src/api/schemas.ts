@@ -27,6 +27,7 @@ export const updateEventBody = {
     name: { type: 'string', minLength: 1, maxLength: 200 },
     totalQuantity: { type: 'integer', minimum: 1, maximum: MAX_TOTAL_QUANTITY },
     endsAt: { type: ['string', 'null'], format: 'date-time', pattern: STORABLE_YEAR_PATTERN },
+    paused: { type: 'boolean' },
   },
 } as const;
 
@@ -39,7 +40,7 @@ export const applyBody = {
 } as const;
 
 export interface CreateEventBody { id: string; name: string; totalQuantity: number; startsAt?: string; endsAt?: string | null }
-export interface UpdateEventBody { name?: string; totalQuantity?: number; endsAt?: string | null }
+export interface UpdateEventBody { name?: string; totalQuantity?: number; endsAt?: string | null; paused?: boolean }
 export interface ApplyBody { userId?: string }
 
 const ajv = new Ajv({ allErrors: false, strict: true, allowUnionTypes: true });

@@ -12,6 +12,8 @@ export const CouponEventSchema = defineEntity({
     endsAt: p.datetime(3).fieldName('ends_at').nullable(),
     /** raised before each rebuild or repair of the event's Redis gate state; coupon inserts check it */
     epoch: p.integer().default(0),
+    /** the kill switch: the gate issues nothing while set (Redis holds it too, as the meta field `paused`) */
+    paused: p.boolean().default(false),
     createdAt: p.datetime(3).fieldName('created_at').defaultRaw('current_timestamp(3)').persist(false),
   },
 });

@@ -4,6 +4,7 @@ import { CouponEventSchema, CouponSchema } from './entities.ts';
 import { Migration20261125000000_initial } from './migrations/Migration20261125000000_initial.ts';
 import { Migration20261201000000_exact_ids } from './migrations/Migration20261201000000_exact_ids.ts';
 import { Migration20261201000001_event_epoch } from './migrations/Migration20261201000001_event_epoch.ts';
+import { Migration20261201000002_event_paused } from './migrations/Migration20261201000002_event_paused.ts';
 
 export type Orm = MikroORM;
 
@@ -22,6 +23,7 @@ export function ormConfig(mysqlUrl: string, options: { poolMax?: number } = {}) 
         { name: 'Migration20261125000000_initial', class: Migration20261125000000_initial },
         { name: 'Migration20261201000000_exact_ids', class: Migration20261201000000_exact_ids },
         { name: 'Migration20261201000001_event_epoch', class: Migration20261201000001_event_epoch },
+        { name: 'Migration20261201000002_event_paused', class: Migration20261201000002_event_paused },
       ],
       transactional: false,
       // Migrations are hand-written SQL; no schema snapshot file is kept, and the caller reports what ran.

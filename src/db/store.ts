@@ -1,7 +1,14 @@
 import { type EntityManager, LockMode } from '@mikro-orm/mysql';
 import type { CouponEvent, IssuedCoupon } from '../domain/coupon.ts';
-import { CouponEventSchema, CouponSchema } from './entities.ts';
+import { type CouponEventRow, CouponEventSchema, CouponSchema } from './entities.ts';
 import type { Orm } from './orm.ts';
+
+/** What an admin may change of an event. */
+export type EventChange = { name?: string; totalQuantity?: number; endsAt?: Date | null; paused?: boolean };
+
+const toEvent = (row: CouponEventRow): CouponEvent => ({
+  id: row.id, name: row.name, totalQuantity: row.totalQuantity, startsAt: row.startsAt, endsAt: row.endsAt ?? null, paused: Boolean(row.paused),
+});
 
 /**
  * MySQL access for events and coupons. Every call forks its own EntityManager, so callers never share an
@@ -22,7 +29,7 @@ export class CouponStore {
   async createEvent(event: CouponEvent): Promise<boolean> {
     const result = await this.#em()
       .createQueryBuilder(CouponEventSchema)
-      .insert({ id: event.id, name: event.name, totalQuantity: event.totalQuantity, startsAt: event.startsAt, endsAt: event.endsAt })
+      .insert({ id: event.id, name: event.name, totalQuantity: event.totalQuantity, startsAt: event.startsAt, endsAt: event.endsAt, paused: event.paused })
       .onConflict('id')
       .ignore()
       .execute('run');
@@ -31,15 +38,27 @@ export class CouponStore {
 
   async findEvent(id: string): Promise<CouponEvent | null> {
     const row = await this.#em().findOne(CouponEventSchema, { id });
-    return row && { id: row.id, name: row.name, totalQuantity: row.totalQuantity, startsAt: row.startsAt, endsAt: row.endsAt ?? null };
+    return row && toEvent(row);
   }
 
   async listEvents(): Promise<CouponEvent[]> {
     const rows = await this.#em().find(CouponEventSchema, {}, { orderBy: { id: 'asc' } });
-    return rows.map((row) => ({ id: row.id, name: row.name, totalQuantity: row.totalQuantity, startsAt: row.startsAt, endsAt: row.endsAt ?? null }));
+    return rows.map(toEvent);
   }
 
-  async updateEvent(id: string, change: { name?: string; totalQuantity?: number; endsAt?: Date | null }): Promise<void> {
+  /** Up to `limit` events with an id after `afterId` (all when null), in id order: a page of the admin's list. */
+  async listEventsAfter(afterId: string | null, limit: number): Promise<CouponEvent[]> {
+    const rows = await this.#em().find(CouponEventSchema, afterId === null ? {} : { id: { $gt: afterId } }, { orderBy: { id: 'asc' }, limit });
+    return rows.map(toEvent);
+  }
+
+  /** The coupons one user holds in MySQL, across events (served by the index on coupon.user_id). */
+  async findCouponsOfUser(userId: string): Promise<Array<{ eventId: string; sequence: number }>> {
+    const rows = await this.#em().find(CouponSchema, { userId }, { fields: ['eventId', 'sequence'], orderBy: { eventId: 'asc' } });
+    return rows.map((row) => ({ eventId: row.eventId, sequence: row.sequence }));
+  }
+
+  async updateEvent(id: string, change: EventChange): Promise<void> {
     await this.#em().nativeUpdate(CouponEventSchema, { id }, change);
   }
 
@@ -50,11 +69,11 @@ export class CouponStore {
    * inserts of the event (they take the row's shared lock), so keep `work` short.
    */
   async withEventLocked<T>(
-    id: string, work: (event: CouponEvent | null, save: (change: { name?: string; totalQuantity?: number; endsAt?: Date | null }) => Promise<void>) => Promise<T>,
+    id: string, work: (event: CouponEvent | null, save: (change: EventChange) => Promise<void>) => Promise<T>,
   ): Promise<T> {
     return this.#em().transactional(async (em) => {
       const row = await em.findOne(CouponEventSchema, { id }, { lockMode: LockMode.PESSIMISTIC_WRITE, refresh: true });
-      const event = row && { id: row.id, name: row.name, totalQuantity: row.totalQuantity, startsAt: row.startsAt, endsAt: row.endsAt ?? null };
+      const event = row && toEvent(row);
       return work(event, async (change) => {
         await em.nativeUpdate(CouponEventSchema, { id }, change);
       });

@@ -21,13 +21,18 @@ export interface CouponEvent {
   totalQuantity: number;
   startsAt: Date;
   endsAt: Date | null;
+  /** an operator stopped issuing (the kill switch); holders keep their coupons */
+  paused: boolean;
 }
 
-export type EventStatus = 'scheduled' | 'open' | 'sold_out' | 'closed';
+export const EVENT_STATUSES = ['scheduled', 'open', 'paused', 'sold_out', 'closed'] as const;
+export type EventStatus = typeof EVENT_STATUSES[number];
 
-export function eventStatus(event: Pick<CouponEvent, 'totalQuantity' | 'startsAt' | 'endsAt'>, issued: number, nowMs: number): EventStatus {
-  if (nowMs < event.startsAt.getTime()) return 'scheduled';
+/** An ended event is closed whether or not it was paused; otherwise a pause shows before the window and the stock. */
+export function eventStatus(event: Pick<CouponEvent, 'totalQuantity' | 'startsAt' | 'endsAt' | 'paused'>, issued: number, nowMs: number): EventStatus {
   if (event.endsAt !== null && nowMs >= event.endsAt.getTime()) return 'closed';
+  if (event.paused) return 'paused';
+  if (nowMs < event.startsAt.getTime()) return 'scheduled';
   if (issued >= event.totalQuantity) return 'sold_out';
   return 'open';
 }

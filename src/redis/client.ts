@@ -19,7 +19,7 @@ interface ScriptCommands {
   gate(meta: string, issued: string, users: string, outbox: string, eventId: string, userId: string, requestId: string): Promise<[number, number, number]>;
   installEvent(...keysAndArgs: string[]): Promise<number>;
   checkHolders(meta: string, users: string, ...userIds: string[]): Promise<Array<number | string | null>>;
-  updateEvent(meta: string, issued: string, total: string, endsAt: string): Promise<[number, number]>;
+  updateEvent(meta: string, issued: string, total: string, endsAt: string, paused: string): Promise<[number, number]>;
   reservePersistSlot(bucket: string, rows: number, rate: number, horizonMs: number, step: number, end: string): Promise<[number, number, string]>;
   /** Removes a consumer from a group only if it holds no pending entries; 1 when removed. */
   removeConsumerIfIdle(stream: string, group: string, consumer: string): Promise<number>;

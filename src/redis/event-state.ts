@@ -12,6 +12,8 @@ export interface GateState {
   issued: number;
   /** the event's gate epoch in MySQL (see check-holders.lua), 0 for a new event; never lowered in Redis */
   epoch?: number;
+  /** the kill switch as MySQL records it: written into a missing state; an existing state keeps its own */
+  paused?: boolean;
   /**
    * users already holding a coupon: userId -> "sequence:issuedAtMs". Any number: they are read as they come (a
    * rebuild hands over MySQL's rows page by page) and written a chunk at a time.
@@ -41,7 +43,7 @@ export async function installEventState(redis: CouponRedis, eventId: string, sta
   const call = (mode: InstallMode, pairs: readonly string[], token = ''): Promise<number> => redis.installEvent(
     keys.meta, keys.issued, keys.users, keys.outbox, EVENT_REGISTRY_KEY,
     mode, eventId, String(state.totalQuantity), String(state.startsAtMs), state.endsAtMs === null ? '' : String(state.endsAtMs),
-    String(state.issued), PERSIST_GROUP, String(state.epoch ?? 0), token, ...pairs,
+    String(state.issued), PERSIST_GROUP, String(state.epoch ?? 0), token, state.paused ? '1' : '0', ...pairs,
   );
   const chunks = chunked(state.users ?? [], INSTALL_CHUNK_USERS);
   const first = await chunks.next();
@@ -115,12 +117,13 @@ export async function checkHolders(
 export type UpdateOutcome = { kind: 'updated'; issued: number } | { kind: 'quantity_below_issued'; issued: number } | { kind: 'state_missing' };
 
 export async function updateEventState(
-  redis: CouponRedis, eventId: string, change: { totalQuantity?: number; endsAtMs?: number | null },
+  redis: CouponRedis, eventId: string, change: { totalQuantity?: number; endsAtMs?: number | null; paused?: boolean },
 ): Promise<UpdateOutcome> {
   const keys = eventKeys(eventId);
   const total = change.totalQuantity === undefined ? '' : String(change.totalQuantity);
   const endsAt = change.endsAtMs === undefined ? '' : change.endsAtMs === null ? '-' : String(change.endsAtMs);
-  const [code, issued] = await redis.updateEvent(keys.meta, keys.issued, total, endsAt);
+  const paused = change.paused === undefined ? '' : change.paused ? '1' : '0';
+  const [code, issued] = await redis.updateEvent(keys.meta, keys.issued, total, endsAt, paused);
   if (code === 0) return { kind: 'updated', issued };
   if (code === 1) return { kind: 'quantity_below_issued', issued };
   return { kind: 'state_missing' };

@@ -32,7 +32,9 @@
   ARGV[7] consumer group name
   ARGV[8] epoch: the event's gate epoch in MySQL; the state never goes back to an older one
   ARGV[9] token of the restorer staging a missing state ('' for install and merge)
-  ARGV[10..] pairs of userId, "sequence:issuedAtMs" persisted in MySQL
+  ARGV[10] paused: '1' when MySQL records the event as paused (written with the meta hash of a missing state; a
+           state that exists keeps its own, which a PATCH writes first)
+  ARGV[11..] pairs of userId, "sequence:issuedAtMs" persisted in MySQL
 
   Returns
     install          2 installed a missing state, 1 merged something (a user or a higher counter) into an existing
@@ -43,7 +45,7 @@
 ]]
 local MARKER = ':restoring'
 local mode = ARGV[1]
-local FIRST_PAIR = 10
+local FIRST_PAIR = 11
 
 local function ensureGroup()
   if redis.call('EXISTS', KEYS[4]) == 0 then
@@ -82,11 +84,16 @@ end
 local function writeState()
   redis.call('SET', KEYS[2], ARGV[6])
   ensureGroup()
-  if ARGV[5] == '' then
-    redis.call('HSET', KEYS[1], 'total', ARGV[3], 'startsAt', ARGV[4], 'epoch', ARGV[8])
-  else
-    redis.call('HSET', KEYS[1], 'total', ARGV[3], 'startsAt', ARGV[4], 'endsAt', ARGV[5], 'epoch', ARGV[8])
+  local meta = {'total', ARGV[3], 'startsAt', ARGV[4], 'epoch', ARGV[8]}
+  if ARGV[5] ~= '' then
+    table.insert(meta, 'endsAt')
+    table.insert(meta, ARGV[5])
   end
+  if ARGV[10] == '1' then
+    table.insert(meta, 'paused')
+    table.insert(meta, '1')
+  end
+  redis.call('HSET', KEYS[1], unpack(meta))
 end
 
 local exists = redis.call('EXISTS', KEYS[1]) == 1

@@ -1,12 +1,14 @@
 --[[
-  Changes an event's quantity and/or end, refusing a quantity below what is already issued. Atomic with the
-  gate, so no coupon can slip in between the check and the write.
+  Changes an event's quantity, end and/or pause (the kill switch), refusing a quantity below what is already
+  issued. Atomic with the gate, so no coupon can slip in between the check and the write; a pause holds from the
+  next gate call on, on every api.
 
   KEYS[1] meta    hash
   KEYS[2] issued  string
 
   ARGV[1] new total ('' to keep)
   ARGV[2] new endsAt epoch ms ('' to keep, '-' to clear)
+  ARGV[3] paused: '1' to pause, '0' to resume, '' to keep
 
   Returns {code, issued}: 0 updated, 1 quantity below issued, 2 gate state missing.
 ]]
@@ -24,5 +26,10 @@ if ARGV[2] == '-' then
   redis.call('HDEL', KEYS[1], 'endsAt')
 elseif ARGV[2] ~= '' then
   redis.call('HSET', KEYS[1], 'endsAt', ARGV[2])
+end
+if ARGV[3] == '1' then
+  redis.call('HSET', KEYS[1], 'paused', '1')
+elseif ARGV[3] == '0' then
+  redis.call('HDEL', KEYS[1], 'paused')
 end
 return {0, issued}

@@ -1,6 +1,6 @@
 import { eventStatus, isEventId, isUserId, isValidCoupon } from '../../src/domain/coupon.ts';
 
-const event = { totalQuantity: 10, startsAt: new Date(1_000), endsAt: new Date(2_000) };
+const event = { totalQuantity: 10, startsAt: new Date(1_000), endsAt: new Date(2_000), paused: false };
 
 describe('event status', () => {
   test.each([
@@ -15,6 +15,14 @@ describe('event status', () => {
 
   test('when an event has no end, then it stays open until sold out', () => {
     expect(eventStatus({ ...event, endsAt: null }, 9, 10 ** 13)).toBe('open');
+  });
+
+  test('when an event is paused, then it is paused until it ends, whatever is issued', () => {
+    const paused = { ...event, paused: true };
+    expect(eventStatus(paused, 0, 500)).toBe('paused');
+    expect(eventStatus(paused, 3, 1_500)).toBe('paused');
+    expect(eventStatus(paused, 10, 1_500)).toBe('paused');
+    expect(eventStatus(paused, 3, 2_000)).toBe('closed');
   });
 });
 

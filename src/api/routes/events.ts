@@ -96,6 +96,7 @@ async function updateEvent(ctx: Context, deps: { events: EventService; onEventCh
     ...(body.name !== undefined && { name: body.name }),
     ...(body.totalQuantity !== undefined && { totalQuantity: body.totalQuantity }),
     ...(endsAt !== undefined && { endsAt }),
+    ...(body.paused !== undefined && { paused: body.paused }),
   });
   switch (result.kind) {
     case 'updated':
