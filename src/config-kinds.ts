@@ -15,6 +15,7 @@ export type Bounds =
   | { readonly type: 'url'; readonly protocols: readonly string[] }
   | { readonly type: 'text'; readonly minLength: number }
   | { readonly type: 'cron' }
+  | { readonly type: 'duration'; readonly minimumMs: number; readonly maximumMs: number; readonly pattern: string }
   | { readonly type: 'hostPorts' };
 
 export interface Kind<T> {
@@ -118,5 +119,29 @@ export function hostPorts(): Kind<readonly HostPort[]> {
     format: (list) => list.map(({ host, port }) => `${host.includes(':') ? `[${host}]` : host}:${port}`).join(','),
     allowed: 'host:port[,host:port...]',
     bounds: { type: 'hostPorts' },
+  };
+}
+
+const DURATION_UNITS = { d: 86_400_000, h: 3_600_000, m: 60_000, s: 1_000, ms: 1 } as const;
+
+/** A whole number and a unit (ms, s, m, h, d), such as `3d` or `90s`; the value is in milliseconds. */
+export function duration(minimumMs: number, maximumMs: number): Kind<number> {
+  const format = (ms: number): string => {
+    const [unit, size] = Object.entries(DURATION_UNITS).find(([, size]) => ms % size === 0) ?? ['ms', 1];
+    return `${ms / size}${unit}`;
+  };
+  return {
+    parse(raw, name) {
+      const match = /^(\d+)(ms|s|m|h|d)$/.exec(raw);
+      if (!match) throw new ConfigError(`${name} must be a duration such as "3d", "12h", "90s" or "500ms", got "${raw}"`);
+      const value = Number(match[1]) * DURATION_UNITS[match[2] as keyof typeof DURATION_UNITS];
+      if (value < minimumMs || value > maximumMs) {
+        throw new ConfigError(`${name} must be between ${format(minimumMs)} and ${format(maximumMs)}, got ${raw}`);
+      }
+      return value;
+    },
+    format,
+    allowed: `duration ${format(minimumMs)}..${format(maximumMs)} (ms, s, m, h, d)`,
+    bounds: { type: 'duration', minimumMs, maximumMs, pattern: '^\\d+(ms|s|m|h|d)$' },
   };
 }

@@ -6,7 +6,7 @@
  * start-up; a bad value fails fast with an error that names the variable. The result is frozen and passed to
  * whoever needs it.
  */
-import { ConfigError, cron, hostPorts, integer, oneOf, text, url, type HostPort, type Kind } from './config-kinds.ts';
+import { ConfigError, cron, duration, hostPorts, integer, oneOf, text, url, type HostPort, type Kind } from './config-kinds.ts';
 
 export { ConfigError } from './config-kinds.ts';
 
@@ -35,6 +35,8 @@ export interface Config {
   readonly retryDelaySec: number;
   readonly soldOutCacheMs: number;
   readonly redisCommandTimeoutMs: number;
+  /** how long after its end an event whose coupons are all persisted keeps its Redis state before it is archived */
+  readonly eventRetentionMs: number;
 }
 
 export type RedisTarget =
@@ -185,6 +187,10 @@ export const SETTINGS = {
     env: 'RECONCILE_CRON', kind: cron(), default: '*/5 * * * *', readBy: WORKER, chart: 'config.reconcileCron',
     doc: 'when the reconcile job runs',
   }),
+  eventRetentionMs: setting({
+    env: 'EVENT_RETENTION', kind: duration(1_000, 365 * 86_400_000), default: 3 * 86_400_000, readBy: WORKER, chart: 'config.eventRetention',
+    doc: 'how long after its end an event whose coupons are all persisted keeps its Redis state; then it is archived (MySQL only)',
+  }),
 };
 
 type Env = Record<string, string | undefined>;
@@ -230,6 +236,7 @@ export function loadConfig(env: Env = process.env, reader: Process | { port: num
     retryDelaySec: read(env, S.retryDelaySec),
     soldOutCacheMs: read(env, S.soldOutCacheMs),
     redisCommandTimeoutMs: read(env, S.redisCommandTimeoutMs),
+    eventRetentionMs: read(env, S.eventRetentionMs),
   };
   if (config.gateMinReplicas > 0 && config.gateReplicaTimeoutMs >= config.redisSocketTimeoutMs) {
     // WAIT keeps the connection silent while it waits: the socket timeout would tear it down first.

@@ -89,6 +89,7 @@ function example(setting: Setting): { chart: unknown; env: string } {
       return { chart: value, env: value };
     }
     case 'cron': return { chart: '0 3 * * 1', env: '0 3 * * 1' };
+    case 'duration': return { chart: setting.kind.format(bounds.maximumMs), env: setting.kind.format(bounds.maximumMs) };
     case 'hostPorts': {
       const list = ['sentinel-0.example.test:26379', 'sentinel-1.example.test:26380'];
       return { chart: list, env: list.join(',') };
@@ -100,6 +101,7 @@ function example(setting: Setting): { chart: unknown; env: string } {
 function chartForm(setting: Setting, value: unknown): unknown {
   if (value === undefined) return setting.kind.bounds.type === 'hostPorts' ? [] : '';
   if (setting.kind.bounds.type === 'hostPorts') return setting.kind.format(value).split(',');
+  if (setting.kind.bounds.type === 'duration') return setting.kind.format(value);
   return value;
 }
 
@@ -210,6 +212,11 @@ describe('charts/coupon against the settings table of src/config.ts', () => {
             accept(String(setting.default));
             refuse('every 5 minutes');
             refuse('*/5 * * *');
+            break;
+          case 'duration':
+            accept(setting.kind.format(setting.default));
+            for (const ok of ['90s', '12h']) accept(ok);
+            for (const bad of ['3', '3 days', '-1d', '1w']) refuse(bad);
             break;
           case 'hostPorts':
             if (property.type !== 'array' || !property.items?.pattern) wrong.push(`${path}: not a list of host:port`);
