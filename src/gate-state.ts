@@ -74,7 +74,7 @@ export class GateStateKeeper {
 
   /** Restores, fenced, the events whose gate state is missing altogether (deleted keys, a failed create). */
   async restoreMissing(): Promise<Record<string, string>> {
-    const events = await this.#store.listEvents();
+    const events = await this.#store.listLiveEvents();
     if (events.length === 0) return {};
     const pipeline = this.#redis.pipeline();
     for (const event of events) pipeline.exists(eventKeys(event.id).meta);
@@ -86,17 +86,19 @@ export class GateStateKeeper {
   /**
    * Raises the events' epochs, then makes each event's gate state hold at least what MySQL holds: a missing
    * state is installed from the rows; an existing one gets the users it lacks and a counter no lower than the
-   * highest persisted sequence. Returns what changed, by event id.
+   * highest persisted sequence. Archived events are never written back: they live in MySQL only. Returns what
+   * changed, by event id.
    */
   async restore(eventIds: readonly string[] | 'all'): Promise<Record<string, string>> {
     const store = this.#store;
     await store.raiseEpochs(eventIds);
-    const [events, summary] = await Promise.all([
-      eventIds === 'all' ? store.listEvents() : Promise.all(eventIds.map((id) => store.findEvent(id))),
+    const [events, summary, archived] = await Promise.all([
+      eventIds === 'all' ? store.listLiveEvents() : Promise.all(eventIds.map((id) => store.findEvent(id))),
       store.persistedSummary(eventIds),
+      eventIds === 'all' ? new Set<string>() : store.archivedAmong(eventIds),
     ]);
     const changed: Record<string, string> = {};
-    const queue = events.filter((event): event is CouponEvent => event !== null);
+    const queue = events.filter((event): event is CouponEvent => event !== null && !archived.has(event.id));
     const failures: unknown[] = [];
     // A few events at a time: a fresh Redis beside a MySQL with many events is restored in one pass, not serially.
     // One event failing does not stop the others, and the call returns only once none is being written.

@@ -4,6 +4,7 @@ import type { GateStateKeeper } from '../src/gate-state.ts';
 import type { CouponRedis } from '../src/redis/client.ts';
 import { eventIdOfOutbox, eventKeys } from '../src/redis/keys.ts';
 import { BackgroundLoop } from '../src/loop.ts';
+import type { EventArchiver } from './archiver.ts';
 import type { JobQueues } from './job-queues.ts';
 import type { WorkerMetrics } from './metrics.ts';
 import type { OutboxAdmin } from './outbox-admin.ts';
@@ -13,19 +14,20 @@ import type { OutboxAdmin } from './outbox-admin.ts';
  * - compare the gate state with MySQL whenever Redis may have lost writes (a flush, a restart, a failover) and
  *   repair it from MySQL;
  * - trim acked entries so every outbox stays bounded, and drop consumers of gone processes;
- * - refresh the lag, pending, issued-minus-persisted and dead-letter gauges.
+ * - refresh the lag, pending, issued-minus-persisted and dead-letter gauges;
+ * - archive ended events whose coupons are all persisted, EVENT_RETENTION after their end, and drop their series.
  */
 export class Maintenance {
   readonly #deps: {
     redis: CouponRedis; store: CouponStore; keeper: GateStateKeeper; outbox: OutboxAdmin; jobQueues: JobQueues;
-    metrics: WorkerMetrics; logger: Logger; claimIdleMs: number;
+    archiver: EventArchiver; metrics: WorkerMetrics; logger: Logger; claimIdleMs: number; retentionMs: number;
   };
   readonly #tasks: Array<{ name: string; everyMs: number; run: () => Promise<void>; dueAt: number }>;
   readonly #loop: BackgroundLoop;
 
   constructor(deps: {
     redis: CouponRedis; store: CouponStore; keeper: GateStateKeeper; outbox: OutboxAdmin; jobQueues: JobQueues;
-    metrics: WorkerMetrics; logger: Logger; claimIdleMs: number;
+    archiver: EventArchiver; metrics: WorkerMetrics; logger: Logger; claimIdleMs: number; retentionMs: number;
   }) {
     this.#deps = deps;
     this.#tasks = [
@@ -34,6 +36,8 @@ export class Maintenance {
       { name: 'outbox gauges', everyMs: 2_000, run: () => this.refreshOutboxGauges(), dueAt: 0 },
       { name: 'persisted gauges', everyMs: 10_000, run: () => this.refreshPersistedGauges(), dueAt: 0 },
       { name: 'dead-letter gauge', everyMs: 10_000, run: () => deps.jobQueues.refreshMetrics(), dueAt: 0 },
+      // A short retention is looked at as often (tests); a retention of days once every half minute.
+      { name: 'archive events', everyMs: Math.min(Math.max(deps.retentionMs, 1_000), 30_000), run: () => this.archiveEvents(), dueAt: 0 },
     ];
     this.#loop = new BackgroundLoop({ name: 'maintenance', step: (signal) => this.#runDueTasks(signal), logger: deps.logger });
   }
@@ -84,15 +88,39 @@ export class Maintenance {
     }
   }
 
+  /** Events this process has series for: those no longer registered (archived, by any worker) lose them. */
+  readonly #gauged = new Set<string>();
+
   async refreshOutboxGauges(): Promise<void> {
     const { outbox, metrics } = this.#deps;
+    const registered = new Set<string>();
     for (const stream of await outbox.streams()) {
+      const event = eventIdOfOutbox(stream);
+      registered.add(event);
       const state = await outbox.groupState(stream);
       if (!state) continue;
-      const event = eventIdOfOutbox(stream);
       metrics.outboxLag.set({ event }, state.lag);
       metrics.outboxPending.set({ event }, state.pending);
+      this.#gauged.add(event);
     }
+    for (const event of this.#gauged) if (!registered.has(event)) this.#forget(event);
+  }
+
+  /**
+   * Archives the events that are due (see EventArchiver), then forgets them here at once: their series, and the
+   * registry as last read, so the next task sees the registry without them.
+   */
+  async archiveEvents(): Promise<void> {
+    const archived = await this.#deps.archiver.archiveDue();
+    if (archived.length === 0) return;
+    for (const event of archived) this.#forget(event);
+    this.#deps.outbox.forgetStreams();
+  }
+
+  #forget(event: string): void {
+    this.#deps.metrics.forgetEvent(event);
+    this.#gauged.delete(event);
+    this.#behind.delete(event);
   }
 
   /** Events whose issued-minus-persisted gauge is above zero: counted again until it is back to zero. */

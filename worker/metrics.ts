@@ -39,4 +39,9 @@ export class WorkerMetrics {
     });
     this.deadLetterJobs = new Gauge({ name: 'coupon_dead_letter_jobs', help: 'Jobs waiting in the dead-letter queue', registers });
   }
+
+  /** Drops every series of an event that is gone from Redis (archived): /metrics stays as long as the live events. */
+  forgetEvent(event: string): void {
+    for (const gauge of [this.outboxLag, this.outboxPending, this.issuedMinusPersisted]) gauge.remove({ event });
+  }
 }

@@ -31,6 +31,11 @@ export class OutboxAdmin {
     return this.#registry.streams();
   }
 
+  /** Read the registry again on the next call: events were archived and their streams are gone. */
+  forgetStreams(): void {
+    this.#registry.forget();
+  }
+
   /** Pending, undelivered and trimmable state of one stream's group; null when the stream or group is gone. */
   async groupState(stream: string): Promise<GroupState | null> {
     try {

@@ -76,7 +76,11 @@ export class Outbox {
    */
   async claimStale(idleMs: number, count: number): Promise<OutboxEntry[]> {
     const entries: OutboxEntry[] = [];
-    for (const stream of await this.streams()) {
+    const streams = await this.streams();
+    // Cursors of streams no longer registered (archived events) are dropped, so none is kept for ever.
+    const live = new Set(streams);
+    for (const stream of this.#claimCursors.keys()) if (!live.has(stream)) this.#claimCursors.delete(stream);
+    for (const stream of streams) {
       if (entries.length >= count) break;
       const cursor = this.#claimCursors.get(stream) ?? '0-0';
       let reply: [string, RawEntry[], string[]];

@@ -10,6 +10,7 @@ import { createRedis } from '../src/redis/client.ts';
 import { sleep } from '../src/loop.ts';
 import { closeAll } from '../src/shutdown.ts';
 import { OutboxConsumer } from './consumer.ts';
+import { EventArchiver } from './archiver.ts';
 import { JobQueues } from './job-queues.ts';
 import { Maintenance } from './maintenance.ts';
 import { WorkerMetrics } from './metrics.ts';
@@ -54,9 +55,10 @@ export async function createWorker(config: Config, logger: Logger) {
       blockMs: OUTBOX_BLOCK_MS,
     },
   });
+  const archiver = new EventArchiver({ redis, store, outbox: adminOutbox, logger, retentionMs: config.eventRetentionMs });
   const maintenance = new Maintenance({
-    redis, store, keeper, outbox: adminOutbox, jobQueues, metrics, logger,
-    claimIdleMs: config.claimIdleMs,
+    redis, store, keeper, outbox: adminOutbox, jobQueues, archiver, metrics, logger,
+    claimIdleMs: config.claimIdleMs, retentionMs: config.eventRetentionMs,
   });
 
   let stopping = false;

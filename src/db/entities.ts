@@ -14,6 +14,8 @@ export const CouponEventSchema = defineEntity({
     epoch: p.integer().default(0),
     /** the kill switch: the gate issues nothing while set (Redis holds it too, as the meta field `paused`) */
     paused: p.boolean().default(false),
+    /** set once the ended event's coupons were all persisted and its Redis gate state deleted: it lives in MySQL only */
+    archivedAt: p.datetime(3).fieldName('archived_at').nullable(),
     createdAt: p.datetime(3).fieldName('created_at').defaultRaw('current_timestamp(3)').persist(false),
   },
 });

@@ -5,6 +5,7 @@ import { Migration20261125000000_initial } from './migrations/Migration202611250
 import { Migration20261201000000_exact_ids } from './migrations/Migration20261201000000_exact_ids.ts';
 import { Migration20261201000001_event_epoch } from './migrations/Migration20261201000001_event_epoch.ts';
 import { Migration20261201000002_event_paused } from './migrations/Migration20261201000002_event_paused.ts';
+import { Migration20261201000003_event_archived } from './migrations/Migration20261201000003_event_archived.ts';
 
 export type Orm = MikroORM;
 
@@ -24,6 +25,7 @@ export function ormConfig(mysqlUrl: string, options: { poolMax?: number } = {}) 
         { name: 'Migration20261201000000_exact_ids', class: Migration20261201000000_exact_ids },
         { name: 'Migration20261201000001_event_epoch', class: Migration20261201000001_event_epoch },
         { name: 'Migration20261201000002_event_paused', class: Migration20261201000002_event_paused },
+        { name: 'Migration20261201000003_event_archived', class: Migration20261201000003_event_archived },
       ],
       transactional: false,
       // Migrations are hand-written SQL; no schema snapshot file is kept, and the caller reports what ran.

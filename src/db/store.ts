@@ -46,6 +46,51 @@ export class CouponStore {
     return rows.map(toEvent);
   }
 
+  /** The events that are not archived: those whose gate state lives in Redis (the only ones a restore writes). */
+  async listLiveEvents(): Promise<CouponEvent[]> {
+    const rows = await this.#em().find(CouponEventSchema, { archivedAt: null }, { orderBy: { id: 'asc' } });
+    return rows.map(toEvent);
+  }
+
+  /** Up to `limit` events not archived whose end is at or before `endedBy`, earliest end first: what may be archived. */
+  async listArchivable(endedBy: Date, limit: number): Promise<CouponEvent[]> {
+    const rows = await this.#em().find(
+      CouponEventSchema, { archivedAt: null, endsAt: { $ne: null, $lte: endedBy } }, { orderBy: { endsAt: 'asc', id: 'asc' }, limit },
+    );
+    return rows.map(toEvent);
+  }
+
+  /**
+   * Marks an ended event archived, once: true when this call did (false when it was already, or its end is after
+   * `endedBy` after all, or there is no such event). MySQL is marked before Redis is cleared, so a crash between
+   * leaves an archived event with stale keys, which the archiver deletes on its next pass, never keys deleted
+   * from a live event.
+   */
+  async archiveEvent(id: string, endedBy: Date): Promise<boolean> {
+    const affected = await this.#em().nativeUpdate(
+      CouponEventSchema, { id, archivedAt: null, endsAt: { $ne: null, $lte: endedBy } }, { archivedAt: new Date() },
+    );
+    return affected === 1;
+  }
+
+  /** Takes an event back out of the archive: its gate state turned out to have moved on before it was deleted. */
+  async unarchiveEvent(id: string): Promise<void> {
+    await this.#em().nativeUpdate(CouponEventSchema, { id }, { archivedAt: null });
+  }
+
+  /** When the event was archived; null while it is live, and for an id MySQL does not know. */
+  async archivedAt(id: string): Promise<Date | null> {
+    const row = await this.#em().findOne(CouponEventSchema, { id }, { fields: ['archivedAt'] });
+    return row?.archivedAt ?? null;
+  }
+
+  /** Which of these events are archived. */
+  async archivedAmong(ids: readonly string[]): Promise<Set<string>> {
+    if (ids.length === 0) return new Set();
+    const rows = await this.#em().find(CouponEventSchema, { id: { $in: [...ids] }, archivedAt: { $ne: null } }, { fields: ['id'] });
+    return new Set(rows.map((row) => row.id));
+  }
+
   /** Up to `limit` events with an id after `afterId` (all when null), in id order: a page of the admin's list. */
   async listEventsAfter(afterId: string | null, limit: number): Promise<CouponEvent[]> {
     const rows = await this.#em().find(CouponEventSchema, afterId === null ? {} : { id: { $gt: afterId } }, { orderBy: { id: 'asc' }, limit });
