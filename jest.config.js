@@ -11,6 +11,8 @@ const shared = {
   transform: { '^.+\\.ts$': ['@swc/jest', { jsc: { target: 'es2024', parser: { syntax: 'typescript' } }, module: { type: 'es6' } }] },
   extensionsToTreatAsEsm: ['.ts'],
   testTimeout: 60_000,
+  // Tools, image builds and server data live here: never crawled for modules (an image's files broke the map).
+  modulePathIgnorePatterns: ['<rootDir>/.tools/', '<rootDir>/.cluster/', '<rootDir>/.stack/', '<rootDir>/.bench/'],
 };
 
 export default {
