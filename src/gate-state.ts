@@ -3,7 +3,7 @@ import type { Logger } from 'pino';
 import type { CouponEvent } from './domain/coupon.ts';
 import type { CouponStore } from './db/store.ts';
 import { type CouponRedis, serverIdentity } from './redis/client.ts';
-import { installEventState } from './redis/event-state.ts';
+import { installEventState, markBitmapComplete, markPersisted } from './redis/event-state.ts';
 import { encodeUserEntry } from './redis/formats.ts';
 import { STATE_CHECK_LOCK_KEY, STATE_SENTINEL_KEY, eventKeys } from './redis/keys.ts';
 
@@ -126,7 +126,7 @@ export class GateStateKeeper {
     // Replication ships writes in order, so a replica holds every coupon up to its counter: only the rows above
     // it can be missing. Fewer users than rows (or no state at all) means something else was lost: read them all.
     const above = metaExists === 0 || users < known.count ? 0 : issued < known.maxSequence ? issued : null;
-    return installEventState(this.#redis, event.id, {
+    const outcome = await installEventState(this.#redis, event.id, {
       totalQuantity: event.totalQuantity,
       startsAtMs: event.startsAt.getTime(),
       endsAtMs: event.endsAt?.getTime() ?? null,
@@ -135,6 +135,9 @@ export class GateStateKeeper {
       paused: event.paused,
       users: above === null ? [] : this.#persistedUsers(event.id, above, known.maxSequence),
     });
+    // Every row was read, and its bit set on the way: the reads may count persisted coupons from the bitmap.
+    if (above === 0) await markBitmapComplete(this.#redis, event.id);
+    return outcome;
   }
 
   /**
@@ -148,6 +151,7 @@ export class GateStateKeeper {
       for (let after = above; next; after += RESTORE_PAGE_ROWS) {
         const page = await next;
         next = after + RESTORE_PAGE_ROWS < through ? read(after + RESTORE_PAGE_ROWS) : undefined;
+        await markPersisted(this.#redis, eventId, page.map((coupon) => coupon.sequence));
         for (const coupon of page) yield [coupon.userId, encodeUserEntry(coupon)];
       }
     } finally {

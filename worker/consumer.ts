@@ -3,7 +3,8 @@ import { isDependencyFault } from '../src/dependency-faults.ts';
 import { BackgroundLoop } from '../src/loop.ts';
 import type { JobQueues } from './job-queues.ts';
 import type { Outbox, OutboxEntry } from './outbox.ts';
-import type { Persister, WriteSlots } from './persister.ts';
+import { GateStateMissingError, type Persister, type WriteSlots } from './persister.ts';
+import { GateEpochChangedError } from '../src/db/store.ts';
 
 export interface ConsumerSettings {
   batchSize: number;
@@ -57,6 +58,8 @@ export class OutboxConsumer {
   #activeStreams = 1;
   /** how many entries the next read while draining asks slots for */
   #readSize: number;
+  /** entries of a batch that failed, still pending on this consumer: taken back first on the next step */
+  #unfinished: OutboxEntry[] = [];
 
   constructor(deps: { outbox: Outbox; persister: Persister; jobQueues: JobQueues; logger: Logger; settings: ConsumerSettings }) {
     this.#outbox = deps.outbox;
@@ -84,7 +87,8 @@ export class OutboxConsumer {
     const claimDue = Date.now() >= this.#nextClaimAt;
     if (!this.#draining) {
       const insertSize = this.#persister.insertSize;
-      let entries = claimDue ? await this.#claimStale(insertSize) : [];
+      let entries = await this.#takeBackUnfinished();
+      if (entries.length === 0 && claimDue) entries = await this.#claimStale(insertSize);
       if (entries.length === 0) entries = await this.#readNew(insertSize, blockMs);
       const slots = this.#persister.slots();
       slots.writeBy(Date.now() + claimIdleMs * WRITE_BY_SHARE_OF_CLAIM_IDLE);
@@ -95,7 +99,8 @@ export class OutboxConsumer {
     const { slots, retryInMs } = await this.#persister.slotsWithin(this.#readSize, claimIdleMs * HOLD_SHARE_OF_CLAIM_IDLE);
     if (slots.rows === 0) return retryInMs;
     try {
-      let entries = claimDue ? await this.#claimStale(slots.rows) : [];
+      let entries = await this.#takeBackUnfinished();
+      if (entries.length === 0 && claimDue) entries = await this.#claimStale(slots.rows);
       if (entries.length === 0) entries = await this.#readNew(slots.rows, SLOTTED_BLOCK_MS);
       slots.writeBy(Date.now() + claimIdleMs * WRITE_BY_SHARE_OF_CLAIM_IDLE);
       // A read that got all it had slots for may grow, up to PERSIST_BATCH_SIZE and a second of the cap (more would
@@ -107,6 +112,12 @@ export class OutboxConsumer {
       await slots.release();
     }
     return 0;
+  }
+
+  /** The entries of the last failed batch, if any, claimed back with one more delivery each (see Outbox.reclaim). */
+  async #takeBackUnfinished(): Promise<OutboxEntry[]> {
+    if (this.#unfinished.length === 0) return [];
+    return this.#outbox.reclaim(this.#unfinished.splice(0));
   }
 
   /** Up to `count` entries idle for CLAIM_IDLE_MS on any consumer; a full count means more may wait: look again next step. */
@@ -154,7 +165,12 @@ export class OutboxConsumer {
       });
     } catch (error) {
       const rest = entries.slice(acked);
-      if (rest.length <= 1 || isDependencyFault(error)) throw error;
+      if (rest.length <= 1 || isDependencyFault(error)) {
+        // A restore of the gate state raced the insert: the batch is good, and is tried again after the backoff.
+        // Anything else (MySQL away) waits for CLAIM_IDLE_MS as before, so an outage is not hammered.
+        if (error instanceof GateEpochChangedError || error instanceof GateStateMissingError) this.#unfinished = rest;
+        throw error;
+      }
       // The database answered but refused an insert: one bad entry must not hold back the rest. Persist them
       // one by one, ack those that succeed, and leave the bad ones pending for the delivery limit to catch.
       await slots.fit(rest.length);

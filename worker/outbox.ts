@@ -93,14 +93,36 @@ export class Outbox {
       const [next, claimed, deleted] = reply;
       this.#claimCursors.set(stream, next);
       if (deleted?.length) await this.#redis.xack(stream, PERSIST_GROUP, ...deleted);
-      const live = claimed.filter((entry): entry is [string, string[]] => entry[1] !== null);
-      if (live.length === 0) continue;
-      const deliveries = await this.#deliveryCounts(stream, live[0]![0], live[live.length - 1]![0], live.length);
-      for (const [id, fields] of live) {
-        entries.push({ stream, id, deliveries: deliveries.get(id) ?? 1, coupon: parseOutboxFields(fields) });
-      }
+      entries.push(...(await this.#withDeliveries(stream, claimed)));
     }
     return entries;
+  }
+
+  /**
+   * Takes back at once entries this consumer failed to write (MySQL refused or was away, a gate-state restore
+   * raced the insert), counting one more delivery each, as a claim would after CLAIM_IDLE_MS: a failed batch is
+   * tried again after the loop's backoff, and one that keeps failing still reaches the retry queue.
+   */
+  async reclaim(failed: readonly OutboxEntry[]): Promise<OutboxEntry[]> {
+    const entries: OutboxEntry[] = [];
+    for (const [stream, ofStream] of Map.groupBy(failed, (entry) => entry.stream)) {
+      let claimed: RawEntry[];
+      try {
+        claimed = (await this.#redis.xclaim(stream, PERSIST_GROUP, this.consumer, 0, ...ofStream.map((entry) => entry.id))) as RawEntry[];
+      } catch (error) {
+        if (error instanceof Error && error.message.startsWith('NOGROUP')) continue;
+        throw error;
+      }
+      entries.push(...(await this.#withDeliveries(stream, claimed)));
+    }
+    return entries;
+  }
+
+  async #withDeliveries(stream: string, claimed: RawEntry[]): Promise<OutboxEntry[]> {
+    const live = claimed.filter((entry): entry is [string, string[]] => entry[1] !== null);
+    if (live.length === 0) return [];
+    const deliveries = await this.#deliveryCounts(stream, live[0]![0], live[live.length - 1]![0], live.length);
+    return live.map(([id, fields]) => ({ stream, id, deliveries: deliveries.get(id) ?? 1, coupon: parseOutboxFields(fields) }));
   }
 
   async #deliveryCounts(stream: string, first: string, last: string, count: number): Promise<Map<string, number>> {

@@ -1,7 +1,7 @@
 import { type IssuedCoupon, isValidCoupon } from '../src/domain/coupon.ts';
 import { type CouponStore, GateEpochChangedError, holderKey } from '../src/db/store.ts';
 import { type CouponRedis, reservePersistSlot } from '../src/redis/client.ts';
-import { checkHolders } from '../src/redis/event-state.ts';
+import { checkHolders, markPersisted } from '../src/redis/event-state.ts';
 import type { Logger } from 'pino';
 import type { GateStateKeeper } from '../src/gate-state.ts';
 import { sleep } from '../src/loop.ts';
@@ -85,6 +85,9 @@ export class Persister {
         inserted += written;
         this.#metrics.persisted.inc(written);
         if (written < current.length) await this.#checkSkipped(current);
+        for (const [eventId, ofEvent] of Map.groupBy(current, (coupon) => coupon.eventId)) {
+          await markPersisted(this.#redis, eventId, ofEvent.map((coupon) => coupon.sequence));
+        }
       } catch (error) {
         this.#metrics.persistFailures.inc();
         throw error;

@@ -128,3 +128,19 @@ export async function updateEventState(
   if (code === 1) return { kind: 'quantity_below_issued', issued };
   return { kind: 'state_missing' };
 }
+
+/**
+ * Records that these coupons of one event are in MySQL: one BITFIELD per thousand sequences. Called by the worker
+ * after each committed insert and by a restore for the rows it reads, so the public reads never ask MySQL.
+ */
+export async function markPersisted(redis: CouponRedis, eventId: string, sequences: readonly number[]): Promise<void> {
+  const key = eventKeys(eventId).persisted;
+  for (let start = 0; start < sequences.length; start += 1_000) {
+    await redis.call('BITFIELD', key, ...sequences.slice(start, start + 1_000).flatMap((sequence) => ['SET', 'u1', String(sequence), '1']));
+  }
+}
+
+/** Marks the event's persisted bitmap complete (every persisted coupon has its bit): the reads may trust it. */
+export async function markBitmapComplete(redis: CouponRedis, eventId: string): Promise<void> {
+  await redis.hset(eventKeys(eventId).meta, 'bitmap', '1');
+}

@@ -11,6 +11,10 @@ export interface EventKeys {
   users: string;
   /** stream: the outbox the worker drains into MySQL */
   outbox: string;
+  /** bitmap: bit `sequence` set once that coupon is in MySQL (the public reads answer from it, not from MySQL) */
+  persisted: string;
+  /** string: left when the event is archived and its other keys deleted, so reads know to ask MySQL for it */
+  archived: string;
 }
 
 export const eventKeys = (eventId: string): EventKeys => ({
@@ -18,6 +22,8 @@ export const eventKeys = (eventId: string): EventKeys => ({
   issued: `coupon:{${eventId}}:issued`,
   users: `coupon:{${eventId}}:users`,
   outbox: `coupon:{${eventId}}:outbox`,
+  persisted: `coupon:{${eventId}}:persisted`,
+  archived: `coupon:{${eventId}}:archived`,
 });
 
 /** set of event ids whose outbox the worker drains */
