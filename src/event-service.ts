@@ -6,7 +6,7 @@ import { GateStateKeeper } from './gate-state.ts';
 import { type CouponRedis, redisNowMs } from './redis/client.ts';
 import { installEventState, type UpdateOutcome, updateEventState } from './redis/event-state.ts';
 import { parseUserEntry } from './redis/formats.ts';
-import { EVENT_CHANGED_CHANNEL, eventKeys } from './redis/keys.ts';
+import { EVENT_CHANGED_CHANNEL, EVENT_REGISTRY_KEY, eventKeys } from './redis/keys.ts';
 
 export interface EventView {
   id: string;
@@ -37,6 +37,17 @@ export type UpdateEventResult =
 const READ_CACHE_MS = 1_000;
 
 export type CouponView = { userId: string; sequence: number; status: 'pending' | 'persisted' };
+export type UserCouponView = { eventId: string; sequence: number; status: 'pending' | 'persisted' };
+export interface EventPage {
+  events: EventView[];
+  /** where the next page starts (the last event id looked at), null once every event was looked at */
+  nextCursor: string | null;
+}
+/** Events read from MySQL per step of a listing, and at most per request when a status filter skips most of them. */
+const LIST_STEP_ROWS = 100;
+const LIST_MAX_SCANNED = 1_000;
+/** Events whose users hash one pipeline asks, when a user's pending coupons are looked up. */
+const USER_LOOKUP_CHUNK = 500;
 
 /**
  * Event management: MySQL holds the event of record, Redis the gate state the apply path reads.
@@ -143,6 +154,50 @@ export class EventService {
       this.#readCache.set(id, cached);
     }
     return cached.event && this.#view(cached.event);
+  }
+
+  /**
+   * A page of events in id order, after the event `afterId`, optionally only those of one status. The status is
+   * computed (Redis counter and clock), so a filter is applied while scanning: a request looks at no more than
+   * LIST_MAX_SCANNED events and may answer fewer than `limit` with a cursor to go on from.
+   */
+  async list(options: { afterId: string | null; limit: number; status?: EventStatus }): Promise<EventPage> {
+    const events: EventView[] = [];
+    let after = options.afterId;
+    let scanned = 0;
+    while (scanned < LIST_MAX_SCANNED) {
+      const rows = await this.#store.listEventsAfter(after, Math.min(LIST_STEP_ROWS, LIST_MAX_SCANNED - scanned));
+      const views = await Promise.all(rows.map((row) => this.#view(row)));
+      for (const view of views) {
+        scanned += 1;
+        after = view.id;
+        if (options.status === undefined || view.status === options.status) events.push(view);
+        if (events.length === options.limit) return { events, nextCursor: after };
+      }
+      if (rows.length < LIST_STEP_ROWS) return { events, nextCursor: null };
+    }
+    return { events, nextCursor: after };
+  }
+
+  /**
+   * Every coupon one user holds, across events: persisted ones from MySQL, pending ones from the users hash of
+   * each event the worker drains (the registry), asked a pipeline per USER_LOOKUP_CHUNK events.
+   */
+  async couponsOfUser(userId: string): Promise<UserCouponView[]> {
+    const [persisted, eventIds] = await Promise.all([this.#store.findCouponsOfUser(userId), this.#redis.smembers(EVENT_REGISTRY_KEY)]);
+    const coupons = new Map<string, UserCouponView>(persisted.map((row) => [row.eventId, { ...row, status: 'persisted' }]));
+    const unknown = eventIds.filter((eventId) => !coupons.has(eventId));
+    for (let start = 0; start < unknown.length; start += USER_LOOKUP_CHUNK) {
+      const chunk = unknown.slice(start, start + USER_LOOKUP_CHUNK);
+      const pipeline = this.#redis.pipeline();
+      for (const eventId of chunk) pipeline.hget(eventKeys(eventId).users, userId);
+      const answers = (await pipeline.exec()) ?? [];
+      answers.forEach(([error, entry], i) => {
+        if (error) throw error;
+        if (typeof entry === 'string') coupons.set(chunk[i]!, { eventId: chunk[i]!, sequence: parseUserEntry(entry).sequence, status: 'pending' });
+      });
+    }
+    return [...coupons.values()].sort((a, b) => (a.eventId < b.eventId ? -1 : a.eventId > b.eventId ? 1 : 0));
   }
 
   async exists(id: string): Promise<boolean> {

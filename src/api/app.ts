@@ -12,6 +12,7 @@ import type { Identity } from './identity.ts';
 import type { ApiMetrics } from './metrics.ts';
 import { applyRoutes } from './routes/apply.ts';
 import { eventRoutes } from './routes/events.ts';
+import { userRoutes } from './routes/users.ts';
 import type { SoldOutFlags } from './sold-out.ts';
 
 export interface AppDeps {
@@ -62,6 +63,7 @@ export function createApp(deps: AppDeps): Koa {
     ctx.body = await deps.metrics.registry.metrics();
   });
   eventRoutes(router, { events: deps.events, adminToken: deps.adminToken, onEventChanged: (id) => deps.soldOut.forget(id) }, parseJson);
+  userRoutes(router, { events: deps.events, adminToken: deps.adminToken, identity: deps.identity });
   applyRoutes(router, new ApplyForCoupon(deps), parseJson);
   app.use(router.routes());
   app.use(router.allowedMethods());

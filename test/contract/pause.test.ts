@@ -11,7 +11,7 @@ let worker: ServiceProcess;
 
 beforeAll(async () => {
   [apiA, apiB, worker] = await Promise.all([spawnApi(), spawnApi(), spawnWorker()]);
-});
+}, 60_000);
 
 afterAll(async () => {
   await Promise.all([apiA, apiB, worker].filter(Boolean).map((service) => service.stop()));

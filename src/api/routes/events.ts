@@ -1,7 +1,7 @@
 import { createHash, timingSafeEqual } from 'node:crypto';
 import type { Context, Middleware, Next } from 'koa';
 import type { Router } from '@koa/router';
-import { isEventId, isUserId } from '../../domain/coupon.ts';
+import { EVENT_STATUSES, type EventStatus, isEventId, isUserId } from '../../domain/coupon.ts';
 import type { EventService } from '../../event-service.ts';
 import { HttpError } from '../errors.ts';
 import {
@@ -16,6 +16,7 @@ export function eventRoutes(
   router: Router, deps: { events: EventService; adminToken: string | undefined; onEventChanged(eventId: string): void }, parseJson: Middleware,
 ): void {
   const admin = requireAdmin(deps.adminToken);
+  router.get('/v1/events', admin, (ctx) => listEvents(ctx, deps.events));
   router.post('/v1/events', admin, requireJson, parseJson, (ctx) => createEvent(ctx, deps.events));
   router.get('/v1/events/:eventId', (ctx) => getEvent(ctx, deps.events));
   router.patch('/v1/events/:eventId', admin, requireJson, parseJson, (ctx) => updateEvent(ctx, deps));
@@ -27,16 +28,24 @@ function requireJson(ctx: Context, next: Next) {
   return next();
 }
 
-function requireAdmin(adminToken: string | undefined) {
-  const expected = adminToken === undefined ? undefined : digest(adminToken);
+export function requireAdmin(adminToken: string | undefined) {
+  const isAdmin = adminCheck(adminToken);
   return (ctx: Context, next: Next) => {
+    if (!isAdmin(ctx)) {
+      throw new HttpError('unauthorized', adminToken === undefined ? 'admin routes are disabled: ADMIN_TOKEN is not set' : 'a valid admin token is required');
+    }
+    return next();
+  };
+}
+
+/** Whether a request carries the admin token (never, while ADMIN_TOKEN is unset). */
+export function adminCheck(adminToken: string | undefined): (ctx: Context) => boolean {
+  const expected = adminToken === undefined ? undefined : digest(adminToken);
+  return (ctx: Context) => {
     const header = ctx.get('authorization');
     const given = header.startsWith('Bearer ') ? header.slice(7).trim() : '';
     // Both sides are hashed to equal length first, so the comparison takes the same time whatever was sent.
-    if (expected === undefined || !timingSafeEqual(digest(given), expected)) {
-      throw new HttpError('unauthorized', expected === undefined ? 'admin routes are disabled: ADMIN_TOKEN is not set' : 'a valid admin token is required');
-    }
-    return next();
+    return expected !== undefined && timingSafeEqual(digest(given), expected);
   };
 }
 
@@ -79,6 +88,33 @@ async function createEvent(ctx: Context, events: EventService): Promise<void> {
   ctx.status = result.kind === 'created' ? 201 : 200;
   ctx.set('Location', `/v1/events/${body.id}`);
   ctx.body = result.event;
+}
+
+const DEFAULT_PAGE = 20;
+const MAX_PAGE = 100;
+
+/** GET /v1/events?status=&cursor=&limit=: a page of events in id order; `nextCursor` continues it. */
+async function listEvents(ctx: Context, events: EventService): Promise<void> {
+  const unknown = Object.keys(ctx.query).find((name) => !['status', 'cursor', 'limit'].includes(name));
+  if (unknown) throw new HttpError('invalid_request', `unknown query parameter "${unknown}"`);
+  const { status, cursor, limit: limitText } = ctx.query;
+  if (Array.isArray(status) || Array.isArray(cursor) || Array.isArray(limitText)) throw new HttpError('invalid_request', 'give each query parameter once');
+  if (status !== undefined && !(EVENT_STATUSES as readonly string[]).includes(status)) {
+    throw new HttpError('invalid_request', `status must be one of ${EVENT_STATUSES.join(', ')}`);
+  }
+  const limit = limitText === undefined ? DEFAULT_PAGE : /^[0-9]{1,3}$/.test(limitText) ? Number(limitText) : NaN;
+  if (!(limit >= 1 && limit <= MAX_PAGE)) throw new HttpError('invalid_request', `limit must be an integer from 1 to ${MAX_PAGE}`);
+  const afterId = cursor === undefined ? null : decodeCursor(cursor);
+  const page = await events.list({ afterId, limit, ...(status !== undefined && { status: status as EventStatus }) });
+  ctx.body = { events: page.events, nextCursor: page.nextCursor === null ? null : encodeCursor(page.nextCursor) };
+}
+
+/** The cursor is opaque to clients: the last event id looked at, base64url. */
+const encodeCursor = (eventId: string): string => Buffer.from(eventId).toString('base64url');
+function decodeCursor(cursor: string): string {
+  const eventId = /^[A-Za-z0-9_-]{1,100}$/.test(cursor) ? Buffer.from(cursor, 'base64url').toString() : '';
+  if (!isEventId(eventId)) throw new HttpError('invalid_request', 'cursor is not one this api handed out');
+  return eventId;
 }
 
 async function getEvent(ctx: Context, events: EventService): Promise<void> {
