@@ -4,9 +4,9 @@ import { eventStatus } from './domain/coupon.ts';
 import type { CouponStore, EventChange } from './db/store.ts';
 import { GateStateKeeper } from './gate-state.ts';
 import { type CouponRedis, redisNowMs } from './redis/client.ts';
-import { installEventState, type UpdateOutcome, updateEventState } from './redis/event-state.ts';
+import { installEventState, markBitmapComplete, type UpdateOutcome, updateEventState } from './redis/event-state.ts';
 import { parseUserEntry } from './redis/formats.ts';
-import { EVENT_CHANGED_CHANNEL, EVENT_REGISTRY_KEY, eventKeys } from './redis/keys.ts';
+import { EVENT_CHANGED_CHANNEL, EVENT_REGISTRY_KEY, STATE_SENTINEL_KEY, eventKeys } from './redis/keys.ts';
 
 export interface EventView {
   id: string;
@@ -34,7 +34,12 @@ export type UpdateEventResult =
   | { kind: 'quantity_below_issued'; issued: number }
   | { kind: 'ends_before_start' }
   | { kind: 'state_missing' };
-const READ_CACHE_MS = 1_000;
+/** how long an event row is shared by the reads: changes made through any api drop it at once (event-changed) */
+const EVENT_CACHE_MS = 30_000;
+/** how long "no such event" is believed: a flood of made-up ids costs MySQL one query per id this often */
+const MISSING_EVENT_CACHE_MS = 5_000;
+/** how long a persisted count read from MySQL is shared, for an event whose bitmap Redis does not have */
+const COUNT_CACHE_MS = 5_000;
 
 export type CouponView = { userId: string; sequence: number; status: 'pending' | 'persisted' };
 export type UserCouponView = { eventId: string; sequence: number; status: 'pending' | 'persisted' };
@@ -58,6 +63,7 @@ export class EventService {
   readonly #store: CouponStore;
   readonly #keeper: Pick<GateStateKeeper, 'restore'>;
   readonly #readCache = new Map<string, { event: CouponEvent | null; until: number }>();
+  readonly #countCache = new Map<string, { count: number; until: number }>();
 
   /**
    * @param keeper restores an event's gate state from MySQL, fenced (see GateStateKeeper.restore): how a retried
@@ -80,6 +86,7 @@ export class EventService {
       await installEventState(this.#redis, event.id, {
         totalQuantity: event.totalQuantity, startsAtMs: event.startsAt.getTime(), endsAtMs: event.endsAt?.getTime() ?? null, issued: 0,
       });
+      await markBitmapComplete(this.#redis, event.id);
       return { kind: 'created', event: await this.#view(event) };
     }
     const existing = await this.#store.findEvent(event.id);
@@ -136,24 +143,43 @@ export class EventService {
       return { kind: 'saved', event: { ...event, ...change } };
     });
     if (result.kind !== 'saved') return result;
-    this.#readCache.delete(id);
+    this.forget(id);
     await this.#redis.publish(EVENT_CHANGED_CHANNEL, id);
     return { kind: 'updated', event: await this.#view(result.event) };
   }
 
   /**
-   * The public event view. The event row is shared for a second per id, found or not, so a flood of made-up
-   * ids costs the shared database one query a second each; the persisted count is always read fresh.
+   * The public event view, polled by storefronts during a sale: no MySQL per request. The event row is shared
+   * for EVENT_CACHE_MS per id (a change through any api drops it: forget()), a missing one for
+   * MISSING_EVENT_CACHE_MS; issued and persisted are read from Redis.
    */
   async get(id: string): Promise<EventView | null> {
-    const now = Date.now();
-    let cached = this.#readCache.get(id);
-    if (!cached || cached.until <= now) {
-      cached = { event: await this.#store.findEvent(id), until: now + READ_CACHE_MS };
-      if (this.#readCache.size >= 10_000) this.#readCache.clear();
-      this.#readCache.set(id, cached);
-    }
-    return cached.event && this.#view(cached.event);
+    const event = await this.#event(id);
+    return event && this.#view(event);
+  }
+
+  /**
+   * The event row, shared for a while (see EVENT_CACHE_MS). MySQL is not asked about an id Redis can vouch does not
+   * exist: no gate state, no archive tombstone, and the marker says Redis lost nothing since it was compared with
+   * MySQL. So a flood of made-up ids costs Redis a round trip each and MySQL nothing.
+   */
+  async #event(id: string): Promise<CouponEvent | null> {
+    const cached = this.#readCache.get(id);
+    if (cached && cached.until > Date.now()) return cached.event;
+    const keys = eventKeys(id);
+    const [state, tombstone, marker] = await Promise.all([
+      this.#redis.exists(keys.meta), this.#redis.exists(keys.archived), this.#redis.exists(STATE_SENTINEL_KEY),
+    ]);
+    const event = state === 0 && tombstone === 0 && marker === 1 ? null : await this.#store.findEvent(id);
+    if (this.#readCache.size >= 10_000) this.#readCache.clear();
+    this.#readCache.set(id, { event, until: Date.now() + (event ? EVENT_CACHE_MS : MISSING_EVENT_CACHE_MS) });
+    return event;
+  }
+
+  /** Drops what the reads share about an event: called on every change, here and (pub/sub) on every other api. */
+  forget(id: string): void {
+    this.#readCache.delete(id);
+    this.#countCache.delete(id);
   }
 
   /**
@@ -204,19 +230,58 @@ export class EventService {
     return (await this.#store.findEvent(id)) !== null;
   }
 
-  /** A user's coupon: pending while it waits in the outbox, persisted once it is in MySQL. */
+  /**
+   * A user's coupon: pending while it waits in the outbox, persisted once it is in MySQL, both told by Redis (the
+   * user entry and the persisted bitmap). MySQL is asked only when Redis cannot tell: the event's gate state is
+   * not there (archived, or lost and not yet restored), or its bitmap is missing (written before it existed).
+   */
   async findCoupon(eventId: string, userId: string): Promise<CouponView | null> {
-    const [entry, row] = await Promise.all([this.#redis.hget(eventKeys(eventId).users, userId), this.#store.findCoupon(eventId, userId)]);
-    if (row) return { userId, sequence: row.sequence, status: 'persisted' };
-    if (entry) return { userId, sequence: parseUserEntry(entry).sequence, status: 'pending' };
-    return null;
+    const keys = eventKeys(eventId);
+    const [entry, [hasState, complete]] = await Promise.all([this.#redis.hget(keys.users, userId), this.#bitmapState(eventId)]);
+    if (entry) {
+      const { sequence } = parseUserEntry(entry);
+      if ((await this.#redis.getbit(keys.persisted, sequence)) === 1) return { userId, sequence, status: 'persisted' };
+      if (complete) return { userId, sequence, status: 'pending' };
+      const row = await this.#store.findCoupon(eventId, userId);
+      return { userId, sequence: row?.sequence ?? sequence, status: row ? 'persisted' : 'pending' };
+    }
+    // Every persisted holder has an entry while the state is there (a restore merges them back in).
+    if (hasState || !(await this.#event(eventId))) return null;
+    const row = await this.#store.findCoupon(eventId, userId);
+    return row && { userId, sequence: row.sequence, status: 'persisted' };
+  }
+
+  /**
+   * Whether Redis has the event's gate state, and whether its persisted bitmap is complete: marked so in the meta
+   * hash when the event was created with it, or when a restore rebuilt it from every row. An event older than the
+   * bitmap is answered from MySQL instead (cached).
+   */
+  async #bitmapState(id: string): Promise<[hasState: boolean, complete: boolean]> {
+    const [total, bitmap] = await this.#redis.hmget(eventKeys(id).meta, 'total', 'bitmap');
+    return [total !== null, total !== null && bitmap === '1'];
+  }
+
+
+
+  /** Coupons of the event in MySQL, for an event Redis has no bitmap for: shared for a few seconds per event. */
+  async #persistedCount(id: string): Promise<number> {
+    const now = Date.now();
+    const cached = this.#countCache.get(id);
+    if (cached && cached.until > now) return cached.count;
+    const count = await this.#store.countPersisted(id);
+    if (this.#countCache.size >= 10_000) this.#countCache.clear();
+    this.#countCache.set(id, { count, until: now + COUNT_CACHE_MS });
+    return count;
   }
 
   async #view(event: CouponEvent): Promise<EventView> {
-    const [issuedRaw, persisted, nowMs] = await Promise.all([
-      this.#redis.get(eventKeys(event.id).issued), this.#store.countPersisted(event.id), redisNowMs(this.#redis),
+    const keys = eventKeys(event.id);
+    const [[hasState, complete], issuedRaw, bits, nowMs] = await Promise.all([
+      this.#bitmapState(event.id), this.#redis.get(keys.issued), this.#redis.bitcount(keys.persisted), redisNowMs(this.#redis),
     ]);
-    const issued = Number(issuedRaw ?? 0);
+    // Without gate state (an archived event, or one Redis lost) or a complete bitmap, MySQL's count tells.
+    const persisted = complete ? bits : await this.#persistedCount(event.id);
+    const issued = hasState ? Number(issuedRaw ?? 0) : persisted;
     return {
       id: event.id,
       name: event.name,

@@ -34,12 +34,15 @@ for (const client of [redis, subscriber]) client.on('error', (error: Error) => l
 const orm = await createOrm(config.mysqlUrl);
 const store = new CouponStore(orm);
 const soldOut = new SoldOutFlags(config.soldOutCacheMs);
+const events = new EventService(redis, store);
+// A change made through any api drops what the reads here share about that event.
+subscriber.on('message', (_channel: string, eventId: string) => events.forget(eventId));
 const redisServer = new CheckedServer(redis, new GateStateKeeper(redis, store, logger), logger);
 let draining = false;
 
 const app = createApp({
   redis,
-  events: new EventService(redis, store),
+  events,
   soldOut,
   metrics: new ApiMetrics(createRegistry('api')),
   logger,
