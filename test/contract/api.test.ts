@@ -91,32 +91,35 @@ describe('POST /v1/events', () => {
     const dir = await mkdtemp(join(tmpdir(), 'coupon-contract-create-retry-'));
     const server = await startRedis({ dir });
     const redis = new Redis(server.url);
+    let own: ServiceProcess | undefined;
     try {
-      const own = await spawnApi({ REDIS_URL: server.url });
+      own = await spawnApi({ REDIS_URL: server.url });
       started.push(own);
+      const ownUrl = own.url;
       const id = uniqueEventId('ct');
       const body = { id, name: `retry ${id}`, totalQuantity: 2, endsAt: isoIn(3_600_000) };
       // The first try's Redis write times out: writes are paused, and once the api has answered, its connections
       // are killed, so the held write never runs. MySQL has the event, the gate does not (the same server, so no
       // repair from MySQL follows: the event answers 404).
       await redis.client('PAUSE', 20_000, 'WRITE');
-      const first = await call(`${own.url}/v1/events`, { body, token: ADMIN_TOKEN });
+      const first = await call(`${ownUrl}/v1/events`, { body, token: ADMIN_TOKEN });
       await redis.call('CLIENT', 'KILL', 'TYPE', 'normal', 'SKIPME', 'yes');
       await redis.client('UNPAUSE');
       expect(first.status).toBe(503);
       expect(await redis.exists(eventKeys(id).meta)).toBe(0);
-      await waitFor(async () => (await call(`${own.url}/v1/events/${id}/apply`, { body: { userId: 'too-early' } })).status === 404, { what: 'the half-made event to answer 404' });
+      await waitFor(async () => (await call(`${ownUrl}/v1/events/${id}/apply`, { body: { userId: 'too-early' } })).status === 404, { what: 'the half-made event to answer 404' });
 
-      const retry = await call(`${own.url}/v1/events`, { body, token: ADMIN_TOKEN });
+      const retry = await call(`${ownUrl}/v1/events`, { body, token: ADMIN_TOKEN });
       expect(retry.status).toBe(201);
       expect(retry.headers.get('location')).toBe(`/v1/events/${id}`);
       expect(retry.body).toMatchObject({ id, totalQuantity: 2, issued: 0, status: 'open' });
-      const applies = await Promise.all(['u1', 'u2', 'u3'].map(async (userId) => (await call(`${own.url}/v1/events/${id}/apply`, { body: { userId } })).status));
+      const applies = await Promise.all(['u1', 'u2', 'u3'].map(async (userId) => (await call(`${ownUrl}/v1/events/${id}/apply`, { body: { userId } })).status));
       expect(applies.sort()).toEqual([202, 202, 410]);
-      expect((await call(`${own.url}/v1/events`, { body, token: ADMIN_TOKEN })).body).toMatchObject({ issued: 2, status: 'sold_out' });
-      expect((await call(`${own.url}/v1/events`, { body: { ...body, totalQuantity: 5 }, token: ADMIN_TOKEN })).status).toBe(409);
-      await own.stop();
+      expect((await call(`${ownUrl}/v1/events`, { body, token: ADMIN_TOKEN })).body).toMatchObject({ issued: 2, status: 'sold_out' });
+      expect((await call(`${ownUrl}/v1/events`, { body: { ...body, totalQuantity: 5 }, token: ADMIN_TOKEN })).status).toBe(409);
     } finally {
+      // the api before its Redis: an api whose Redis is gone does not finish its shutdown
+      await own?.stop();
       redis.disconnect();
       await server.stop();
       await rm(dir, { recursive: true, force: true });
