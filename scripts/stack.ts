@@ -2,12 +2,15 @@
  * `npm run stack`: the whole service on this machine. Starts throwaway Redis, MariaDB and PostgreSQL under
  * .stack/dev (or reuses servers reachable at REDIS_URL / MYSQL_URL / POSTGRES_URL), migrates, runs one api and
  * one worker in the foreground, and prints the URL and admin token. Ctrl-C stops everything it started.
+ * First it installs the Debian packages of the servers it must start when they are missing (as root with apt;
+ * scripts/setup/prerequisites.ts), or stops with the one line that says how.
  */
 import { randomBytes } from 'node:crypto';
 import { fileURLToPath } from 'node:url';
 import { migrateUp } from '../src/db/migrate.ts';
 import { type LocalStack, startLocalStack } from './local-servers/index.ts';
 import { startApi, startWorker, type ServiceProcess } from './services.ts';
+import { ensureOrExit, serversToStart } from './setup/prerequisites.ts';
 
 const root = fileURLToPath(new URL('..', import.meta.url));
 const apiPort = Number(process.env.PORT ?? 8080);
@@ -29,7 +32,12 @@ async function stopAll(code: number): Promise<never> {
 // Before anything starts: a Ctrl-C while MariaDB initialises must still stop what was started.
 process.on('SIGINT', () => void stopAll(0));
 process.on('SIGTERM', () => void stopAll(0));
-stack = await startLocalStack({ dir: `${root}.stack/dev` });
+await ensureOrExit(await serversToStart(), { root, command: 'npm run stack' });
+stack = await startLocalStack({ dir: `${root}.stack/dev` }).catch(async (error: unknown): Promise<never> => {
+  // The server's own words (and its log's tail), not a stack trace.
+  console.error(`npm run stack: ${error instanceof Error ? error.message : String(error)}`);
+  return stopAll(1);
+});
 
 try {
   const applied = await migrateUp(stack.mysqlUrl);

@@ -1,11 +1,15 @@
 /**
  * schemathesis fuzzes a real api (with JWT identity) and a worker from docs/openapi.yaml: no 5xx, every
- * response as documented, invalid input refused, valid input accepted. Needs scripts/install-fuzz-tools.sh.
+ * response as documented, invalid input refused, valid input accepted. schemathesis comes from .tools/fuzz-venv:
+ * npm test's global setup installs it before this runs (scripts/setup), and beforeAll makes sure of it.
  */
 import { writeFile, mkdtemp, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { FUZZ_USER, prepareFuzzEvents, runSchemathesis, userToken, type FuzzEvents } from '../../scripts/fuzz.ts';
+import { fileURLToPath } from 'node:url';
+import { FUZZ_USER, SCHEMATHESIS, prepareFuzzEvents, runSchemathesis, userToken, type FuzzEvents } from '../../scripts/fuzz.ts';
+import { ensurePrerequisites } from '../../scripts/setup/prerequisites.ts';
+import { schemathesisPath } from '../../scripts/setup/tools.ts';
 import { ADMIN_TOKEN, closePool, spawnApi, spawnWorker, type ServiceProcess } from '../support/harness.ts';
 import { call, openapi } from '../support/openapi.ts';
 
@@ -14,6 +18,13 @@ const started: ServiceProcess[] = [];
 let api: ServiceProcess;
 let token: string;
 let events: FuzzEvents;
+
+// schemathesis is installed already (a no-op here) unless this file was picked in a way the global setup cannot see.
+beforeAll(async () => {
+  const root = fileURLToPath(new URL('../..', import.meta.url));
+  await ensurePrerequisites({ kits: ['fuzz-tools'] }, { root, command: 'npm test' });
+  expect(SCHEMATHESIS).toBe(schemathesisPath(root));
+}, 15 * 60_000);
 
 beforeAll(async () => {
   api = await spawnApi({ AUTH_JWT_SECRET: JWT_SECRET });

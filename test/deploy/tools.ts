@@ -1,28 +1,31 @@
 /**
  * Runs the Kubernetes tool chain that scripts/install-k8s-tools.sh puts under .tools/ (helm, kubeconform, helm-docs,
- * helm-unittest, hadolint, yamllint, check-jsonschema and the offline schemas). A missing tool is a test
- * failure with the command that installs it, never a skip: CI must not pass without these checks.
+ * helm-unittest, hadolint, yamllint, check-jsonschema and the offline schemas). `npm test` installs it before the
+ * tests that use it run (test/support/global-setup.ts, through scripts/setup: a test that imports run, toolPath,
+ * kubeconformArgs or skaffoldSchemaPath from here is one). A missing tool is a test failure with the command that
+ * installs it, never a skip: CI must not pass without these checks.
  */
 import { spawnSync } from 'node:child_process';
 import { existsSync, readdirSync } from 'node:fs';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
+import { type DeployTool, deployToolPath, toolsDir as toolsDirOf } from '../../scripts/setup/tools.ts';
 
 export const repoRoot = fileURLToPath(new URL('../..', import.meta.url));
 export const chartDir = join(repoRoot, 'charts', 'coupon');
-const toolsDir = join(repoRoot, '.tools');
+const toolsDir = toolsDirOf(repoRoot);
 
 /** Kubernetes version whose schemas kubeconform validates against (the installer's K8S_SCHEMA_VERSION). */
 export const kubernetesVersion = '1.37.0';
 /** skaffold.yaml's apiVersion; the installer fetches its published JSON schema. */
 export const skaffoldSchemaVersion = 'v4beta13';
 
-const INSTALL_HINT = 'run `bash scripts/install-k8s-tools.sh` (it installs the deploy tool chain into .tools/)';
+const INSTALL_HINT = 'run `npm run setup -- deploy-tools` (it installs the deploy tool chain into .tools/)';
 
-export type Tool = 'helm' | 'kubeconform' | 'helm-unittest' | 'helm-docs' | 'hadolint' | 'yamllint' | 'check-jsonschema';
+export type Tool = DeployTool;
 
 export function toolPath(name: Tool): string {
-  const path = join(toolsDir, 'bin', name);
+  const path = deployToolPath(repoRoot, name);
   if (!existsSync(path)) throw new Error(`${name} is missing at ${path}: ${INSTALL_HINT}`);
   return path;
 }

@@ -2,15 +2,23 @@
  * Starts the Redis, MariaDB and PostgreSQL servers the whole suite shares, migrates MySQL once, and hands the
  * URLs to the test workers through process.env (workers are forked after this runs and inherit it).
  *
+ * First it ensures what the selected tests need (scripts/setup/prerequisites.ts): the servers' Debian packages
+ * (installed as root with apt when missing), the deploy tools under .tools/ when a selected test runs them
+ * (imports run/toolPath/... from test/deploy/tools.ts) and schemathesis when one fuzzes (runSchemathesis).
+ * What cannot be installed here stops the run with one line naming the command to run.
+ *
  * Each run gets its own folder, .stack/test/run-<jest pid>, and free ports, so a running `npm run stack` or a
  * second `npm test` in the same tree never collides with it. Folders left by runs that died are cleaned here.
  * TEST_REUSE_SERVERS=1 reuses REDIS_URL / MYSQL_URL / POSTGRES_URL where they are reachable;
  * TEST_REDIS_PORT / TEST_MYSQL_PORT / TEST_POSTGRES_PORT pin the ports of the servers started here.
  */
+import { readdirSync, readFileSync } from 'node:fs';
 import { mkdir, readdir, rm } from 'node:fs/promises';
-import { join } from 'node:path';
+import { join, relative } from 'node:path';
 import { pathToFileURL } from 'node:url';
 import { freePort, isAlive, startLocalStack, stopLeftoverServer, type LocalStack } from '../../scripts/local-servers/index.ts';
+import { ensureOrExit, serversToStart } from '../../scripts/setup/prerequisites.ts';
+import type { KitName } from '../../scripts/setup/tools.ts';
 
 export interface TestStackHandle {
   stack: LocalStack;
@@ -21,7 +29,18 @@ declare global {
   var __couponTestStack: TestStackHandle | undefined;
 }
 
-export default async function globalSetup(globalConfig: { rootDir: string }): Promise<void> {
+/** The parts of jest's global config that say which test files run. */
+interface JestGlobalConfig {
+  rootDir: string;
+  testPathPatterns?: { toExecutor?: (options: { rootDir: string }) => { isMatch(path: string): boolean }; patterns?: string[] } | string[];
+  findRelatedTests?: boolean;
+  onlyChanged?: boolean;
+  onlyFailures?: boolean;
+  lastCommit?: boolean;
+  changedSince?: string;
+}
+
+export default async function globalSetup(globalConfig: JestGlobalConfig): Promise<void> {
   const testDir = join(globalConfig.rootDir, '.stack', 'test');
   await mkdir(testDir, { recursive: true });
   await removeDeadRuns(testDir);
@@ -33,6 +52,10 @@ export default async function globalSetup(globalConfig: { rootDir: string }): Pr
     delete process.env.MYSQL_URL;
     delete process.env.POSTGRES_URL;
   }
+  await ensureOrExit(
+    { ...(await serversToStart()), kits: kitsForSelectedTests(globalConfig) },
+    { root: globalConfig.rootDir, command: 'npm test' },
+  );
   const stack = await startLocalStack({
     dir: runDir,
     ports: {
@@ -86,4 +109,47 @@ async function removeDeadRuns(testDir: string): Promise<void> {
       console.warn(`could not clean ${runDir}: ${(err as Error).message}`);
     }
   }
+}
+
+/**
+ * The tool kits the tests about to run use: the deploy tools for a test that imports run, toolPath,
+ * kubeconformArgs or skaffoldSchemaPath from test/deploy/tools.ts, schemathesis for one that uses
+ * runSchemathesis. Jest does not tell a global setup its test files, so they are found again here from the
+ * path patterns; where jest picks them otherwise (--onlyChanged, --findRelatedTests, ...) every test counts.
+ */
+export function kitsForSelectedTests(config: JestGlobalConfig): KitName[] {
+  const testDir = join(config.rootDir, 'test');
+  let files = readdirSync(testDir, { recursive: true, encoding: 'utf8' })
+    .filter((file) => file.endsWith('.test.ts') && !file.startsWith('unit/'))
+    .map((file) => join(testDir, file));
+  const pickedOtherwise = config.findRelatedTests || config.onlyChanged || config.onlyFailures || config.lastCommit || config.changedSince;
+  const patterns = config.testPathPatterns;
+  if (!pickedOtherwise && patterns) {
+    if (!Array.isArray(patterns) && typeof patterns.toExecutor === 'function') {
+      const executor = patterns.toExecutor({ rootDir: config.rootDir });
+      files = files.filter((file) => executor.isMatch(file));
+    } else {
+      const list = Array.isArray(patterns) ? patterns : (patterns.patterns ?? []);
+      if (list.length) {
+        files = files.filter((file) =>
+          list.some((pattern) => {
+            try {
+              const regex = new RegExp(pattern.replace(/^\.\//, '^'), 'i');
+              return regex.test(relative(config.rootDir, file)) || regex.test(file);
+            } catch {
+              return true;
+            }
+          }));
+      }
+    }
+  }
+  const kits = new Set<KitName>();
+  for (const file of files) {
+    const text = readFileSync(file, 'utf8');
+    for (const match of text.matchAll(/import\s*(\{[^}]*\}|\*\s*as\s+\w+)\s*from\s*'(?:\.\/|[^']*\/deploy\/)tools\.ts'/g)) {
+      if (/\*|\b(run|toolPath|kubeconformArgs|skaffoldSchemaPath)\b/.test(match[1] ?? '')) kits.add('deploy-tools');
+    }
+    if (/\brunSchemathesis\b/.test(text)) kits.add('fuzz-tools');
+  }
+  return [...kits].sort();
 }
