@@ -16,6 +16,8 @@ const shared = {
 };
 
 export default {
+  // Also a global option: set only inside the projects, tests and hooks got jest's 5 s.
+  testTimeout: 60_000,
   projects: [
     {
       ...shared,

@@ -32,6 +32,11 @@ export function onTermination(logger: Logger, shutdown: () => Promise<void>): vo
   const handle = (signal: NodeJS.Signals) => {
     if (stopping) return;
     logger.info({ signal }, 'shutting down');
+    // However a step hangs (a dependency gone mid-close), the process does not outlive its grace period.
+    setTimeout(() => {
+      logger.error({ signal }, 'shutdown did not finish in 30 s; exiting');
+      process.exit(1);
+    }, 30_000).unref();
     stopping = shutdown().then(
       () => process.exit(0),
       (error: unknown) => {

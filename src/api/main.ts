@@ -34,10 +34,11 @@ for (const client of [redis, subscriber]) client.on('error', (error: Error) => l
 const orm = await createOrm(config.mysqlUrl);
 const store = new CouponStore(orm);
 const soldOut = new SoldOutFlags(config.soldOutCacheMs);
-const events = new EventService(redis, store);
+const keeper = new GateStateKeeper(redis, store, logger);
+const events = new EventService(redis, store, keeper);
 // A change made through any api drops what the reads here share about that event.
 subscriber.on('message', (_channel: string, eventId: string) => events.forget(eventId));
-const redisServer = new CheckedServer(redis, new GateStateKeeper(redis, store, logger), logger);
+const redisServer = new CheckedServer(redis, keeper, logger);
 let draining = false;
 
 const app = createApp({
