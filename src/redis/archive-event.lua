@@ -6,6 +6,7 @@
 
   KEYS[1] meta hash       KEYS[2] issued counter   KEYS[3] users hash
   KEYS[4] outbox stream   KEYS[5] persisted bitmap KEYS[6] event registry set
+  KEYS[7] archive tombstone: left behind, so the public reads know the event exists and ask MySQL for it
   ARGV[1] event id
   ARGV[2] the issued counter the archiver found equal to MySQL's count
   ARGV[3] the end (epoch ms) the archiver found passed
@@ -16,6 +17,7 @@
 if redis.call('EXISTS', KEYS[1]) == 0 and redis.call('EXISTS', KEYS[2]) == 0 then
   redis.call('DEL', KEYS[3], KEYS[4], KEYS[5])
   redis.call('SREM', KEYS[6], ARGV[1])
+  redis.call('SET', KEYS[7], '1')
   return 0
 end
 local issued = redis.call('GET', KEYS[2]) or '0'
@@ -33,4 +35,5 @@ if redis.call('EXISTS', KEYS[4]) == 1 then
 end
 redis.call('DEL', KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5])
 redis.call('SREM', KEYS[6], ARGV[1])
+redis.call('SET', KEYS[7], '1')
 return 1

@@ -10,8 +10,8 @@ export type DeleteOutcome = 'deleted' | 'absent' | 'moved';
 
 /** Every key of the event's gate state, the persisted bitmap (`coupon:{id}:persisted`) included. */
 export function eventStateKeys(eventId: string): string[] {
-  const { meta, issued, users, outbox } = eventKeys(eventId);
-  return [meta, issued, users, outbox, `coupon:{${eventId}}:persisted`];
+  const { meta, issued, users, outbox, persisted } = eventKeys(eventId);
+  return [meta, issued, users, outbox, persisted];
 }
 
 /**
@@ -23,12 +23,13 @@ export async function deleteEventState(
   redis: CouponRedis, eventId: string, checked: { issued: number; endsAtMs: number } | null,
 ): Promise<DeleteOutcome> {
   const keys = eventStateKeys(eventId);
+  const tombstone = eventKeys(eventId).archived;
   if (checked === null) {
-    await redis.multi().del(...keys).srem(EVENT_REGISTRY_KEY, eventId).exec();
+    await redis.multi().del(...keys).srem(EVENT_REGISTRY_KEY, eventId).set(tombstone, '1').exec();
     return 'deleted';
   }
   const result = Number(await redis.eval(
-    ARCHIVE_EVENT_LUA, 6, ...keys, EVENT_REGISTRY_KEY, eventId, String(checked.issued), String(checked.endsAtMs), PERSIST_GROUP,
+    ARCHIVE_EVENT_LUA, 7, ...keys, EVENT_REGISTRY_KEY, tombstone, eventId, String(checked.issued), String(checked.endsAtMs), PERSIST_GROUP,
   ));
   return result === 1 ? 'deleted' : result === 0 ? 'absent' : 'moved';
 }

@@ -15,7 +15,7 @@ import { GateStateKeeper } from '../../src/gate-state.ts';
 import { createRedis, serverIdentity, type CouponRedis } from '../../src/redis/client.ts';
 import { EVENT_REGISTRY_KEY, STATE_SENTINEL_KEY } from '../../src/redis/keys.ts';
 import {
-  type ServiceProcess, apply, closePool, createEvent, query, serverUrls, spawnApi, spawnWorker, startOwnRedis, waitFor,
+  type ServiceProcess, apply, closePool, createEvent, query, request, serverUrls, spawnApi, spawnWorker, startOwnRedis, waitFor,
 } from '../support/harness.ts';
 
 const EVENTS = 50;
@@ -93,7 +93,8 @@ describe('archiving ended events', () => {
 
   const eventKeysLeft = async (ids: readonly string[]) => {
     const keys = await redis.keys('coupon:{*');
-    return keys.filter((key) => ids.some((id) => key.startsWith(`coupon:{${id}}:`)));
+    // Only the tombstone stays: it tells the public reads to answer from MySQL.
+    return keys.filter((key) => ids.some((id) => key.startsWith(`coupon:{${id}}:`)) && !key.endsWith(':archived'));
   };
 
   test('when 50 ended events have all their coupons persisted, then each is archived: keys, registry entry and series gone, rows kept', async () => {
@@ -118,6 +119,10 @@ describe('archiving ended events', () => {
       .toEqual(ids.map(() => [COUPONS_PER_EVENT, COUPONS_PER_EVENT]));
     const store = new CouponStore(orm);
     expect(await store.archivedAt(ids[0]!)).toBeInstanceOf(Date);
+    // Reads of an archived event are still answered, from MySQL.
+    expect((await request(`${api.url}/v1/events/${ids[0]}`)).body).toMatchObject({ issued: COUPONS_PER_EVENT, persisted: COUPONS_PER_EVENT, status: 'closed' });
+    expect((await request(`${api.url}/v1/events/${ids[1]}/coupons/user-0`)).body).toMatchObject({ userId: 'user-0', status: 'persisted' });
+    expect((await request(`${api.url}/v1/events/${ids[1]}/coupons/nobody`)).status).toBe(404);
     expect((await store.listLiveEvents()).filter((event) => ids.includes(event.id))).toEqual([]);
     Object.assign(figures, { events: EVENTS, seriesBeforeArchive: seen, rssStartMb: Math.round(rssStart) });
   }, 180_000);
