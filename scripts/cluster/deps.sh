@@ -31,6 +31,14 @@ done
 say "kubectl apply k8s/deps (namespace first)"
 kubectl apply -f "$ROOT/k8s/deps/namespace.yaml" >/dev/null
 kubectl apply -f "$ROOT/k8s/deps/" >/dev/null
+# A new dependency image (same names, retagged by node.sh) reaches running pods only when they restart.
+deps_tag=$(cat "$IMAGES/deps.tag")
+if [ -f "$STATE/deps.tag" ] && [ "$(cat "$STATE/deps.tag")" != "$deps_tag" ]; then
+  say "dependency image changed to $deps_tag: restarting its pods"
+  kubectl -n "$DEPS_NAMESPACE" delete pod redis-0 mysql-0 postgres-0 --ignore-not-found --wait=false >/dev/null
+  sleep 2
+fi
+echo "$deps_tag" >"$STATE/deps.tag"
 for s in redis mysql postgres; do
   kubectl -n "$DEPS_NAMESPACE" rollout status "statefulset/$s" --timeout=300s >/dev/null ||
     { kubectl -n "$DEPS_NAMESPACE" describe pod "$s-0" | tail -25; kubectl -n "$DEPS_NAMESPACE" logs "$s-0" --tail=30 || true

@@ -2,7 +2,7 @@
 # npm run cluster:down: stops and removes everything scripts/cluster started, and nothing else:
 # the pods (deleted through the API while it runs, so the kubelet tears their sandboxes and networks down), the
 # host processes of .cluster/pids (and the containerd shims of that containerd), kube-proxy's iptables rules,
-# the no-egress FORWARD rules, the bridge and the node's dummy link, the sysctls it changed (restored), every mount
+# the no-egress FORWARD rules, the bridge and the node's link, the sysctls it changed (restored), every mount
 # under .cluster, then .cluster itself. The caches under .tools/cluster (binaries, rootfs, images) stay.
 set -uo pipefail
 # shellcheck source=lib.sh

@@ -19,7 +19,7 @@ ensure_dirs
 
 NPM_VERSION=11.21.2
 NODE_BASE=localhost/coupon-node-base:$NODE_NPM_VERSION
-DEPS_VERSION=2          # raise when the dependency images' recipe below changes
+DEPS_VERSION=3          # raise when the dependency images' recipe below changes
 PAUSE_IMAGE=localhost/coupon-pause:1
 mkdir -p "$IMAGES" "$CACHE/dl"
 B=(buildah --root "$CACHE/buildah/storage" --runroot "$CACHE/buildah/run" --storage-driver overlay)
@@ -42,6 +42,8 @@ image_from_dir() {
   heavy "${B[@]}" commit -q --rm "$c" "$1" >/dev/null
 }
 
+ONLY=${1:-all}
+if [ "$ONLY" != pause ]; then
 # --- rootfs ------------------------------------------------------------------------------------------------------
 rootfs="$CACHE/rootfs-$DEBIAN_SUITE"
 mirror=$(grep -hvE '^\s*#' /etc/apt/sources.list /etc/apt/sources.list.d/* 2>/dev/null |
@@ -90,7 +92,8 @@ if [ ! -f "$deps_rootfs/.complete" ]; then
   rm -rf "$deps_rootfs" && cp -a "$rootfs" "$deps_rootfs"
   rm -f "$deps_rootfs/.complete"
   printf '#!/bin/sh\nexit 101\n' >"$deps_rootfs/usr/sbin/policy-rc.d" && chmod +x "$deps_rootfs/usr/sbin/policy-rc.d"
-  cp /etc/resolv.conf "$deps_rootfs/etc/resolv.conf"
+  # Never write through a link of the rootfs: its absolute links point into this machine's own /etc and /run.
+  rm -f "$deps_rootfs/etc/resolv.conf" && cp /etc/resolv.conf "$deps_rootfs/etc/resolv.conf"
   # uid/gid 999, as in the official images (the manifests run as 999): created before the packages' own users.
   chroot "$deps_rootfs" sh -c 'groupadd -g 999 deps && useradd -u 999 -g 999 -d /tmp -s /bin/sh -M deps' 2>/dev/null
   mount -t proc proc "$deps_rootfs/proc"
@@ -104,16 +107,16 @@ if [ ! -f "$deps_rootfs/.complete" ]; then
   chroot "$deps_rootfs" sh -c 'apt-get clean; rm -rf /var/lib/apt/lists/* /var/lib/mysql/* /var/lib/postgresql/* /etc/postgresql \
     /usr/share/doc/* /usr/share/man/* /usr/share/info/* /usr/share/locale/* /var/cache/debconf/*-old /var/log/*.log'
   rm -f "$deps_rootfs/usr/sbin/policy-rc.d"
-  : >"$deps_rootfs/etc/resolv.conf"
+  rm -f "$deps_rootfs/etc/resolv.conf" && : >"$deps_rootfs/etc/resolv.conf"
   install -d -o 999 -g 999 "$deps_rootfs/data" "$deps_rootfs/var/lib/mysql" "$deps_rootfs/run/mysqld" \
     "$deps_rootfs/var/lib/postgresql/data" "$deps_rootfs/run/postgresql"
   install -m 0755 "$ROOT/scripts/cluster/entrypoints/"*.sh "$deps_rootfs/usr/local/bin/"
-  cp "$ROOT/scripts/cluster/entrypoints/my.cnf" "$deps_rootfs/etc/mysql/my.cnf"
   touch "$deps_rootfs/.complete"
 fi
 # The entrypoints may change without the packages changing: refreshed every run (cheap).
 install -m 0755 "$ROOT/scripts/cluster/entrypoints/"*.sh "$deps_rootfs/usr/local/bin/"
-cp "$ROOT/scripts/cluster/entrypoints/my.cnf" "$deps_rootfs/etc/mysql/my.cnf"
+# /etc/mysql/my.cnf is a link to /etc/alternatives/my.cnf (absolute): replaced by a file, never written through.
+rm -f "$deps_rootfs/etc/mysql/my.cnf" && cp "$ROOT/scripts/cluster/entrypoints/my.cnf" "$deps_rootfs/etc/mysql/my.cnf"
 deps_sum=$(cat "$ROOT/scripts/cluster/entrypoints/"* | sha256sum | cut -c1-12)
 
 # One image for the three (see entrypoints/deps-entrypoint.sh), imported once and tagged with the three names.
@@ -135,7 +138,11 @@ if [ "$(cat "$IMAGES/deps.tag" 2>/dev/null)" != "$DEPS_IMAGE" ] || [ ! -f "$IMAG
   say "  -> images/deps.tar ($(du -h "$IMAGES/deps.tar" | cut -f1))"
 fi
 
+fi # not pause only
+
 # --- pause -------------------------------------------------------------------------------------------------------
+# `images.sh pause` (up.sh, once the binaries are built) makes only this one.
+
 if [ ! -f "$IMAGES/pause.tar" ] && [ ! -x "$BIN/pause" ]; then
   say "pause image: waits for the pause binary (scripts/cluster/binaries.sh)"
 elif [ ! -f "$IMAGES/pause.tar" ]; then
@@ -150,16 +157,29 @@ elif [ ! -f "$IMAGES/pause.tar" ]; then
   say "pause image $PAUSE_IMAGE"
 fi
 
+[ "$ONLY" = pause ] && { echo "$PAUSE_IMAGE" >"$IMAGES/pause.tag"; exit 0; }
+
 # --- the project's image from its own Dockerfile ------------------------------------------------------------------
-# Inputs: the Dockerfile and what it copies; their hash is the tag.
-app_sum=$(cd "$ROOT" && { cat Dockerfile package.json package-lock.json tsconfig.json tsconfig.build.json;
-  find src worker -type f | LC_ALL=C sort | xargs cat; } | sha256sum | cut -c1-12)
+# Inputs: the Dockerfile and what it copies, from the working tree, or from a commit with
+# COUPON_CLUSTER_SOURCE=<rev> (e.g. HEAD: what is committed, whatever is being edited meanwhile); their hash is the tag.
+INPUTS=(Dockerfile package.json package-lock.json tsconfig.json tsconfig.build.json src worker)
+SOURCE=${COUPON_CLUSTER_SOURCE:-}
+if [ -n "$SOURCE" ]; then
+  app_sum=$(cd "$ROOT" && git rev-parse "$SOURCE^{tree}" >/dev/null && for i in "${INPUTS[@]}"; do git rev-parse "$SOURCE:$i"; done | sha256sum | cut -c1-12)
+else
+  app_sum=$(cd "$ROOT" && { cat Dockerfile package.json package-lock.json tsconfig.json tsconfig.build.json;
+    find src worker -type f | LC_ALL=C sort | xargs cat; } | sha256sum | cut -c1-12)
+fi
 APP_IMAGE=localhost/coupon:$app_sum
 if [ "$(cat "$IMAGES/app.tag" 2>/dev/null)" != "$APP_IMAGE" ] || [ ! -f "$IMAGES/app.tar" ]; then
-  say "building the project's Dockerfile with buildah as $APP_IMAGE (NODE_IMAGE=$NODE_BASE; ~3 min cold)"
+  say "building the project's Dockerfile with buildah as $APP_IMAGE (${SOURCE:-working tree}; NODE_IMAGE=$NODE_BASE; ~3 min cold)"
   ctx=$(mktemp -d)
   # The build context: only what the Dockerfile copies (node_modules, .tools and .cluster stay out).
-  (cd "$ROOT" && cp -a Dockerfile package.json package-lock.json tsconfig.json tsconfig.build.json src worker "$ctx/")
+  if [ -n "$SOURCE" ]; then
+    (cd "$ROOT" && git archive "$SOURCE" "${INPUTS[@]}") | tar -x -C "$ctx"
+  else
+    (cd "$ROOT" && cp -a "${INPUTS[@]}" "$ctx/")
+  fi
   # npm in the RUN steps trusts the machine's CA bundle (a machine may reach the registry through a proxy with a CA
   # of its own): a global npmrc mounted for the build only, never part of the image.
   mounts=()

@@ -110,6 +110,7 @@ function render(items: Obj[]): { text: string; ingresses: Obj[] } {
 function nginxRunning(): boolean {
   if (!existsSync(pidFile)) return false;
   const pid = Number(readFileSync(pidFile, 'utf8').trim());
+  if (!Number.isInteger(pid) || pid <= 0) return false; // `nginx -t` leaves an empty pid file
   try { process.kill(pid, 0); return true; } catch { return false; }
 }
 

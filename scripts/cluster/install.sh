@@ -8,6 +8,23 @@ set -euo pipefail
 
 [ -x "$HELM" ] || die "no helm in .tools/bin: run bash scripts/install-k8s-tools.sh"
 tag=$(cat "$IMAGES/app.tag")
+# A release whose first install failed, or a helm that was interrupted, leaves nothing to upgrade from: such a
+# release is removed (or rolled back to its last deployed revision) first.
+status=$("$HELM" history "$RELEASE" -n "$NAMESPACE" -o json 2>/dev/null | python3 -c 'import json,sys
+h = json.load(sys.stdin)
+last = h[-1]["status"] if h else "none"
+deployed = [r["revision"] for r in h if r["status"] in ("deployed", "superseded")]
+print(last, deployed[-1] if deployed else 0)' 2>/dev/null || echo "none 0")
+read -r last deployed <<<"$status"
+if [ "$last" != none ] && [ "$last" != deployed ]; then
+  if [ "$deployed" != 0 ]; then
+    say "release $RELEASE is $last: rolling back to revision $deployed"
+    "$HELM" rollback "$RELEASE" "$deployed" -n "$NAMESPACE" --wait --timeout 5m >/dev/null
+  else
+    say "release $RELEASE is $last and was never deployed: uninstalling it"
+    "$HELM" uninstall "$RELEASE" -n "$NAMESPACE" --wait --timeout 5m >/dev/null
+  fi
+fi
 action=install; "$HELM" status "$RELEASE" -n "$NAMESPACE" >/dev/null 2>&1 && action=upgrade
 say "helm $action $RELEASE (image ${tag}; --wait, hooks included; ~1-2 min)"
 log="$STATE/logs/helm-$action.log"

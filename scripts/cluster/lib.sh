@@ -25,7 +25,7 @@ CLUSTER_CIDR=10.244.0.0/24       # pods: one /24 on one bridge
 SERVICE_CIDR=10.96.0.0/16
 APISERVER_SVC_IP=10.96.0.1
 BRIDGE=cni-coupon0
-# The node's own address, on a dummy interface the cluster creates and removes: the apiserver, kubelet,
+# The node's own address, on a link (a bridge without ports) the cluster creates and removes: the apiserver, kubelet,
 # CoreDNS and metrics-server listen there (and on loopback), never on the machine's uplink.
 NODE_LINK=coupon-node0
 NODE_IP=10.254.254.1
@@ -111,3 +111,10 @@ uplink() { ip -4 route show default | awk '{for (i = 1; i < NF; i++) if ($i == "
 # Node 24 of the project (npm ci installs it); the ingress stand-in and the checks are TypeScript run by it.
 NODE="$ROOT/node_modules/.bin/node"
 [ -x "$NODE" ] || NODE=node
+# write_if_changed FILE < content: rewrites FILE only when the content differs (kube-proxy exits when its
+# configuration file is written, even with the same content).
+write_if_changed() {
+  local tmp="$1.new"
+  cat >"$tmp"
+  if cmp -s "$tmp" "$1"; then rm -f "$tmp"; else mv "$tmp" "$1"; fi
+}

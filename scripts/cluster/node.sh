@@ -4,7 +4,7 @@
 # kube-scheduler, kubelet, kube-proxy (iptables), CoreDNS (cluster.local only, nothing forwarded) and
 # metrics-server (registered as an APIService, for the HPA). Idempotent: what runs is left running.
 #
-# Network: the node's address is 10.254.254.1 on a dummy link the cluster creates (the machine's uplink is never
+# Network: the node's address is 10.254.254.1 on a portless bridge link the cluster creates (the machine's uplink is never
 # listened on); pods live on the bridge cni-coupon0 (10.244.0.0/24, no masquerading). Before anything can start a
 # pod, `iptables -I FORWARD 1 -o <uplink> -j DROP` (and the same in the mangle table, which kube-proxy never
 # touches) keep every packet of a pod from leaving the machine; down.sh removes both.
@@ -27,8 +27,15 @@ APISERVER="https://$NODE_IP:6443"
 # --- network: node address, sysctls, the FORWARD rules -----------------------------------------------------------
 up=$(uplink)
 [ -n "$up" ] || die "no default route: cannot tell the uplink to block"
+# A bridge of ours with no containerd of ours running was left by a cluster that was killed, not taken down
+# (another clone, a stopped session): its pods' addresses would clash with the new ones on the same bridge.
+if ! running containerd && ip link show "$BRIDGE" >/dev/null 2>&1; then
+  say "removing the bridge $BRIDGE left by a cluster that was not taken down"
+  ip link del "$BRIDGE"
+fi
 if ! ip link show "$NODE_LINK" >/dev/null 2>&1; then
-  ip link add "$NODE_LINK" type dummy
+  # A bridge without ports holds the address (this kernel has no dummy links).
+  ip link add "$NODE_LINK" type bridge
   ip addr add "$NODE_IP/32" dev "$NODE_LINK"
   ip link set "$NODE_LINK" up
 fi
@@ -110,7 +117,7 @@ EOF
 ADMIN_KC="$STATE/kubeconfig"
 
 # --- containerd and the images ------------------------------------------------------------------------------------
-cat >"$STATE/etc/containerd.toml" <<EOF
+write_if_changed "$STATE/etc/containerd.toml" <<EOF
 version = 2
 root = "$STATE/containerd"
 state = "$RUN/containerd"
@@ -137,7 +144,7 @@ disabled_plugins = ["io.containerd.snapshotter.v1.aufs", "io.containerd.snapshot
     bin_dir = "/usr/lib/cni"
     conf_dir = "$STATE/cni/net.d"
 EOF
-cat >"$STATE/cni/net.d/10-coupon.conflist" <<EOF
+write_if_changed "$STATE/cni/net.d/10-coupon.conflist" <<EOF
 {
   "cniVersion": "0.4.0",
   "name": "coupon",
@@ -162,7 +169,7 @@ for f in pause deps app; do
   ref=$(cat "$IMAGES/$f.tag")
   if ! grep -qx "$ref" <<<"$present"; then
     say "importing $ref into containerd"
-    heavy ctr_ images import "$IMAGES/$f.tar" >/dev/null
+    heavy ctr --address "$CONTAINERD_ADDRESS" -n k8s.io images import "$IMAGES/$f.tar" >/dev/null
   fi
 done
 # The dependency image under the names k8s/deps uses (the manifests run unchanged).
@@ -218,7 +225,7 @@ fi
 
 # --- kubelet --------------------------------------------------------------------------------------------------------
 : >"$STATE/etc/resolv.conf"   # pods ask CoreDNS only; nothing is forwarded off the machine
-cat >"$STATE/etc/kubelet.yaml" <<EOF
+write_if_changed "$STATE/etc/kubelet.yaml" <<EOF
 apiVersion: kubelet.config.k8s.io/v1beta1
 kind: KubeletConfiguration
 address: $NODE_IP
@@ -255,7 +262,7 @@ if ! running kubelet; then
 fi
 
 # --- kube-proxy -----------------------------------------------------------------------------------------------------
-cat >"$STATE/etc/kube-proxy.yaml" <<EOF
+write_if_changed "$STATE/etc/kube-proxy.yaml" <<EOF
 apiVersion: kubeproxy.config.k8s.io/v1alpha1
 kind: KubeProxyConfiguration
 clientConnection: {kubeconfig: $ADMIN_KC}
@@ -273,7 +280,7 @@ if ! running kube-proxy; then
 fi
 
 # --- CoreDNS on the node address (cluster.local only) ------------------------------------------------------------------
-cat >"$STATE/etc/Corefile" <<EOF
+write_if_changed "$STATE/etc/Corefile" <<EOF
 $DNS_DOMAIN:53 in-addr.arpa:53 ip6.arpa:53 {
     bind $DNS_IP
     errors

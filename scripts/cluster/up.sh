@@ -30,8 +30,8 @@ timed binaries bash "$here/binaries.sh"
 say "waiting for the images (log: ${images_log#"$ROOT"/})"
 if ! wait "$images_pid"; then cat "$images_log"; die "images failed"; fi
 sed 's/^/  /' "$images_log"
-# Second pass: the pause image needs the pause binary; everything else is current and skipped.
-timed images-pause bash "$here/images.sh"
+# The pause image needs the pause binary.
+timed images-pause bash "$here/images.sh" pause
 timed node bash "$here/node.sh"
 timed ingress bash "$here/ingress.sh"
 timed deps bash "$here/deps.sh"
