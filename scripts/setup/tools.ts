@@ -140,7 +140,7 @@ async function installKit(system: System, progress: Progress, root: string, kit:
     const reason = result.tail.filter((line) => line.trim()).at(-1)?.trim() ?? '';
     throw new SetupStopped(
       `setup: ${kit.script} failed (exit ${result.code}${reason ? `: ${reason.slice(0, 200)}` : ''}; log .tools/.setup/${kit.name}.log): ` +
-        `run \`bash ${kit.script}\` to see why, then \`${command}\` again`,
+        `run \`bash ${kit.script}\` to see why${OFFLINE.test(result.tail.join('\n')) ? ' once the network is back' : ''}, then \`${command}\` again`,
     );
   }
   const absent = kit.files.filter((file) => !system.exists(join(root, file)));
@@ -150,6 +150,9 @@ async function installKit(system: System, progress: Progress, root: string, kit:
   writeFileSync(stampFile(root, kit), `${installerHash(root, kit)}\n`);
   progress.step(`${kit.title}: ready (${duration(system.now() - started)})`);
 }
+
+/** What pip and go say when the registries cannot be reached. */
+const OFFLINE = /no matching distribution|temporary failure in name resolution|no such host|network is unreachable|connection (refused|reset|timed out)|dial tcp/i;
 
 const LOCK_WAIT_MS = 60 * 60_000;
 

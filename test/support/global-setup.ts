@@ -41,11 +41,6 @@ interface JestGlobalConfig {
 }
 
 export default async function globalSetup(globalConfig: JestGlobalConfig): Promise<void> {
-  const testDir = join(globalConfig.rootDir, '.stack', 'test');
-  await mkdir(testDir, { recursive: true });
-  await removeDeadRuns(testDir);
-
-  const runDir = join(testDir, `run-${process.pid}`);
   if (process.env.TEST_REUSE_SERVERS !== '1') {
     // The tests own their servers: URLs from the environment (say, a running `npm run stack`) are not used.
     delete process.env.REDIS_URL;
@@ -56,6 +51,11 @@ export default async function globalSetup(globalConfig: JestGlobalConfig): Promi
     { ...(await serversToStart()), kits: kitsForSelectedTests(globalConfig) },
     { root: globalConfig.rootDir, command: 'npm test' },
   );
+
+  const testDir = join(globalConfig.rootDir, '.stack', 'test');
+  await mkdir(testDir, { recursive: true });
+  await removeDeadRuns(testDir);
+  const runDir = join(testDir, `run-${process.pid}`);
   const stack = await startLocalStack({
     dir: runDir,
     ports: {

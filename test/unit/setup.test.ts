@@ -212,6 +212,6 @@ describe('the set-up of `npm run stack` and `npm test`', () => {
       },
     });
     const failed = await stopLine(ensurePrerequisites({ kits: ['deploy-tools'] }, { root, command: 'npm test', system: failing, env: {} }));
-    expect(failed).toMatch(/^setup: scripts\/install-k8s-tools\.sh failed \(exit 1: go: .*no such host; log \.tools\/\.setup\/deploy-tools\.log\): run `bash scripts\/install-k8s-tools\.sh` to see why, then `npm test` again$/);
+    expect(failed).toMatch(/^setup: scripts\/install-k8s-tools\.sh failed \(exit 1: go: .*no such host; log \.tools\/\.setup\/deploy-tools\.log\): run `bash scripts\/install-k8s-tools\.sh` to see why once the network is back, then `npm test` again$/);
   });
 });
