@@ -146,14 +146,12 @@ export class JobQueues {
    */
   async reconcile(): Promise<number> {
     const boss = this.#boss;
-    // Coupons waiting in the retry queue are acked in the outbox and absent from MySQL: comparing now would
-    // enqueue them a second time. The next scheduled run compares once the queue is empty.
-    const retrying = await boss?.getQueue(PERSIST_RETRY_QUEUE);
-    if (retrying && retrying.queuedCount + retrying.activeCount > 0) {
-      this.#logger.info({ queued: retrying.queuedCount, active: retrying.activeCount }, 'reconcile skipped: the retry queue is not empty');
-      return 0;
-    }
-    const missing = await this.#reconciler.findMissing(boss ? (eventId) => deadLetteredUsers(boss, eventId) : undefined);
+    // An event whose coupons wait in the retry queue (acked in the outbox, absent from MySQL) is skipped, not the
+    // whole run: one event's long backoff must not keep the others' gaps open.
+    const missing = await this.#reconciler.findMissing(
+      boss ? (eventId) => deadLetteredUsers(boss, eventId) : undefined,
+      boss ? (eventId) => waitingForRetry(boss, eventId) : undefined,
+    );
     if (missing.length > 0) {
       this.#logger.warn({ count: missing.length }, 'reconcile found issued coupons missing from MySQL; re-enqueued');
       await this.send(missing, 'reconcile: issued in Redis, missing in MySQL');
@@ -190,6 +188,14 @@ async function deadLetteredUsers(boss: PgBoss, eventId: string): Promise<Set<str
     if (jobs.length < DEAD_LETTER_PAGE) return users;
     after = jobs[jobs.length - 1]!.id;
   }
+}
+
+/** Whether a retry job holding coupons of the event is queued, waiting out its backoff, or running. */
+async function waitingForRetry(boss: PgBoss, eventId: string): Promise<boolean> {
+  const data = { coupons: [{ eventId }] };
+  if ((await boss.findJobs<PersistRetryJob>(PERSIST_RETRY_QUEUE, { data, queued: true, limit: 1 })).length > 0) return true;
+  const recent = await boss.findJobs<PersistRetryJob>(PERSIST_RETRY_QUEUE, { data, limit: DEAD_LETTER_PAGE });
+  return recent.some((job) => job.state === 'active');
 }
 
 /** A UUID (v4 layout) derived from text: the same text always names the same pg-boss job. */

@@ -13,6 +13,11 @@ export type DeadLetteredUsers = (eventId: string) => Promise<ReadonlySet<string>
 
 const noDeadLetters: DeadLetteredUsers = async () => new Set();
 
+/** Whether coupons of the event wait in the retry queue: acked in the outbox, not yet in MySQL, and not a gap. */
+export type WaitingForRetry = (eventId: string) => Promise<boolean>;
+
+const nothingWaits: WaitingForRetry = async () => false;
+
 /**
  * Compares the users Redis issued coupons to with the rows in MySQL. Only events whose outbox is drained
  * (nothing undelivered, nothing pending) are compared, so a coupon still on its way is never counted missing.
@@ -33,9 +38,9 @@ export class Reconciler {
   }
 
   /** Every coupon Redis issued that MySQL lacks, except those the dead-letter queue holds. */
-  async findMissing(deadLettered: DeadLetteredUsers = noDeadLetters): Promise<IssuedCoupon[]> {
+  async findMissing(deadLettered: DeadLetteredUsers = noDeadLetters, waitingForRetry: WaitingForRetry = nothingWaits): Promise<IssuedCoupon[]> {
     const missing: IssuedCoupon[] = [];
-    for (const eventId of await this.#eventIds()) missing.push(...await this.#missingOf(eventId, deadLettered));
+    for (const eventId of await this.#eventIds()) missing.push(...await this.#missingOf(eventId, deadLettered, waitingForRetry));
     return missing;
   }
 
@@ -50,7 +55,7 @@ export class Reconciler {
     return [...ids].sort();
   }
 
-  async #missingOf(eventId: string, deadLettered: DeadLetteredUsers): Promise<IssuedCoupon[]> {
+  async #missingOf(eventId: string, deadLettered: DeadLetteredUsers, waitingForRetry: WaitingForRetry): Promise<IssuedCoupon[]> {
     const keys = eventKeys(eventId);
     // The count first, the outbox after: a coupon issued in between is then in the outbox (not drained, skipped)
     // rather than counted in the users but not yet in MySQL (a false gap). No meta hash: a restore is writing
@@ -62,6 +67,8 @@ export class Reconciler {
     // nothing is missing. Counting is one pass of the (event_id, user_id) index, on MySQL, not Redis.
     const persisted = await this.#store.countPersisted(eventId);
     if (persisted >= issued) return [];
+    // Its coupons in the retry queue are on their way: comparing now would send them a second time.
+    if (await waitingForRetry(eventId)) return [];
     const dead = await this.#deadNotPersisted(eventId, deadLettered);
     if (persisted + dead.size >= issued) return [];
 

@@ -22,7 +22,7 @@ const newEvent = async (totalQuantity: number) => {
   return id;
 };
 const applyAs = (eventId: string, userId: string, key?: string) =>
-  call(`${api.url}/v1/events/${eventId}/apply`, { body: { userId }, ...(key && { headers: { 'idempotency-key': key } }) });
+  call(`${api.url}/v1/events/${eventId}/apply`, { body: { userId }, ...(key !== undefined && { headers: { 'idempotency-key': key } }) });
 
 describe('Idempotency-Key', () => {
   test('when a request that got a coupon is retried with its key, then it gets the same 202 and nothing more is issued', async () => {
@@ -65,6 +65,7 @@ describe('Idempotency-Key', () => {
     const eventId = await newEvent(1);
     expect(await applyAs(eventId, 'ann', 'has:colon')).toMatchObject({ status: 400, body: { error: 'invalid_request' } });
     expect(await applyAs(eventId, 'ann', 'x'.repeat(129))).toMatchObject({ status: 400, body: { error: 'invalid_request' } });
+    expect(await applyAs(eventId, 'ann', '')).toMatchObject({ status: 400, body: { error: 'invalid_request' } });
     expect((await applyAs(eventId, 'ann')).body).toEqual({ status: 'issued', sequence: 1 });
   });
 });

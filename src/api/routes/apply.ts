@@ -34,7 +34,8 @@ export function applyRoutes(router: Router, apply: ApplyForCoupon, parseJson: Mi
     const body = (ctx.request.body ?? {}) as ApplyBody;
     if (!validateApply(body)) return sendError(ctx, 'invalid_request', describeError(validateApply));
 
-    const idempotencyKey = ctx.get('idempotency-key') || undefined;
+    // A header sent empty is a malformed key, not a missing one.
+    const idempotencyKey = ctx.headers['idempotency-key'] === undefined ? undefined : ctx.get('idempotency-key');
     if (idempotencyKey !== undefined && !isIdempotencyKey(idempotencyKey)) {
       return sendError(ctx, 'invalid_request', `Idempotency-Key must match ${IDEMPOTENCY_KEY_PATTERN}`);
     }
@@ -52,7 +53,7 @@ export function applyRoutes(router: Router, apply: ApplyForCoupon, parseJson: Mi
 /** A sold-out apply known here is answered before its body is read and parsed: most of such a request's cost. */
 function answerLocallySoldOut(apply: ApplyForCoupon) {
   return (ctx: Context, next: Next) => {
-    if (!apply.answeredLocally(ctx.params.eventId as string, ctx.get('idempotency-key') || undefined)) return next();
+    if (!apply.answeredLocally(ctx.params.eventId as string, ctx.headers['idempotency-key'] as string | undefined)) return next();
     sendError(ctx, 'sold_out', SOLD_OUT_MESSAGE);
   };
 }
