@@ -3,7 +3,8 @@ import { isDependencyFault } from '../src/dependency-faults.ts';
 import { BackgroundLoop } from '../src/loop.ts';
 import type { JobQueues } from './job-queues.ts';
 import type { Outbox, OutboxEntry } from './outbox.ts';
-import { GateStateMissingError, type Persister, type WriteSlots } from './persister.ts';
+import { GateStateMissingError, type Persister } from './persister.ts';
+import type { WriteSlots } from './write-slots.ts';
 import { GateEpochChangedError } from '../src/db/store.ts';
 
 export interface ConsumerSettings {
