@@ -128,14 +128,24 @@ async function installKit(system: System, progress: Progress, root: string, kit:
   const env = { ...process.env };
   // Go's official tarball: a non-login shell may not have it on PATH (the installer looks there too).
   if (kit.needsGo && !system.which('go') && system.exists('/usr/local/go/bin/go')) env.PATH = `/usr/local/go/bin:${env.PATH ?? ''}`;
-  const result = await system.run('bash', [join(root, kit.script)], {
-    cwd: root,
-    env,
-    logFile,
-    onLine: (line, stream) => {
-      if (stream === 'stdout' && prefix.test(line)) progress.step(`${kit.title}: ${line.replace(prefix, '')}`);
-    },
-  });
+  // A step can take minutes (helm's first build): say every minute that it is still going.
+  let last = { text: 'starting', at: system.now() };
+  const heartbeat = setInterval(() => {
+    progress.step(`${kit.title}: still ${last.text.replace(/^\w/, (c) => c.toLowerCase())} (${duration(system.now() - last.at)} so far)`);
+  }, HEARTBEAT_MS);
+  heartbeat.unref();
+  const result = await system
+    .run('bash', [join(root, kit.script)], {
+      cwd: root,
+      env,
+      logFile,
+      onLine: (line, stream) => {
+        if (stream !== 'stdout' || !prefix.test(line)) return;
+        last = { text: line.replace(prefix, ''), at: system.now() };
+        progress.step(`${kit.title}: ${last.text}`);
+      },
+    })
+    .finally(() => clearInterval(heartbeat));
   if (result.code !== 0) {
     const reason = result.tail.filter((line) => line.trim()).at(-1)?.trim() ?? '';
     throw new SetupStopped(
@@ -155,6 +165,7 @@ async function installKit(system: System, progress: Progress, root: string, kit:
 const OFFLINE = /no matching distribution|temporary failure in name resolution|no such host|network is unreachable|connection (refused|reset|timed out)|dial tcp/i;
 
 const LOCK_WAIT_MS = 60 * 60_000;
+const HEARTBEAT_MS = 60_000;
 
 /** One set-up at a time installs into .tools/ of a tree; a lock left by a dead process is taken over. */
 async function withToolsLock<T>(system: System, progress: Progress, root: string, fn: () => Promise<T>): Promise<T> {
