@@ -66,6 +66,13 @@ done
 
 # 3. iptables: kube-proxy's chains, then our own rules.
 if [ -x "$BIN/kube-proxy" ]; then "$BIN/kube-proxy" --cleanup >/dev/null 2>&1; fi
+# The kubelet's own chains (kube-proxy --cleanup leaves them), IPv4 and IPv6.
+for ipt in iptables ip6tables; do
+  for c in INPUT OUTPUT; do while "$ipt" -D "$c" -j KUBE-FIREWALL 2>/dev/null; do :; done; done
+  for tc in filter:KUBE-FIREWALL filter:KUBE-KUBELET-CANARY nat:KUBE-KUBELET-CANARY mangle:KUBE-KUBELET-CANARY mangle:KUBE-IPTABLES-HINT; do
+    "$ipt" -t "${tc%%:*}" -F "${tc#*:}" 2>/dev/null && "$ipt" -t "${tc%%:*}" -X "${tc#*:}" 2>/dev/null
+  done
+done
 up=$(cat "$STATE/uplink" 2>/dev/null || uplink)
 for t in filter mangle; do
   while iptables -t "$t" -D FORWARD -o "$up" -m comment --comment coupon-cluster-no-egress -j DROP 2>/dev/null; do :; done

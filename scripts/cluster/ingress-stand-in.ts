@@ -86,6 +86,9 @@ function render(items: Obj[]): { text: string; ingresses: Obj[] } {
     'events { worker_connections 4096; }',
     'http {',
     '  access_log off;',
+    // Reloads (every endpoint change) close idle client connections, racing a client that reuses one: the
+    // stand-in closes each client connection after its answer instead (loopback; upstreams keep theirs).
+    '  keepalive_timeout 0;',
     `  client_body_temp_path ${dir}/tmp/body; proxy_temp_path ${dir}/tmp/proxy; fastcgi_temp_path ${dir}/tmp/fastcgi;`,
     `  uwsgi_temp_path ${dir}/tmp/uwsgi; scgi_temp_path ${dir}/tmp/scgi;`,
     '  proxy_http_version 1.1; proxy_set_header Connection "";',

@@ -93,15 +93,34 @@ export async function waitFor<T>(what: string, limitMs: number, check: () => T |
 const ingress = new URL(env.INGRESS_URL);
 const agent = new http.Agent({ keepAlive: true, maxSockets: 64 });
 
-export interface Answer { status: number; body: any; error?: string; ms: number }
+export interface Answer { status: number; body: any; error?: string; ms: number; retried?: string }
 
-export function request(method: string, path: string, body?: unknown, headers: Record<string, string> = {},
-  target: { host: string; port: number; hostHeader?: string } = { host: ingress.hostname, port: Number(ingress.port), hostHeader: env.INGRESS_HOST }): Promise<Answer> {
+type Target = { host: string; port: number; hostHeader?: string };
+const viaIngress: Target = { host: ingress.hostname, port: Number(ingress.port), hostHeader: env.INGRESS_HOST };
+
+/**
+ * One HTTP request. Like Go's http.Transport, a GET or a request carrying an Idempotency-Key that fails on a
+ * reused keep-alive connection before any answer (the server closed it as the request went out) is sent once
+ * more on a new connection, with the same key; `retried` says why. (The stand-in closes client connections after
+ * each answer, so this should not happen through it.)
+ */
+export async function request(method: string, path: string, body?: unknown, headers: Record<string, string> = {},
+  target: Target = viaIngress): Promise<Answer> {
+  const first = await requestOnce(method, path, body, headers, target);
+  if (first.status === 0 && first.reused && (method === 'GET' || headers['idempotency-key'])) {
+    const again = await requestOnce(method, path, body, headers, target, false);
+    return { ...again, retried: first.error };
+  }
+  return first;
+}
+
+function requestOnce(method: string, path: string, body: unknown, headers: Record<string, string>, target: Target,
+  reuse = true): Promise<Answer & { reused?: boolean }> {
   const started = performance.now();
   return new Promise((resolve) => {
     const data = body === undefined ? undefined : JSON.stringify(body);
     const req = http.request({
-      host: target.host, port: target.port, path, method, agent, timeout: 15_000,
+      host: target.host, port: target.port, path, method, agent: reuse ? agent : false, timeout: 15_000,
       headers: { ...(target.hostHeader ? { host: target.hostHeader } : {}), ...(data ? { 'content-type': 'application/json', 'content-length': Buffer.byteLength(data) } : {}), ...headers },
     }, (res) => {
       let text = '';
@@ -114,7 +133,7 @@ export function request(method: string, path: string, body?: unknown, headers: R
       });
     });
     req.on('timeout', () => req.destroy(new Error('timeout')));
-    req.on('error', (e) => resolve({ status: 0, body: undefined, error: e.message, ms: performance.now() - started }));
+    req.on('error', (e) => resolve({ status: 0, body: undefined, error: e.message, ms: performance.now() - started, reused: req.reusedSocket }));
     if (data) req.write(data);
     req.end();
   });
@@ -126,7 +145,7 @@ export async function createEvent(id: string, totalQuantity: number): Promise<An
   return request('POST', '/v1/events', { id, name: `cluster check ${id}`, totalQuantity }, admin);
 }
 
-export interface BurstResult { answers: Map<string, Answer>; byStatus: Record<string, number>; seconds: number }
+export interface BurstResult { answers: Map<string, Answer>; byStatus: Record<string, number>; seconds: number; retried: number }
 
 /**
  * Applies once for each user, `concurrency` at a time, paced to at most `ratePerSec` (bounded by the user count).
@@ -152,7 +171,7 @@ export async function burst(eventId: string, users: string[], opts: { concurrenc
         if (wait > 0) await sleep(wait);
       }
       const user = users[i]!;
-      answers.set(user, await request('POST', `/v1/events/${eventId}/apply`, { userId: user }));
+      answers.set(user, await request('POST', `/v1/events/${eventId}/apply`, { userId: user }, { 'idempotency-key': `k-${user}` }));
     }
   }
   await Promise.all(Array.from({ length: opts.concurrency }, lane));
@@ -162,7 +181,8 @@ export async function burst(eventId: string, users: string[], opts: { concurrenc
     const k = a.status ? String(a.status) : `error:${a.error}`;
     byStatus[k] = (byStatus[k] ?? 0) + 1;
   }
-  return { answers, byStatus, seconds: (performance.now() - start) / 1000 };
+  const retried = [...answers.values()].filter((a) => a.retried).length;
+  return { answers, byStatus, seconds: (performance.now() - start) / 1000, retried };
 }
 
 export const issuedUsers = (r: BurstResult) => [...r.answers].filter(([, a]) => a.status === 202).map(([u]) => u);

@@ -22,7 +22,8 @@ import {
 const T = { timeout: 15 * 60_000 };
 
 function fmt(r: BurstResult): string {
-  return `${r.answers.size} requests in ${r.seconds.toFixed(1)} s: ${Object.entries(r.byStatus).map(([k, v]) => `${k} x${v}`).join(', ')}`;
+  return `${r.answers.size} requests in ${r.seconds.toFixed(1)} s: ${Object.entries(r.byStatus).map(([k, v]) => `${k} x${v}`).join(', ')}` +
+    (r.retried ? ` (${r.retried} sent again with the same Idempotency-Key after the stand-in's nginx closed a keep-alive connection under them)` : '');
 }
 const failures = (r: BurstResult) => [...r.answers.values()].filter((a) => a.status === 0 || a.status >= 500);
 
@@ -236,7 +237,10 @@ test('6. the migrations hook ran once per release revision; every migration appl
   for (const f of files) assert.equal(applied.get(f), 1, `migration ${f} applied ${applied.get(f) ?? 0} times`);
   assert.equal(applied.size, files.length, 'unknown migrations in the table');
   const revisions = JSON.parse((await helmAsync(['history', RELEASE, '-n', NS, '-o', 'json'])).output) as any[];
-  const events = kubectlJson(['-n', NS, 'get', 'events', '--field-selector', `involvedObject.kind=Job,involvedObject.name=${RELEASE}-migrations`]).items;
+  // Only this release's life counts (a release uninstalled before, e.g. a failed first install, left events too).
+  const since = Date.parse(revisions[0]?.updated ?? 0) - 2000;
+  const events = kubectlJson(['-n', NS, 'get', 'events', '--field-selector', `involvedObject.kind=Job,involvedObject.name=${RELEASE}-migrations`])
+    .items.filter((e: any) => Date.parse(e.lastTimestamp ?? e.eventTime ?? e.metadata.creationTimestamp) >= since);
   const count = (reason: string) => events.filter((e: any) => e.reason === reason).reduce((n: number, e: any) => n + (e.count ?? e.series?.count ?? 1), 0);
   const created = count('SuccessfulCreate');
   const completed = count('Completed');
