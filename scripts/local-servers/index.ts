@@ -20,7 +20,7 @@ export { freePort, isReachable } from './addresses.ts';
 export { type LocalStack, DEFAULT_STACK_PORTS, startLocalStack, stopLeftoverServer } from './local-stack.ts';
 export type { LocalServer, ServerKind } from './managed-server.ts';
 export { startMariadb } from './mariadb.ts';
-export { startPostgres } from './postgres.ts';
+export { ensurePostgresDatabase, startPostgres } from './postgres.ts';
 export { isAlive } from './processes.ts';
 export { startRedis } from './redis.ts';
 export { startRedisSentinel } from './sentinel.ts';

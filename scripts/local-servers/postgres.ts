@@ -66,7 +66,8 @@ export function ensurePostgresDatabase(url: string): Promise<void> {
       await client.query(`CREATE DATABASE "${database.replaceAll('"', '""')}"`);
     } catch (err) {
       // Two starters racing for the same database: the loser finds it exists, which is what it wanted.
-      if ((err as { code?: string }).code !== '42P04') throw err;
+      // (PostgreSQL says so as 42P04, or, when both got past the check at once, as a unique violation, 23505.)
+      if (!['42P04', '23505'].includes((err as { code?: string }).code ?? '')) throw err;
     }
   });
 }

@@ -16,7 +16,7 @@ import { CouponStore } from '../../src/db/store.ts';
 import { PERSIST_DEAD_QUEUE, PERSIST_RETRY_QUEUE, type PersistRetryJob } from '../../src/jobs/queues.ts';
 import { checkPersisted, scrapeMetric } from '../support/observe.ts';
 import {
-  type ServiceProcess, apply, closePool, createEvent, query, request, spawnApi, spawnWorker, startBoss, startOwnRedis, uniqueEventId, waitFor,
+  type ServiceProcess, apply, closePool, createEvent, query, request, spawnApi, spawnWorker, jobsUrlFor, startBoss, startOwnRedis, uniqueEventId, waitFor,
 } from '../support/harness.ts';
 
 const ROOT = fileURLToPath(new URL('../..', import.meta.url));
@@ -126,7 +126,9 @@ describe('ids are exact: api and worker end to end', () => {
   let redis: LocalServer;
 
   beforeAll(async () => {
-    [boss, redis] = await Promise.all([startBoss(), startOwnRedis('exact-ids')]);
+    redis = await startOwnRedis('exact-ids');
+    // Its worker's queues are in a jobs database of its own (see jobsUrlFor): read them there.
+    boss = await startBoss(await jobsUrlFor(redis.url));
   });
   afterAll(async () => {
     await Promise.all(processes.map((service) => service.stop()));

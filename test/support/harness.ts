@@ -6,7 +6,7 @@ import { join } from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
 import mysql from 'mysql2/promise';
 import { PgBoss } from 'pg-boss';
-import { type LocalServer, freePort, startRedis } from '../../scripts/local-servers/index.ts';
+import { type LocalServer, ensurePostgresDatabase, freePort, startRedis } from '../../scripts/local-servers/index.ts';
 import { startApi, startWorker, type ServiceProcess } from '../../scripts/services.ts';
 
 export { freePort };
@@ -36,9 +36,26 @@ export async function startOwnRedis(name: string): Promise<LocalServer> {
   return startRedis({ dir: join(await mkdtemp(join(tmpdir(), `coupon-${name}-`)), 'redis') });
 }
 
-/** A pg-boss client on the suite's PostgreSQL, to read the failure path's queues as an operator would. */
-export async function startBoss(): Promise<PgBoss> {
-  const boss = new PgBoss(serverUrls().POSTGRES_URL);
+/**
+ * The pg-boss database of the workers that run against `redisUrl`: the suite's own for the shared Redis, a database
+ * of its own on the suite's PostgreSQL for any other. Workers of different Redis servers must not share queues: one
+ * would take another's retry or reconcile job and look for its coupons in the wrong Redis.
+ */
+export async function jobsUrlFor(redisUrl: string): Promise<string> {
+  const shared = serverUrls();
+  if (redisUrl === shared.REDIS_URL) return shared.POSTGRES_URL;
+  const url = new URL(shared.POSTGRES_URL);
+  url.pathname = `/coupon_jobs_${new URL(redisUrl).port}`;
+  let created = jobsDatabases.get(url.toString());
+  if (!created) jobsDatabases.set(url.toString(), (created = ensurePostgresDatabase(url.toString())));
+  await created;
+  return url.toString();
+}
+const jobsDatabases = new Map<string, Promise<void>>();
+
+/** A pg-boss client on the suite's PostgreSQL (or another jobs database), to read the failure path's queues as an operator would. */
+export async function startBoss(url = serverUrls().POSTGRES_URL): Promise<PgBoss> {
+  const boss = new PgBoss(url);
   boss.on('error', () => undefined);
   await boss.start();
   return boss;
@@ -49,7 +66,8 @@ export async function spawnApi(extra: Record<string, string> = {}): Promise<Serv
 }
 
 export async function spawnWorker(extra: Record<string, string> = {}): Promise<ServiceProcess> {
-  return startWorker({ port: await freePort(), env: baseEnv(extra) });
+  const jobs: Record<string, string> = extra.REDIS_URL && !extra.POSTGRES_URL ? { POSTGRES_URL: await jobsUrlFor(extra.REDIS_URL) } : {};
+  return startWorker({ port: await freePort(), env: baseEnv({ ...jobs, ...extra }) });
 }
 
 export interface JsonResponse<T = Record<string, unknown>> {
