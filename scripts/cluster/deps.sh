@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Step 4: k8s/deps (Redis, MySQL, PostgreSQL in namespace coupon-deps) applied unchanged, on hostPath
 # PersistentVolumes under .cluster/volumes pre-bound to the StatefulSets' claims; waits for all three Ready.
-# The namespace goes first: `kubectl apply -f k8s/deps/` alone takes the files alphabetically.
+# `kubectl apply -f k8s/deps/` takes the files in name order: 00-namespace.yaml comes first.
 set -euo pipefail
 # shellcheck source=lib.sh
 . "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
@@ -28,8 +28,7 @@ spec:
 YAML
 done
 
-say "kubectl apply k8s/deps (namespace first)"
-kubectl apply -f "$ROOT/k8s/deps/namespace.yaml" >/dev/null
+say "kubectl apply -f k8s/deps/"
 kubectl apply -f "$ROOT/k8s/deps/" >/dev/null
 # A new dependency image (same names, retagged by node.sh) reaches running pods only when they restart.
 deps_tag=$(cat "$IMAGES/deps.tag")
