@@ -65,7 +65,8 @@ export class Maintenance {
     return 200;
   }
 
-  #lastSweep = 0;
+  /** the first sweep a minute after start: at start the marker check has just compared every event anyway */
+  #lastSweep = Date.now();
 
   /**
    * Every second: is the connected Redis server the one last compared with MySQL (the marker names it)? A flush,

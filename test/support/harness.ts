@@ -8,6 +8,8 @@ import mysql from 'mysql2/promise';
 import { PgBoss } from 'pg-boss';
 import { type LocalServer, ensurePostgresDatabase, freePort, startRedis } from '../../scripts/local-servers/index.ts';
 import { startApi, startWorker, type ServiceProcess } from '../../scripts/services.ts';
+import { createRedis, serverIdentity } from '../../src/redis/client.ts';
+import { STATE_SENTINEL_KEY } from '../../src/redis/keys.ts';
 
 export { freePort };
 export type { ServiceProcess };
@@ -33,7 +35,16 @@ export function baseEnv(extra: Record<string, string> = {}): Record<string, stri
  * that test's events, so what they count is that test's work, whatever other files run meanwhile.
  */
 export async function startOwnRedis(name: string): Promise<LocalServer> {
-  return startRedis({ dir: join(await mkdtemp(join(tmpdir(), `coupon-${name}-`)), 'redis') });
+  const server = await startRedis({ dir: join(await mkdtemp(join(tmpdir(), `coupon-${name}-`)), 'redis') });
+  // Marked as compared with MySQL: a test on a Redis of its own uses only the events it creates there, and its
+  // processes must not restore (and fence, raising their epochs) every event of the suite's shared MySQL.
+  const client = createRedis(server.url);
+  try {
+    await client.set(STATE_SENTINEL_KEY, await serverIdentity(client));
+  } finally {
+    client.disconnect();
+  }
+  return server;
 }
 
 /**
