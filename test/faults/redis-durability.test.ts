@@ -47,7 +47,7 @@ describeFault('Redis durability', { folder: 'redis-durability', redisAppendonly:
     const again = await apply(api.url, eventId, 'a-0');
     const second = await applyLoad({ urls: () => [api.url], eventId, users: users('b', 300), concurrency: 16 });
     const secondIssued = second.filter((result) => result.status === 202);
-    await waitFor(async () => (await countRows(stack.query, eventId)) >= total || undefined, { what: 'all persisted' });
+    await waitFor(async () => (await countRows(stack.query, eventId)) >= total || undefined, { what: 'all persisted', timeoutMs: 90_000 });
 
     expect(persistedAtCrash).toBeGreaterThan(0);
     expect(persistedAtCrash).toBeLessThan(400);
