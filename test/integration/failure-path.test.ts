@@ -1,7 +1,7 @@
 import type { PgBoss } from 'pg-boss';
 import { PERSIST_DEAD_QUEUE, PERSIST_RETRY_QUEUE, type PersistRetryJob, RECONCILE_QUEUE } from '../../src/jobs/queues.ts';
 import {
-  type ServiceProcess, apply, closePool, couponRows, createEvent, query, spawnApi, spawnWorker, startBoss, uniqueEventId, waitFor,
+  type ServiceProcess, apply, closePool, couponRows, createEvent, query, spawnApi, jobsUrlFor, spawnWorker, startBoss, startOwnRedis, uniqueEventId, waitFor,
   waitForPersisted,
 } from '../support/harness.ts';
 
@@ -28,8 +28,11 @@ describe('the pg-boss failure path', () => {
   beforeAll(async () => {
     boss = await startBoss();
   });
+  /** what tests that run on servers of their own leave to stop */
+  const ownServers: Array<() => Promise<void>> = [];
   afterAll(async () => {
     await Promise.all(processes.map((process) => process.stop()));
+    for (const stop of ownServers) await stop();
     await boss.stop({ graceful: false, close: true });
     await closePool();
   });
@@ -65,9 +68,18 @@ describe('the pg-boss failure path', () => {
   }, 120_000);
 
   test('when a persisted coupon goes missing from MySQL, then the reconcile job re-enqueues it and it is written again', async () => {
-    const api = await spawnApi();
-    const worker = await spawnWorker({ RECONCILE_CRON: '*/5 * * * *' });
+    // A Redis (and jobs database) of its own: the run compares only this test's event, not every event the suite
+    // left in the shared Redis, and no other worker takes its jobs.
+    const redis = await startOwnRedis('reconcile');
+    const boss = await startBoss(await jobsUrlFor(redis.url));
+    const api = await spawnApi({ REDIS_URL: redis.url });
+    const worker = await spawnWorker({ REDIS_URL: redis.url, RECONCILE_CRON: '*/5 * * * *' });
     processes.push(api, worker);
+    ownServers.push(async () => {
+      await Promise.all([api.stop(), worker.stop()]);
+      await boss.stop({ graceful: false, close: true });
+      await redis.stop();
+    });
     const eventId = uniqueEventId('reconcile');
     await createEvent(api.url, { id: eventId, totalQuantity: 5 });
     for (const user of ['a', 'b', 'c']) expect((await apply(api.url, eventId, user)).status).toBe(202);
