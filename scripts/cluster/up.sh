@@ -7,6 +7,7 @@
 #   images    rootfs, Node base, dependency images, pause, and the project's Dockerfile built by buildah
 #   node      containerd, etcd, apiserver, controller-manager, scheduler, kubelet, kube-proxy, CoreDNS, metrics-server
 #   ingress   the Ingress stand-in (nginx configured from the Ingress objects)
+#   crds      ServiceMonitor, PrometheusRule, ScaledObject CRDs (controller-gen from the upstream Go API types)
 #   deps      k8s/deps on hostPath volumes
 #   install   helm upgrade --install --wait (the migrations hook included)
 #   env       .cluster/env and how to reach it
@@ -34,6 +35,8 @@ sed 's/^/  /' "$images_log"
 timed images-pause bash "$here/images.sh" pause
 timed node bash "$here/node.sh"
 timed ingress bash "$here/ingress.sh"
+# The CRDs of the production values (check 7 of test:cluster): not needed by the release itself.
+timed crds bash "$here/crds.sh" || say "warning: the CRDs step failed; check 7 of npm run test:cluster will say so"
 timed deps bash "$here/deps.sh"
 timed install bash "$here/install.sh"
 bash "$here/env.sh"

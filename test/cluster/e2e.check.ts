@@ -8,6 +8,7 @@
  *   4. helm test passes
  *   5. the HPA reads CPU from metrics-server, scales the api out under a sustained load and back in after
  *   6. the migrations hook ran once per release revision, every migration applied once
+ *   7. the production values (charts/coupon/ci/production-values.yaml) pass a server-side dry run, CRDs included
  * Loads are bounded (request counts and durations) and go to the Ingress stand-in on loopback only.
  */
 import assert from 'node:assert/strict';
@@ -250,4 +251,18 @@ test('6. the migrations hook ran once per release revision; every migration appl
   assert.ok(created >= 1, 'no record of the migrations hook (events expire after an hour: run on a fresh cluster)');
   const jobs = kubectlJson(['-n', NS, 'get', 'jobs']).items.map((j: any) => j.metadata.name);
   assert.ok(!jobs.includes(`${RELEASE}-migrations`), 'the hook Job should have been deleted on success (hook-succeeded)');
+});
+
+test('7. the production values validate against the API server, CRDs included (server-side dry run)', T, async () => {
+  const crds = ['servicemonitors.monitoring.coreos.com', 'prometheusrules.monitoring.coreos.com', 'scaledobjects.keda.sh', 'triggerauthentications.keda.sh'];
+  const present = new Set(kubectlJson(['get', 'crd']).items.map((c: any) => c.metadata.name));
+  const missing = crds.filter((c) => !present.has(c));
+  assert.deepEqual(missing, [], 'CRDs missing: scripts/cluster/crds.sh installs them (npm run cluster runs it)');
+  const res = await helmAsync(['install', `${RELEASE}-production`, join(root, 'charts', 'coupon'), '-n', NS,
+    '-f', join(root, 'charts', 'coupon', 'ci', 'production-values.yaml'), '--dry-run=server']);
+  const kinds = new Map<string, number>();
+  for (const m of res.output.matchAll(/^kind: (\w+)$/gm)) kinds.set(m[1]!, (kinds.get(m[1]!) ?? 0) + 1);
+  log(`helm install --dry-run=server -f charts/coupon/ci/production-values.yaml: exit ${res.code}; ${[...kinds].map(([k, n]) => `${k} x${n}`).join(', ')}`);
+  assert.equal(res.code, 0, res.output.slice(-2000));
+  for (const k of ['ServiceMonitor', 'PrometheusRule', 'ScaledObject', 'TriggerAuthentication']) assert.ok(kinds.get(k), `no ${k} in the release`);
 });
