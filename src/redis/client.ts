@@ -71,7 +71,33 @@ export function createRedis(target: RedisTargetLike, options: RedisClientOptions
   for (const [name, definition] of Object.entries(SCRIPTS)) {
     redis.defineCommand(name, definition);
   }
+  if (resolved.kind === 'sentinel') keepConnecting(redis);
   return redis as CouponRedis;
+}
+
+/**
+ * ioredis ends a client for good when its Sentinel connector fails once while resolving the primary (during a
+ * failover a Sentinel can name a server that is not ready yet): every command then fails with "Connection is
+ * closed" and the process would need a restart. A client that ended without being closed here connects again.
+ */
+function keepConnecting(redis: Redis): void {
+  let closing = false;
+  const quit = redis.quit.bind(redis);
+  const disconnect = redis.disconnect.bind(redis);
+  redis.quit = ((...args: Parameters<Redis['quit']>) => {
+    closing = true;
+    return quit(...args);
+  }) as Redis['quit'];
+  redis.disconnect = (reconnect?: boolean) => {
+    if (!reconnect) closing = true;
+    disconnect(reconnect);
+  };
+  redis.on('end', () => {
+    if (closing) return;
+    setTimeout(() => {
+      if (!closing && redis.status === 'end') redis.connect().catch(() => undefined);
+    }, 1_000).unref();
+  });
 }
 
 /** Sentinel settings for ioredis; the primary's credentials, database and TLS come from REDIS_URL. */
