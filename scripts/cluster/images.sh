@@ -23,6 +23,8 @@ DEPS_VERSION=3          # raise when the dependency images' recipe below changes
 PAUSE_IMAGE=localhost/coupon-pause:1
 mkdir -p "$IMAGES" "$CACHE/dl"
 B=(buildah --root "$CACHE/buildah/storage" --runroot "$CACHE/buildah/run" --storage-driver overlay)
+# Working containers of an interrupted run hold their layers forever.
+"${B[@]}" rm --all >/dev/null 2>&1 || true
 
 # archive NAME IMAGE: writes $IMAGES/NAME.tar from buildah's storage (docker-archive, tagged IMAGE).
 archive() {
@@ -133,6 +135,8 @@ if [ "$(cat "$IMAGES/deps.tag" 2>/dev/null)" != "$DEPS_IMAGE" ] || [ ! -f "$IMAG
   heavy "${B[@]}" commit -q --rm "$c" "$DEPS_IMAGE" >/dev/null
   "${B[@]}" rmi -f "$base" >/dev/null 2>&1 || true
   archive deps "$DEPS_IMAGE"
+  "${B[@]}" images --format '{{.Name}}:{{.Tag}}' | grep '^localhost/coupon-deps:' | grep -vx "$DEPS_IMAGE" |
+    xargs -r "${B[@]}" rmi -f >/dev/null 2>&1 || true
   echo "$DEPS_IMAGE" >"$IMAGES/deps.tag"
   rm -f "$IMAGES/redis.tar" "$IMAGES/mysql.tar" "$IMAGES/postgres.tar" "$IMAGES/deps.sum"
   say "  -> images/deps.tar ($(du -h "$IMAGES/deps.tar" | cut -f1))"
