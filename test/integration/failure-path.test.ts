@@ -100,7 +100,7 @@ describe('the pg-boss failure path', () => {
   }, 60_000);
 
   /** Runs the reconcile job now, as the cron would, and waits until it and every retry of the event have settled. */
-  async function reconcileAndSettle(eventId: string): Promise<void> {
+  async function reconcileAndSettle(boss: PgBoss, eventId: string): Promise<void> {
     const id = await waitFor(() => boss.send(RECONCILE_QUEUE, {}).then((sent) => sent ?? undefined), { what: 'a reconcile job to be queued' });
     await waitFor(async () => (await boss.getJobById(RECONCILE_QUEUE, id))?.state === 'completed', { timeoutMs: 30_000, what: 'the reconcile job to complete' });
     await waitFor(async () => {
@@ -110,9 +110,20 @@ describe('the pg-boss failure path', () => {
   }
 
   test('when MySQL refuses one coupon of a reconciled batch, then the others are persisted, the refused one is dead-lettered once, and later reconcile runs do not send it again', async () => {
-    const api = await spawnApi();
-    const worker = await spawnWorker({ MAX_DELIVERIES: '2', RETRY_LIMIT: '1', RETRY_DELAY_SEC: '1', RECONCILE_CRON: '0 0 1 1 *' });
+    // A Redis and jobs database of its own: the reconcile sends only this event's gap, not the gaps other tests left
+    // in the shared Redis, and its dead-letter queue holds only its coupons.
+    const redis = await startOwnRedis('refused');
+    const boss = await startBoss(await jobsUrlFor(redis.url));
+    const api = await spawnApi({ REDIS_URL: redis.url });
+    const worker = await spawnWorker({
+      REDIS_URL: redis.url, MAX_DELIVERIES: '2', RETRY_LIMIT: '1', RETRY_DELAY_SEC: '1', RECONCILE_CRON: '0 0 1 1 *',
+    });
     processes.push(api, worker);
+    ownServers.push(async () => {
+      await Promise.all([api.stop(), worker.stop()]);
+      await boss.stop({ graceful: false, close: true });
+      await redis.stop();
+    });
     const eventId = uniqueEventId('refused');
     await createEvent(api.url, { id: eventId, totalQuantity: 10 });
     for (const user of ['a', 'b', 'c', 'd', 'e']) expect((await apply(api.url, eventId, user)).status).toBe(202);
@@ -122,11 +133,11 @@ describe('the pg-boss failure path', () => {
     await query('delete from coupon where event_id = ? and user_id in (?)', [eventId, ['b', 'c', 'd', 'e']]);
     const trigger = await refuseUser(eventId, 'c');
     try {
-      await reconcileAndSettle(eventId);
+      await reconcileAndSettle(boss, eventId);
       const deadAfterFirst = await boss.findJobs<PersistRetryJob>(PERSIST_DEAD_QUEUE, { data: { coupons: [{ eventId }] } });
       const retryJobsAfterFirst = (await boss.findJobs<PersistRetryJob>(PERSIST_RETRY_QUEUE, { data: { coupons: [{ eventId }] } })).length;
       // The alert's story: the next scheduled runs find the same gap.
-      for (let run = 0; run < 3; run++) await reconcileAndSettle(eventId);
+      for (let run = 0; run < 3; run++) await reconcileAndSettle(boss, eventId);
 
       const dead = await boss.findJobs<PersistRetryJob>(PERSIST_DEAD_QUEUE, { data: { coupons: [{ eventId }] } });
       expect(dead.map((job) => job.data.coupons.map((coupon) => coupon.userId))).toEqual([['c']]);
