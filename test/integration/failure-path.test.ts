@@ -68,18 +68,7 @@ describe('the pg-boss failure path', () => {
   }, 120_000);
 
   test('when a persisted coupon goes missing from MySQL, then the reconcile job re-enqueues it and it is written again', async () => {
-    // A Redis (and jobs database) of its own: the run compares only this test's event, not every event the suite
-    // left in the shared Redis, and no other worker takes its jobs.
-    const redis = await startOwnRedis('reconcile');
-    const boss = await startBoss(await jobsUrlFor(redis.url));
-    const api = await spawnApi({ REDIS_URL: redis.url });
-    const worker = await spawnWorker({ REDIS_URL: redis.url, RECONCILE_CRON: '*/5 * * * *' });
-    processes.push(api, worker);
-    ownServers.push(async () => {
-      await Promise.all([api.stop(), worker.stop()]);
-      await boss.stop({ graceful: false, close: true });
-      await redis.stop();
-    });
+    const { api, boss } = await onOwnRedis('reconcile', { RECONCILE_CRON: '*/5 * * * *' });
     const eventId = uniqueEventId('reconcile');
     await createEvent(api.url, { id: eventId, totalQuantity: 5 });
     for (const user of ['a', 'b', 'c']) expect((await apply(api.url, eventId, user)).status).toBe(202);
@@ -99,6 +88,24 @@ describe('the pg-boss failure path', () => {
     expect((await couponRows(eventId)).map((row) => [row.user_id, row.sequence])).toEqual([['a', 1], ['b', 2], ['c', 3]]);
   }, 60_000);
 
+  /**
+   * An api and a worker on a Redis and jobs database of their own: a reconcile run then compares only this test's
+   * event (not the gaps other tests left in the shared Redis), and no other worker takes its jobs.
+   */
+  async function onOwnRedis(name: string, workerEnv: Record<string, string>): Promise<{ api: ServiceProcess; boss: PgBoss }> {
+    const redis = await startOwnRedis(name);
+    const boss = await startBoss(await jobsUrlFor(redis.url));
+    const api = await spawnApi({ REDIS_URL: redis.url });
+    const worker = await spawnWorker({ REDIS_URL: redis.url, ...workerEnv });
+    processes.push(api, worker);
+    ownServers.push(async () => {
+      await Promise.all([api.stop(), worker.stop()]);
+      await boss.stop({ graceful: false, close: true });
+      await redis.stop();
+    });
+    return { api, boss };
+  }
+
   /** Runs the reconcile job now, as the cron would, and waits until it and every retry of the event have settled. */
   async function reconcileAndSettle(boss: PgBoss, eventId: string): Promise<void> {
     const id = await waitFor(() => boss.send(RECONCILE_QUEUE, {}).then((sent) => sent ?? undefined), { what: 'a reconcile job to be queued' });
@@ -110,20 +117,7 @@ describe('the pg-boss failure path', () => {
   }
 
   test('when MySQL refuses one coupon of a reconciled batch, then the others are persisted, the refused one is dead-lettered once, and later reconcile runs do not send it again', async () => {
-    // A Redis and jobs database of its own: the reconcile sends only this event's gap, not the gaps other tests left
-    // in the shared Redis, and its dead-letter queue holds only its coupons.
-    const redis = await startOwnRedis('refused');
-    const boss = await startBoss(await jobsUrlFor(redis.url));
-    const api = await spawnApi({ REDIS_URL: redis.url });
-    const worker = await spawnWorker({
-      REDIS_URL: redis.url, MAX_DELIVERIES: '2', RETRY_LIMIT: '1', RETRY_DELAY_SEC: '1', RECONCILE_CRON: '0 0 1 1 *',
-    });
-    processes.push(api, worker);
-    ownServers.push(async () => {
-      await Promise.all([api.stop(), worker.stop()]);
-      await boss.stop({ graceful: false, close: true });
-      await redis.stop();
-    });
+    const { api, boss } = await onOwnRedis('refused', { MAX_DELIVERIES: '2', RETRY_LIMIT: '1', RETRY_DELAY_SEC: '1', RECONCILE_CRON: '0 0 1 1 *' });
     const eventId = uniqueEventId('refused');
     await createEvent(api.url, { id: eventId, totalQuantity: 10 });
     for (const user of ['a', 'b', 'c', 'd', 'e']) expect((await apply(api.url, eventId, user)).status).toBe(202);
