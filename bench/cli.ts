@@ -1,12 +1,16 @@
 /**
  * The benchmark's command line and its two sizes:
  *
- *   node bench/run.ts [--quick] [--out DIR] [--dir SERVERS_DIR] [--designs naive,incr-direct,outbox]
+ *   node bench/run.ts [--quick] [--api-only] [--profile] [--out DIR] [--dir SERVERS_DIR] [--designs naive,incr-direct,outbox]
  *
  * --quick runs a few seconds per design with small events (the test suite runs it); the default is the full run.
+ * --api-only runs only the hot-path comparison (bench/hot-path.ts: hello, minimal, open and sold-out apply), the
+ * fast loop while optimizing the apply route; --profile adds CPU profiles of the api under an open and a sold-out
+ * burst (bench/profile.ts).
  */
 import { join, resolve } from 'node:path';
 import { parseArgs } from 'node:util';
+import type { HotPathSettings } from './hot-path.ts';
 import type { DesignName, Settings } from './report.ts';
 
 export const DESIGNS: DesignName[] = ['naive', 'incr-direct', 'outbox'];
@@ -25,8 +29,20 @@ const FULL: Settings = {
   scenarios: [{ name: 'N=100', totalQuantity: 100, requests: 40_000 }, { name: 'N=10,000', totalQuantity: 10_000, requests: 40_000 }],
 };
 
+/** The hot-path comparison: its own fast loop (--api-only), and a shorter one inside every full or quick run. */
+const HOT_PATH: Record<'api-only' | 'full' | 'quick', HotPathSettings> = {
+  'api-only': { rounds: 5, seconds: 5, connections: 64, processCounts: [1, 2] },
+  full: { rounds: 3, seconds: 5, connections: 64, processCounts: [1, 2] },
+  quick: { rounds: 1, seconds: 1, connections: 16, processCounts: [1] },
+};
+
 export interface BenchOptions {
   settings: Settings;
+  hotPath: HotPathSettings;
+  /** only the hot-path comparison */
+  apiOnly: boolean;
+  /** CPU profiles of the api under an open and a sold-out burst */
+  profile: boolean;
   designs: DesignName[];
   /** where report.json, report.md and the plots go */
   outDir: string;
@@ -40,6 +56,8 @@ export function parseBenchArgs(argv: string[], root: string): BenchOptions {
     args: argv,
     options: {
       quick: { type: 'boolean', default: false },
+      'api-only': { type: 'boolean', default: false },
+      profile: { type: 'boolean', default: false },
       out: { type: 'string' },
       dir: { type: 'string' },
       designs: { type: 'string' },
@@ -48,10 +66,14 @@ export function parseBenchArgs(argv: string[], root: string): BenchOptions {
   const settings = args.quick ? QUICK : FULL;
   const designs = args.designs ? (args.designs.split(',') as DesignName[]) : DESIGNS;
   for (const design of designs) if (!DESIGNS.includes(design)) throw new Error(`unknown design ${design}; choose from ${DESIGNS.join(', ')}`);
+  const apiOnly = args['api-only'];
   return {
     settings,
+    hotPath: HOT_PATH[apiOnly && !args.quick ? 'api-only' : settings.mode],
+    apiOnly,
+    profile: args.profile,
     designs,
-    outDir: resolve(args.out ?? join(root, '.bench', 'results', settings.mode)),
+    outDir: resolve(args.out ?? join(root, '.bench', 'results', apiOnly ? `api-only-${settings.mode}` : settings.mode)),
     serversDir: resolve(args.dir ?? join(root, '.bench', 'servers')),
   };
 }

@@ -1,4 +1,5 @@
 /** The report's shape (report.json; field names are stable), the targets of the issue, and the Markdown rendering. */
+import { type HotPathReport, hotPathMarkdown } from './hot-path.ts';
 import type { MachineFacts } from './machine.ts';
 
 export type DesignName = 'naive' | 'incr-direct' | 'outbox';
@@ -142,6 +143,8 @@ export interface BenchReport {
   results: BurstResult[];
   /** the unthrottled worker: the best run, and every run by batch size */
   worker: { rowsPerSec: number; batchSize: number; runs: DrainRun[] } | undefined;
+  /** the hot-path comparison (bench/hot-path.ts), measured after the designs */
+  hotPath?: HotPathReport;
   targets: Target[];
 }
 
@@ -184,6 +187,10 @@ export function evaluateTargets(report: BenchReport): Target[] {
   const exact = report.results.filter((r) => r.design !== 'naive');
   add('exactly-n', 'incr-direct and outbox issue exactly N in every burst', 'rows = N',
     exact.length ? exact.map((r) => `${r.design} ${r.issued.rows}/${r.totalQuantity}`).join(', ') : undefined, exact.length ? exact.every((r) => r.issued.exact) : undefined);
+  const hot = report.hotPath?.ratios.find((r) => r.processes === 1);
+  add('hot-open', 'open-event apply req/s / the minimal one-round-trip design, one process (hot path)', '>= 0.90', fmt(hot?.openVsMinimal, 2), hot && hot.openVsMinimal >= 0.9);
+  add('hot-sold-out', 'sold-out apply req/s / Koa hello, one process (hot path)', '>= 0.95', fmt(hot?.soldOutVsHello, 2), hot && hot.soldOutVsHello >= 0.95);
+  add('hot-p99', 'open-event apply p99 / the minimal design p99, one process (hot path)', '<= 1.5', fmt(hot?.openP99VsMinimalP99, 2), hot && hot.openP99VsMinimalP99 <= 1.5);
   return targets;
 }
 
@@ -227,6 +234,7 @@ export function markdownReport(report: BenchReport): string {
   for (const w of report.worker?.runs ?? []) {
     lines.push(`Worker with the cap lifted (PERSIST_RATE_PER_SEC=${w.ratePerSec}, PERSIST_BATCH_SIZE=${w.batchSize}): ${w.rows.toLocaleString('en-US')} pre-filled coupons persisted in ${w.drainSec} s = **${w.rowsPerSec.toLocaleString('en-US')} rows/s** (${w.wallSecIncludingStartup} s including the worker's start-up).`, '');
   }
+  if (report.hotPath) lines.push(hotPathMarkdown(report.hotPath));
   lines.push('| target | goal | this run | met |', '| --- | --- | --- | --- |');
   for (const t of report.targets) lines.push(`| ${t.description} | ${t.target} | ${t.value} | ${t.met === null ? '-' : t.met ? 'yes' : '**no**'} |`);
   lines.push('');

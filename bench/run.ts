@@ -20,7 +20,10 @@ import mysql from 'mysql2/promise';
 import { type LocalServer, startMariadb, startPostgres, startRedis } from '../scripts/local-servers/index.ts';
 import { migrateUp } from '../src/db/migrate.ts';
 import { createRedis } from '../src/redis/client.ts';
+import { ensureOrExit } from '../scripts/setup/prerequisites.ts';
 import { parseBenchArgs } from './cli.ts';
+import { hotPathMarkdown, measureHotPath } from './hot-path.ts';
+import { profileApi } from './profile.ts';
 import { machineFacts } from './machine.ts';
 import { CounterSampler, prepareTables } from './mysql.ts';
 import { ADMIN_TOKEN, type BenchContext, measureCeiling, runDesign } from './phases.ts';
@@ -30,7 +33,7 @@ import { type BenchReport, type BurstResult, type CeilingRun, evaluateTargets, m
 import { bystanderAgainstIdle, bystanderWindow, finishResult } from './summary.ts';
 
 const ROOT = fileURLToPath(new URL('..', import.meta.url));
-const { settings, designs, outDir, serversDir } = parseBenchArgs(process.argv.slice(2), ROOT);
+const { settings, hotPath, apiOnly, profile, designs, outDir, serversDir } = parseBenchArgs(process.argv.slice(2), ROOT);
 
 const log = (message: string) => console.error(`[bench ${new Date().toISOString().slice(11, 19)}] ${message}`);
 const now = () => performance.timeOrigin + performance.now();
@@ -41,7 +44,9 @@ let workDir = '';
 
 async function main(): Promise<void> {
   const startedAt = new Date();
+  await ensureOrExit({ redis: true, mysql: true, postgres: !apiOnly, packages: ['wrk'] }, { root: ROOT, command: 'npm run bench' });
   workDir = await mkdtemp(join(tmpdir(), 'coupon-bench-'));
+  if (apiOnly) return apiOnlyRun();
   log(`mode ${settings.mode}; servers under ${serversDir}; results to ${outDir}`);
   const [redis, mariadb, postgres] = await Promise.all([
     startRedis({ dir: join(serversDir, 'redis') }),
@@ -89,6 +94,8 @@ async function main(): Promise<void> {
     ceilingRuns.push(await measureCeiling(ctx, 'end'));
 
     const samples = await bystander.stop();
+    log('hot path: hello, minimal, open and sold-out apply');
+    const hot = await measureHotPath({ env, redisDir: join(serversDir, 'redis'), workDir, running, log }, hotPath);
     await running.stop(sampler);
     const idle = bystanderWindow(samples, idleWindow.fromMs, idleWindow.toMs);
     for (const result of results) finishResult(result, samples, idle.p99Ms);
@@ -105,6 +112,7 @@ async function main(): Promise<void> {
       bystanderIdle: idle,
       results,
       worker,
+      hotPath: hot,
       targets: [],
     };
     report.targets = evaluateTargets(report);
@@ -113,6 +121,27 @@ async function main(): Promise<void> {
     gateRedis.disconnect();
     await pool.end().catch(() => {});
   }
+}
+
+/** --api-only: Redis and MariaDB (the api reads its events there), the hot-path comparison, and --profile. */
+async function apiOnlyRun(): Promise<void> {
+  log(`api only; servers under ${serversDir}; results to ${outDir}`);
+  const [redis, mariadb] = await Promise.all([
+    startRedis({ dir: join(serversDir, 'redis') }),
+    startMariadb({ dir: join(serversDir, 'mariadb'), database: 'coupon' }),
+  ]);
+  servers.push(redis, mariadb);
+  await migrateUp(mariadb.url);
+  const env = { REDIS_URL: redis.url, MYSQL_URL: mariadb.url, ADMIN_TOKEN, LOG_LEVEL: 'warn', SHUTDOWN_DRAIN_MS: '0' };
+  const context = { env, redisDir: join(serversDir, 'redis'), workDir, running, log };
+  const report = await measureHotPath(context, hotPath);
+  const markdown = [`# Hot path (${new Date().toISOString().slice(0, 16).replace('T', ' ')} UTC)`, '', hotPathMarkdown(report)];
+  if (profile) markdown.push(await profileApi(context, join(outDir, 'profiles')));
+  await mkdir(outDir, { recursive: true });
+  await writeFile(join(outDir, 'report.json'), `${JSON.stringify(report, null, 2)}\n`);
+  await writeFile(join(outDir, 'report.md'), markdown.join('\n'));
+  console.log(markdown.join('\n'));
+  log(`wrote ${join(outDir, 'report.json')} and report.md`);
 }
 
 async function writeReport(report: BenchReport): Promise<void> {

@@ -19,7 +19,7 @@
  */
 import { join } from 'node:path';
 import { isReachable } from '../local-servers/index.ts';
-import { aptInstall, assumedMissing, cannotInstall, missingPackages, type PackageCheck } from './debian.ts';
+import { type DebianPackage, aptInstall, assumedMissing, cannotInstall, missingPackages, type PackageCheck } from './debian.ts';
 import { Progress, SetupStopped, type System, duration, realSystem } from './system.ts';
 import { KITS, type KitName, goProblem, installKits, isInstalled, setupDir } from './tools.ts';
 
@@ -32,6 +32,8 @@ export interface Needs {
   postgres?: boolean;
   /** tool kits under .tools/ */
   kits?: KitName[];
+  /** other Debian packages the command runs (the benchmark's wrk) */
+  packages?: DebianPackage[];
 }
 
 export interface EnsureOptions {
@@ -65,6 +67,7 @@ export async function ensurePrerequisites(needs: Needs, options: EnsureOptions):
   const wanted = [
     ...(['redis', 'mysql', 'postgres'] as const).filter((server) => needs[server]).map((server) => SERVER_PACKAGES[server]),
     ...kits.flatMap((kit) => kit.debian),
+    ...(needs.packages ?? []),
   ];
   const missing = await missingPackages(system, wanted, { assume, checks: options.checks });
   if (!missing.length && !kits.length) return { installed: [], kits: [], ms: system.now() - started };

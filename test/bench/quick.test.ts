@@ -106,8 +106,22 @@ test('when a burst is reported, then throughput, latency, MySQL writes, the byst
   expect(report.targets.map((t) => t.id)).toEqual([
     'outbox-open-throughput', 'outbox-sold-out-throughput', 'outbox-p99', 'outbox-writes-at-cap',
     'bystander-outbox', 'bystander-hello-control', 'bystander-incr-direct', 'worker-unthrottled', 'exactly-n',
+    'hot-open', 'hot-sold-out', 'hot-p99',
   ]);
   expect(report.targets.find((t) => t.id === 'exactly-n')?.met).toBe(true);
+});
+
+test('when the hot path is compared, then hello, minimal, open and sold-out apply each answered as they should, with CPU per request', () => {
+  const hot = report.hotPath!;
+  expect(hot.summary.map((s) => s.case)).toEqual(['hello', 'minimal', 'open', 'sold-out']);
+  for (const s of hot.summary) {
+    expect(s.rps).toBeGreaterThan(0);
+    expect(s.p99Us).toBeGreaterThanOrEqual(s.p50Us);
+    expect(s.cpuUsPerRequest).toBeGreaterThan(0);
+    // every open apply a 202 from a new user, every sold-out apply a 410
+    expect(s.unexpected).toBe(0);
+  }
+  expect(hot.ratios[0]!.openVsMinimal).toBeGreaterThan(0);
 });
 
 test('when the quick benchmark finishes, then it leaves a Markdown table and four SVG plots', async () => {

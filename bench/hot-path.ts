@@ -1,0 +1,260 @@
+/**
+ * The hot-path comparison: the product's apply route against two baselines measured in the same run, on the same
+ * Redis, with the same load generator. Four cases, each one api process (and then two):
+ *   hello     a bare Koa route answering 202 (bench/servers/hello.ts): what Koa itself costs
+ *   minimal   the minimal one-round-trip design (bench/servers/minimal.ts): Koa, the JSON body, one EVALSHA of INCR
+ *   open      the product's api (src/api/main.ts), an open event: every request a new user, every answer a 202
+ *   sold-out  the product's api, a sold-out event: every answer a 410 from the process's local flag
+ * The load is wrk (C, one thread, keep-alive connections, a POST with a JSON body per request, each from a new
+ * user), run in rounds that interleave the cases, so drift on a shared machine touches all of them alike; each
+ * figure is the median over the rounds. CPU µs per request is the api process's CPU time over the requests it
+ * answered. With one process on a machine of 2 or more cores the layout is pinned (taskset): the api on its own
+ * core, wrk and Redis on another; two processes run unpinned.
+ */
+import { execFileSync, spawn } from 'node:child_process';
+import { once } from 'node:events';
+import { readFileSync } from 'node:fs';
+import { writeFile } from 'node:fs/promises';
+import { availableParallelism } from 'node:os';
+import { join } from 'node:path';
+import { freePort } from '../scripts/local-servers/index.ts';
+import { type ServiceProcess, cpuTimeMs, startApi, startService } from '../scripts/services.ts';
+import type { Running } from './processes.ts';
+import { round } from './stats.ts';
+
+export const HOT_PATH_CASES = ['hello', 'minimal', 'open', 'sold-out'] as const;
+export type HotPathCase = (typeof HOT_PATH_CASES)[number];
+
+export interface HotPathSettings {
+  rounds: number;
+  /** seconds of load per case and round */
+  seconds: number;
+  /** wrk connections in all (split over the processes) */
+  connections: number;
+  processCounts: number[];
+}
+
+export interface HotPathRun {
+  case: HotPathCase;
+  processes: number;
+  round: number;
+  requests: number;
+  rps: number;
+  p50Us: number;
+  p99Us: number;
+  /** answers other than the case's expected status (202, or 410 for sold-out), and socket errors */
+  unexpected: number;
+  cpuUsPerRequest: number;
+}
+
+export interface HotPathSummary {
+  case: HotPathCase;
+  processes: number;
+  pinned: boolean;
+  rps: number;
+  p50Us: number;
+  p99Us: number;
+  cpuUsPerRequest: number;
+  unexpected: number;
+}
+
+export interface HotPathReport {
+  settings: HotPathSettings;
+  runs: HotPathRun[];
+  summary: HotPathSummary[];
+  /** the issue's three targets, per process count */
+  ratios: Array<{ processes: number; openVsMinimal: number; soldOutVsHello: number; openP99VsMinimalP99: number }>;
+}
+
+export interface HotPathContext {
+  /** REDIS_URL, MYSQL_URL, ADMIN_TOKEN and the rest of the api's environment */
+  env: Record<string, string>;
+  /** the directory of the Redis server (its redis.pid is pinned with wrk) */
+  redisDir: string;
+  workDir: string;
+  running: Running;
+  log(message: string): void;
+}
+
+const EXPECTED_STATUS: Record<HotPathCase, number> = { hello: 202, minimal: 202, open: 202, 'sold-out': 410 };
+
+/** Runs every case at every process count, interleaved in rounds; returns the runs, their medians and the ratios. */
+export async function measureHotPath(ctx: HotPathContext, settings: HotPathSettings): Promise<HotPathReport> {
+  const runs: HotPathRun[] = [];
+  const events = { open: `hot-open-${Date.now().toString(36)}`, soldOut: `hot-sold-${Date.now().toString(36)}` };
+  for (const processes of settings.processCounts) {
+    const pinned = processes === 1 && availableParallelism() >= 2;
+    const servers = await startServers(ctx, processes);
+    try {
+      await prepareEvents(servers.get('open')!.urls[0]!, ctx.env.ADMIN_TOKEN!, events);
+      if (pinned) pin(ctx, servers);
+      // Warm-up: the JIT, the connections, and each api process's sold-out flag.
+      for (const kase of HOT_PATH_CASES) await load(ctx, kase, servers.get(kase)!, events, settings, 2, `warm-${processes}`);
+      for (let r = 1; r <= settings.rounds; r += 1) {
+        for (const kase of HOT_PATH_CASES) {
+          const run = await load(ctx, kase, servers.get(kase)!, events, settings, settings.seconds, `r${r}p${processes}`);
+          runs.push({ ...run, round: r });
+          ctx.log(`hot path: ${processes} process(es), round ${r}, ${kase}: ${run.rps.toLocaleString('en-US')} req/s, p99 ${run.p99Us} µs, ${run.cpuUsPerRequest} µs CPU/req${run.unexpected ? `, ${run.unexpected} unexpected` : ''}`);
+        }
+      }
+    } finally {
+      await Promise.all([...new Set(servers.values())].map((s) => ctx.running.stop(s)));
+    }
+  }
+  const summary = summarise(runs, settings);
+  return { settings, runs, summary, ratios: ratios(summary, settings) };
+}
+
+interface Servers {
+  processes: ServiceProcess[];
+  urls: string[];
+  stop(): Promise<void>;
+}
+
+/** The three servers, `count` processes each; the api serves both the open and the sold-out case. */
+async function startServers(ctx: HotPathContext, count: number): Promise<Map<HotPathCase, Servers>> {
+  const start = async (make: (port: number) => Promise<ServiceProcess>): Promise<Servers> => {
+    const processes: ServiceProcess[] = [];
+    for (let i = 0; i < count; i += 1) processes.push(await make(await freePort()));
+    return { processes, urls: processes.map((p) => p.url), stop: async () => { await Promise.all(processes.map((p) => p.stop())); } };
+  };
+  const env = { ...ctx.env, LOG_LEVEL: 'warn' };
+  const hello = await ctx.running.track(start((port) => startService('hello', 'bench/servers/hello.ts', { port, env })));
+  const minimal = await ctx.running.track(start((port) => startService('minimal', 'bench/servers/minimal.ts', { port, env })));
+  const api = await ctx.running.track(start((port) => startApi({ port, env })));
+  return new Map<HotPathCase, Servers>([['hello', hello], ['minimal', minimal], ['open', api], ['sold-out', api]]);
+}
+
+/** An open event large enough for every round, and a sold-out one (quantity 1, its coupon taken). */
+export async function prepareEvents(apiUrl: string, adminToken: string, events: { open: string; soldOut: string }): Promise<void> {
+  const post = async (path: string, body: unknown, headers: Record<string, string> = {}) => {
+    const response = await fetch(`${apiUrl}${path}`, { method: 'POST', headers: { 'content-type': 'application/json', ...headers }, body: JSON.stringify(body) });
+    if (response.status >= 300) throw new Error(`POST ${path}: ${response.status} ${await response.text()}`);
+  };
+  const admin = { authorization: `Bearer ${adminToken}` };
+  await post('/v1/events', { id: events.open, name: 'hot path, open', totalQuantity: 10_000_000 }, admin);
+  await post('/v1/events', { id: events.soldOut, name: 'hot path, sold out', totalQuantity: 1 }, admin);
+  await post(`/v1/events/${events.soldOut}/apply`, { userId: 'first' });
+}
+
+/** api processes on the last core; wrk (started pinned) and Redis on the first. */
+function pin(ctx: HotPathContext, servers: Map<HotPathCase, Servers>): void {
+  const last = availableParallelism() - 1;
+  for (const [kase, group] of servers) {
+    if (kase === 'sold-out') continue;
+    for (const p of group.processes) execFileSync('taskset', ['-a', '-p', '-c', String(last), String(p.child.pid)], { stdio: 'ignore' });
+  }
+  const redisPid = readFileSync(join(ctx.redisDir, 'redis.pid'), 'utf8').trim();
+  execFileSync('taskset', ['-a', '-p', '-c', '0', redisPid], { stdio: 'ignore' });
+}
+
+/** One wrk run per process (its share of the connections), all at once; the figures of the case together. */
+async function load(
+  ctx: HotPathContext, kase: HotPathCase, servers: Servers, events: { open: string; soldOut: string },
+  settings: HotPathSettings, seconds: number, label: string,
+): Promise<Omit<HotPathRun, 'round'>> {
+  const path = `/v1/events/${kase === 'sold-out' ? events.soldOut : kase === 'open' ? events.open : 'bench'}/apply`;
+  const pinned = servers.processes.length === 1 && availableParallelism() >= 2;
+  const cpuBefore = servers.processes.map((p) => cpuTimeMs(p.child.pid!));
+  const results = await Promise.all(servers.urls.map(async (url, i) => {
+    const script = join(ctx.workDir, `wrk-${label}-${kase}-${i}.lua`);
+    await writeFile(script, wrkScript(`${label}-${kase}-${i}-`, EXPECTED_STATUS[kase]));
+    const connections = Math.max(1, Math.floor(settings.connections / servers.urls.length));
+    const args = ['-t1', `-c${connections}`, `-d${seconds}s`, '--timeout', '2s', '-s', script, `${url}${path}`];
+    return runWrk(pinned ? ['taskset', '-c', '0', 'wrk', ...args] : ['wrk', ...args]);
+  }));
+  const cpuMs = servers.processes.reduce((sum, p, i) => sum + cpuTimeMs(p.child.pid!) - cpuBefore[i]!, 0);
+  const requests = results.reduce((sum, r) => sum + r.requests, 0);
+  return {
+    case: kase,
+    processes: servers.processes.length,
+    requests,
+    rps: Math.round(results.reduce((sum, r) => sum + r.requests / r.seconds, 0)),
+    p50Us: Math.max(...results.map((r) => r.p50Us)),
+    p99Us: Math.max(...results.map((r) => r.p99Us)),
+    unexpected: results.reduce((sum, r) => sum + r.unexpected, 0),
+    cpuUsPerRequest: round((cpuMs * 1000) / Math.max(requests, 1), 1),
+  };
+}
+
+/**
+ * A wrk script: POST with a JSON body from a new user each time (the prefix keeps users unique across runs), and
+ * a JSON line at the end. wrk counts non-2xx/3xx answers as status errors; for the sold-out case, where every
+ * answer should be a 410, the unexpected ones are the requests that were not counted so.
+ */
+export function wrkScript(userPrefix: string, expectedStatus: number): string {
+  return `
+wrk.method = "POST"
+wrk.headers["Content-Type"] = "application/json"
+local n = 0
+request = function()
+  n = n + 1
+  return wrk.format(nil, nil, nil, '{"userId":"${userPrefix}' .. n .. '"}')
+end
+done = function(summary, latency, requests)
+  local e = summary.errors
+  local sockets = e.connect + e.read + e.write + e.timeout
+  local unexpected = ${expectedStatus < 300 ? 'e.status' : 'summary.requests - e.status'} + sockets
+  io.write(string.format('{"requests":%d,"us":%d,"p50":%d,"p99":%d,"unexpected":%d}\\n',
+    summary.requests, summary.duration, latency:percentile(50), latency:percentile(99), unexpected))
+end
+`;
+}
+
+export async function runWrk(command: string[]): Promise<{ requests: number; seconds: number; p50Us: number; p99Us: number; unexpected: number }> {
+  const child = spawn(command[0]!, command.slice(1), { stdio: ['ignore', 'pipe', 'inherit'] });
+  let output = '';
+  child.stdout.on('data', (chunk: Buffer) => { output += chunk.toString(); });
+  const [code] = await once(child, 'exit');
+  const line = output.split('\n').find((l) => l.startsWith('{"requests"'));
+  if (code !== 0 || !line) throw new Error(`wrk failed (exit ${code}):\n${output}`);
+  const parsed = JSON.parse(line) as { requests: number; us: number; p50: number; p99: number; unexpected: number };
+  return { requests: parsed.requests, seconds: parsed.us / 1e6, p50Us: parsed.p50, p99Us: parsed.p99, unexpected: parsed.unexpected };
+}
+
+const median = (values: number[]) => {
+  const sorted = [...values].sort((a, b) => a - b);
+  const mid = Math.floor(sorted.length / 2);
+  return sorted.length % 2 ? sorted[mid]! : (sorted[mid - 1]! + sorted[mid]!) / 2;
+};
+
+function summarise(runs: HotPathRun[], settings: HotPathSettings): HotPathSummary[] {
+  return settings.processCounts.flatMap((processes) => HOT_PATH_CASES.map((kase) => {
+    const mine = runs.filter((r) => r.case === kase && r.processes === processes);
+    return {
+      case: kase, processes, pinned: processes === 1 && availableParallelism() >= 2,
+      rps: Math.round(median(mine.map((r) => r.rps))), p50Us: Math.round(median(mine.map((r) => r.p50Us))),
+      p99Us: Math.round(median(mine.map((r) => r.p99Us))), cpuUsPerRequest: round(median(mine.map((r) => r.cpuUsPerRequest)), 1),
+      unexpected: mine.reduce((sum, r) => sum + r.unexpected, 0),
+    };
+  }));
+}
+
+function ratios(summary: HotPathSummary[], settings: HotPathSettings): HotPathReport['ratios'] {
+  return settings.processCounts.map((processes) => {
+    const of = (kase: HotPathCase) => summary.find((s) => s.case === kase && s.processes === processes)!;
+    return {
+      processes,
+      openVsMinimal: round(of('open').rps / of('minimal').rps, 2),
+      soldOutVsHello: round(of('sold-out').rps / of('hello').rps, 2),
+      openP99VsMinimalP99: round(of('open').p99Us / of('minimal').p99Us, 2),
+    };
+  });
+}
+
+/** The comparison as a Markdown section: medians per case and process count, then the three ratios. */
+export function hotPathMarkdown(report: HotPathReport): string {
+  const { settings } = report;
+  const lines = [
+    `Hot path: ${settings.rounds} interleaved rounds of ${settings.seconds} s per case, wrk with ${settings.connections} connections; medians.`,
+    '',
+    '| processes | case | req/s | p50 µs | p99 µs | api CPU µs/req | unexpected answers |',
+    '| --- | --- | ---: | ---: | ---: | ---: | ---: |',
+    ...report.summary.map((s) => `| ${s.processes}${s.pinned ? ' (pinned)' : ''} | ${s.case} | ${s.rps.toLocaleString('en-US')} | ${s.p50Us} | ${s.p99Us} | ${s.cpuUsPerRequest} | ${s.unexpected} |`),
+    '',
+    '| processes | open / minimal req/s (target >= 0.90) | sold-out / hello req/s (>= 0.95) | open p99 / minimal p99 (<= 1.5) |',
+    '| --- | ---: | ---: | ---: |',
+    ...report.ratios.map((r) => `| ${r.processes} | ${r.openVsMinimal} | ${r.soldOutVsHello} | ${r.openP99VsMinimalP99} |`),
+  ];
+  return `${lines.join('\n')}\n`;
+}
