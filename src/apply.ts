@@ -7,7 +7,7 @@
 import type { ApplyOutcome } from './domain/coupon.ts';
 import { type CouponRedis } from './redis/client.ts';
 import { applyForCoupon } from './redis/gate.ts';
-import { STATE_SENTINEL_KEY } from './redis/keys.ts';
+import { STATE_SENTINEL_KEY, eventKeys } from './redis/keys.ts';
 import type { ReplicaAcks } from './redis/replica-acks.ts';
 
 export type ApplyDecision =
@@ -116,10 +116,15 @@ export class ApplyForCoupon {
    * Redis has no gate state for the event: either no such event, or Redis lost its data and it is being
    * restored from MySQL; nothing is issued until then, so a flush can never cause over-issue. The marker tells the
    * two apart without MySQL: present, Redis has lost nothing since it was compared with MySQL, so the event does
-   * not exist. Only while it is absent is MySQL asked, once per event id for a few seconds.
+   * not exist. Only while it is absent is MySQL asked, once per event id for a few seconds. An archived event left
+   * a tombstone: it exists and has ended.
    */
   async #missingState(eventId: string): Promise<ApplyDecision> {
-    if (await this.#deps.redis.exists(STATE_SENTINEL_KEY) || !(await this.#existence.exists(eventId))) return { kind: 'event_not_found' };
+    const { redis } = this.#deps;
+    // An archived event left a tombstone: it exists, and it has ended.
+    const [marker, archived] = await Promise.all([redis.exists(STATE_SENTINEL_KEY), redis.exists(eventKeys(eventId).archived)]);
+    if (archived === 1) return { kind: 'ended' };
+    if (marker === 1 || !(await this.#existence.exists(eventId))) return { kind: 'event_not_found' };
     return { kind: 'restoring' };
   }
 }

@@ -21,6 +21,8 @@ export type UpdateEventResult =
   | { kind: 'event_not_found' }
   | { kind: 'quantity_below_issued'; issued: number }
   | { kind: 'ends_before_start' }
+  /** ended and archived (EVENT_RETENTION): its gate state is gone for good, and it can no longer be changed */
+  | { kind: 'event_archived' }
   | { kind: 'state_missing' };
 export type { CouponView, EventPage, EventView, UserCouponView };
 
@@ -88,8 +90,19 @@ export class EventService {
    * round trip, on an admin call.
    */
   async update(id: string, change: EventChange): Promise<UpdateEventResult> {
-    const result = await this.#store.withEventLocked(id, async (event, save): Promise<UpdateEventResult | { kind: 'saved'; event: CouponEvent }> => {
+    const result = await this.#updateLocked(id, change);
+    if (result.kind !== 'state_missing') return result;
+    // Redis lacks the event's gate state (lost, or not restored yet): restored from MySQL here, as a create's retry
+    // does, rather than answering 503 until the background sweep gets to it. Outside the row lock: a restore
+    // raises the event's epoch in MySQL first.
+    await this.#keeper.restore([id]);
+    return this.#updateLocked(id, change);
+  }
+
+  async #updateLocked(id: string, change: EventChange): Promise<UpdateEventResult> {
+    const result = await this.#store.withEventLocked(id, async (event, save, archived): Promise<UpdateEventResult | { kind: 'saved'; event: CouponEvent }> => {
       if (!event) return { kind: 'event_not_found' };
+      if (archived) return { kind: 'event_archived' };
       if (change.endsAt && change.endsAt <= event.startsAt) return { kind: 'ends_before_start' };
       // Puts the gate back to the record, still under the lock, when a write failed after the gate may have
       // changed (a Redis call that timed out may still have run). If coupons beyond the old quantity were issued

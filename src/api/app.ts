@@ -1,6 +1,5 @@
 import Koa, { type Context, type Next } from 'koa';
 import { Router } from '@koa/router';
-import { bodyParser } from '@koa/bodyparser';
 import type { Logger } from 'pino';
 import { ApplyForCoupon, type ApplyDeps } from '../apply.ts';
 import { isDependencyFault } from '../dependency-faults.ts';
@@ -36,8 +35,6 @@ export interface AppDeps {
   existenceCacheMs?: number;
 }
 
-const MAX_BODY = '4kb';
-
 /** The api as a Koa app, without listening: main.ts listens, tests boot it on port 0. */
 export function createApp(deps: AppDeps): Koa {
   const app = new Koa();
@@ -45,16 +42,6 @@ export function createApp(deps: AppDeps): Koa {
   app.silent = true;
   app.use(errorMiddleware(deps));
 
-  // Parsed per route, not for every request: a sold-out apply is answered before its body is read.
-  const parseJson = bodyParser({
-    enableTypes: ['json'],
-    jsonLimit: MAX_BODY,
-    jsonStrict: true,
-    onError: (error) => {
-      const tooLarge = (error as { status?: number }).status === 413;
-      throw new HttpError('invalid_request', tooLarge ? `the body is larger than ${MAX_BODY}` : 'the body is not valid JSON');
-    },
-  });
   const router = new Router();
   router.get('/healthz', (ctx) => { ctx.body = { status: 'ok' }; });
   router.get('/readyz', (ctx) => readiness(ctx, deps));
@@ -62,9 +49,10 @@ export function createApp(deps: AppDeps): Koa {
     ctx.type = deps.metrics.registry.contentType;
     ctx.body = await deps.metrics.registry.metrics();
   });
-  eventRoutes(router, { events: deps.events, adminToken: deps.adminToken, onEventChanged: (id) => deps.soldOut.forget(id) }, parseJson);
+  eventRoutes(router, { events: deps.events, adminToken: deps.adminToken, onEventChanged: (id) => deps.soldOut.forget(id) });
   userRoutes(router, { events: deps.events, adminToken: deps.adminToken, identity: deps.identity });
-  applyRoutes(router, new ApplyForCoupon(deps), parseJson);
+  // The hot path is dispatched ahead of the router (see routes/apply.ts).
+  app.use(applyRoutes(router, new ApplyForCoupon(deps)));
   app.use(router.routes());
   app.use(router.allowedMethods());
   return app;

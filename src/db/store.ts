@@ -114,14 +114,14 @@ export class CouponStore {
    * inserts of the event (they take the row's shared lock), so keep `work` short.
    */
   async withEventLocked<T>(
-    id: string, work: (event: CouponEvent | null, save: (change: EventChange) => Promise<void>) => Promise<T>,
+    id: string, work: (event: CouponEvent | null, save: (change: EventChange) => Promise<void>, archived: boolean) => Promise<T>,
   ): Promise<T> {
     return this.#em().transactional(async (em) => {
       const row = await em.findOne(CouponEventSchema, { id }, { lockMode: LockMode.PESSIMISTIC_WRITE, refresh: true });
       const event = row && toEvent(row);
       return work(event, async (change) => {
         await em.nativeUpdate(CouponEventSchema, { id }, change);
-      });
+      }, row?.archivedAt != null);
     });
   }
 

@@ -6,6 +6,7 @@ import type { ApplyOutcome } from '../domain/coupon.ts';
 import type { CouponRedis } from './client.ts';
 import { parseUserEntry } from './formats.ts';
 import { eventKeys } from './keys.ts';
+import { Deadlines } from './deadlines.ts';
 import type { ReplicaAcks } from './replica-acks.ts';
 
 const OUTCOMES: ApplyOutcome[] = [
@@ -67,32 +68,18 @@ async function settleTimedOut(redis: CouponRedis, usersKey: string, userId: stri
     : { kind: 'already_applied', sequence: recorded.sequence };
 }
 
-/**
- * Rejects when the reply has not arrived after `ms`. The check is deferred to setImmediate, which runs after
- * the event loop's I/O phase: a reply already waiting in the socket of a busy process is read first, so a
- * slow event loop does not turn answered calls into timeouts; only a Redis that is really slow does.
- */
+/** One deadline queue per length (the gate's, and half of it to settle); a call's state is how to reject it. */
+const deadlines = new Map<number, Deadlines<(error: unknown) => void>>();
+
+/** Rejects with GateTimeoutError when the reply has not arrived after `ms` (see deadlines.ts). */
 function withTimeout<T>(promise: Promise<T>, ms: number): Promise<T> {
-  return new Promise<T>((resolve, reject) => {
-    let done = false;
-    const timer = setTimeout(() => setImmediate(() => {
-      if (done) return;
-      done = true;
-      reject(new GateTimeoutError());
-    }), ms);
-    promise.then(
-      (value) => {
-        if (done) return;
-        done = true;
-        clearTimeout(timer);
-        resolve(value);
-      },
-      (error: unknown) => {
-        if (done) return;
-        done = true;
-        clearTimeout(timer);
-        reject(error);
-      },
-    );
-  });
+  let queue = deadlines.get(ms);
+  if (!queue) deadlines.set(ms, (queue = new Deadlines(ms, (reject) => reject(new GateTimeoutError()))));
+  const { promise: answer, resolve, reject } = Promise.withResolvers<T>();
+  const call = queue.start(reject);
+  promise.then(
+    (value) => { if (call.settle()) resolve(value); },
+    (error: unknown) => { if (call.settle()) reject(error); },
+  );
+  return answer;
 }

@@ -188,6 +188,20 @@ describe('POST /v1/events', () => {
 });
 
 describe('PATCH /v1/events/:eventId', () => {
+  test('when Redis has lost the event\'s gate state, then a change restores it from MySQL first and answers 200', async () => {
+    const id = await newEvent({ totalQuantity: 3 });
+    const redis = new Redis(serverUrls().REDIS_URL);
+    try {
+      const keys = eventKeys(id);
+      await redis.del(keys.meta, keys.issued, keys.users);
+      const response = await admin(`/v1/events/${id}`, { method: 'PATCH', body: { totalQuantity: 5 } });
+      expect(response).toMatchObject({ status: 200, body: { totalQuantity: 5 } });
+      expect(await redis.hget(keys.meta, 'total')).toBe('5');
+    } finally {
+      redis.disconnect();
+    }
+  });
+
   test('when an admin changes the name and end, then it answers 200 with the changed event', async () => {
     const id = await newEvent({ totalQuantity: 3 });
     const endsAt = isoIn(7_200_000);
@@ -371,6 +385,21 @@ describe('POST /v1/events/:eventId/apply', () => {
     expect(response.status).toBe(400);
     expect(response.body.error).toBe('invalid_request');
     expect((await call(`${api.url}/v1/events/${id}`)).body).toMatchObject({ issued: 0 });
+  });
+
+  test('when the body is over 4 kB or absent, then it answers 400 saying so, and issues nothing', async () => {
+    const id = await newEvent({ totalQuantity: 1 });
+    const large = await applyAs(id, { userId: 'big', padding: 'p'.repeat(5_000) });
+    expect(large).toMatchObject({ status: 400, body: { error: 'invalid_request', message: expect.stringMatching(/larger than 4kb/) } });
+    const absent = await call(`${api.url}/v1/events/${id}/apply`, { method: 'POST' });
+    expect(absent).toMatchObject({ status: 400, body: { error: 'invalid_request', message: 'userId is required' } });
+    expect((await call(`${api.url}/v1/events/${id}`)).body).toMatchObject({ issued: 0 });
+  });
+
+  test('when the event id is percent-encoded in the path, then it is the same event', async () => {
+    const id = await newEvent({ totalQuantity: 1 });
+    const encoded = `%${id.charCodeAt(0).toString(16)}${id.slice(1)}`;
+    expect(await applyAs(encoded, { userId: 'encoded' })).toMatchObject({ status: 202, body: { sequence: 1 } });
   });
 
   test('when the body is sent as form data, then it answers 415 unsupported_media_type', async () => {

@@ -15,7 +15,7 @@ import { GateStateKeeper } from '../../src/gate-state.ts';
 import { createRedis, serverIdentity, type CouponRedis } from '../../src/redis/client.ts';
 import { EVENT_REGISTRY_KEY, STATE_SENTINEL_KEY } from '../../src/redis/keys.ts';
 import {
-  type ServiceProcess, apply, closePool, createEvent, query, request, serverUrls, spawnApi, spawnWorker, startOwnRedis, waitFor,
+  ADMIN_TOKEN, type ServiceProcess, apply, closePool, createEvent, query, request, serverUrls, spawnApi, spawnWorker, startOwnRedis, waitFor,
 } from '../support/harness.ts';
 
 const EVENTS = 50;
@@ -123,6 +123,10 @@ describe('archiving ended events', () => {
     expect((await request(`${api.url}/v1/events/${ids[0]}`)).body).toMatchObject({ issued: COUPONS_PER_EVENT, persisted: COUPONS_PER_EVENT, status: 'closed' });
     expect((await request(`${api.url}/v1/events/${ids[1]}/coupons/user-0`)).body).toMatchObject({ userId: 'user-0', status: 'persisted' });
     expect((await request(`${api.url}/v1/events/${ids[1]}/coupons/nobody`)).status).toBe(404);
+    // It exists and has ended: an apply is refused as such, and a change is refused with why.
+    expect(await apply(api.url, ids[2]!, 'after-archive')).toMatchObject({ status: 409, body: { error: 'event_not_open', message: 'the event has ended' } });
+    const change = await request(`${api.url}/v1/events/${ids[2]}`, { method: 'PATCH', body: { totalQuantity: 20 }, token: ADMIN_TOKEN });
+    expect(change).toMatchObject({ status: 409, body: { error: 'event_not_open', message: expect.stringMatching(/archived/) } });
     expect((await store.listLiveEvents()).filter((event) => ids.includes(event.id))).toEqual([]);
     Object.assign(figures, { events: EVENTS, seriesBeforeArchive: seen, rssStartMb: Math.round(rssStart) });
   }, 180_000);

@@ -1,9 +1,10 @@
 import { createHash, timingSafeEqual } from 'node:crypto';
-import type { Context, Middleware, Next } from 'koa';
+import type { Context, Next } from 'koa';
 import type { Router } from '@koa/router';
 import { EVENT_ID_PATTERN, EVENT_STATUSES, type EventStatus, isEventId, isUserId } from '../../domain/coupon.ts';
 import type { EventService } from '../../event-service.ts';
 import { HttpError } from '../errors.ts';
+import { jsonBody } from '../json-body.ts';
 import {
   type CreateEventBody, type UpdateEventBody, describeError, validateCreateEvent, validateUpdateEvent,
 } from '../schemas.ts';
@@ -13,19 +14,14 @@ import {
  * thrown as an HttpError and answered by the one error middleware.
  */
 export function eventRoutes(
-  router: Router, deps: { events: EventService; adminToken: string | undefined; onEventChanged(eventId: string): void }, parseJson: Middleware,
+  router: Router, deps: { events: EventService; adminToken: string | undefined; onEventChanged(eventId: string): void },
 ): void {
   const admin = requireAdmin(deps.adminToken);
   router.get('/v1/events', admin, (ctx) => listEvents(ctx, deps.events));
-  router.post('/v1/events', admin, requireJson, parseJson, (ctx) => createEvent(ctx, deps.events));
+  router.post('/v1/events', admin, jsonBody, (ctx) => createEvent(ctx, deps.events));
   router.get('/v1/events/:eventId', (ctx) => getEvent(ctx, deps.events));
-  router.patch('/v1/events/:eventId', admin, requireJson, parseJson, (ctx) => updateEvent(ctx, deps));
+  router.patch('/v1/events/:eventId', admin, jsonBody, (ctx) => updateEvent(ctx, deps));
   router.get('/v1/events/:eventId/coupons/:userId', (ctx) => getCoupon(ctx, deps.events));
-}
-
-function requireJson(ctx: Context, next: Next) {
-  if (!ctx.is('application/json')) throw new HttpError('unsupported_media_type', 'send the body as application/json');
-  return next();
 }
 
 export function requireAdmin(adminToken: string | undefined) {
@@ -138,6 +134,8 @@ async function updateEvent(ctx: Context, deps: { events: EventService; onEventCh
       throw new HttpError('quantity_below_issued', `${result.issued} coupons are already issued`);
     case 'ends_before_start':
       throw new HttpError('invalid_request', 'endsAt must be after startsAt');
+    case 'event_archived':
+      throw new HttpError('event_not_open', `event ${eventId} has ended and is archived: it can no longer be changed`);
     case 'state_missing':
       throw new HttpError('unavailable', 'the event is being restored from the database; try again shortly');
   }
