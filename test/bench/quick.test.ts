@@ -8,6 +8,7 @@ import { once } from 'node:events';
 import { mkdtemp, readFile, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
+import type { HotPathReport } from '../../bench/hot-path.ts';
 
 interface Phase { requests: number; durationSec: number; rps: number; p50Ms: number; p99Ms: number; ratioToCeiling: number | null }
 interface Result {
@@ -30,6 +31,7 @@ interface Report {
   results: Result[];
   worker: { rowsPerSec: number; batchSize: number; runs: Array<{ rows: number; rowsPerSec: number }> };
   targets: Array<{ id: string; met: boolean | null }>;
+  hotPath: HotPathReport;
 }
 
 let dir: string;
@@ -112,7 +114,7 @@ test('when a burst is reported, then throughput, latency, MySQL writes, the byst
 });
 
 test('when the hot path is compared, then hello, minimal, open and sold-out apply each answered as they should, with CPU per request', () => {
-  const hot = report.hotPath!;
+  const hot = report.hotPath;
   expect(hot.summary.map((s) => s.case)).toEqual(['hello', 'minimal', 'open', 'sold-out']);
   for (const s of hot.summary) {
     expect(s.rps).toBeGreaterThan(0);
