@@ -45,6 +45,10 @@ export interface HotPathRun {
   /** answers other than the case's expected status (202, or 410 for sold-out), and socket errors */
   unexpected: number;
   cpuUsPerRequest: number;
+  /** Redis's CPU time per request */
+  redisCpuUsPerRequest: number;
+  /** pinned: how busy core 0 (wrk and Redis) was, 0..1; the api's core is the other */
+  loadCoreBusy: number | null;
 }
 
 export interface HotPathSummary {
@@ -55,6 +59,8 @@ export interface HotPathSummary {
   p50Us: number;
   p99Us: number;
   cpuUsPerRequest: number;
+  redisCpuUsPerRequest: number;
+  loadCoreBusy: number | null;
   unexpected: number;
 }
 
@@ -63,7 +69,11 @@ export interface HotPathReport {
   runs: HotPathRun[];
   summary: HotPathSummary[];
   /** the issue's three targets, per process count */
-  ratios: Array<{ processes: number; openVsMinimal: number; soldOutVsHello: number; openP99VsMinimalP99: number }>;
+  ratios: Array<{
+    processes: number; openVsMinimal: number; soldOutVsHello: number; openP99VsMinimalP99: number;
+    /** api CPU per request, open over minimal and sold-out over hello */
+    openCpuVsMinimal: number; soldOutCpuVsHello: number;
+  }>;
 }
 
 export interface HotPathContext {
@@ -82,11 +92,13 @@ const EXPECTED_STATUS: Record<HotPathCase, number> = { hello: 202, minimal: 202,
 export async function measureHotPath(ctx: HotPathContext, settings: HotPathSettings): Promise<HotPathReport> {
   const runs: HotPathRun[] = [];
   const events = { open: `hot-open-${Date.now().toString(36)}`, soldOut: `hot-sold-${Date.now().toString(36)}` };
+  let prepared = false;
   for (const processes of settings.processCounts) {
     const pinned = processes === 1 && availableParallelism() >= 2;
     const servers = await startServers(ctx, processes);
     try {
-      await prepareEvents(servers.get('open')!.urls[0]!, ctx.env.ADMIN_TOKEN!, events);
+      if (!prepared) await prepareEvents(servers.get('open')!.urls[0]!, ctx.env.ADMIN_TOKEN!, events);
+      prepared = true;
       if (pinned) pin(ctx, servers);
       // Warm-up: the JIT, the connections, and each api process's sold-out flag.
       for (const kase of HOT_PATH_CASES) await load(ctx, kase, servers.get(kase)!, events, settings, 2, `warm-${processes}`);
@@ -102,7 +114,7 @@ export async function measureHotPath(ctx: HotPathContext, settings: HotPathSetti
     }
   }
   const summary = summarise(runs, settings);
-  return { settings, runs, summary, ratios: ratios(summary, settings) };
+  return { settings, runs, summary, ratios: ratios(runs, settings) };
 }
 
 interface Servers {
@@ -156,6 +168,9 @@ async function load(
   const path = `/v1/events/${kase === 'sold-out' ? events.soldOut : kase === 'open' ? events.open : 'bench'}/apply`;
   const pinned = servers.processes.length === 1 && availableParallelism() >= 2;
   const cpuBefore = servers.processes.map((p) => cpuTimeMs(p.child.pid!));
+  const redisPid = Number(readFileSync(join(ctx.redisDir, 'redis.pid'), 'utf8').trim());
+  const redisBefore = cpuTimeMs(redisPid);
+  const coreBefore = coreTicks(0);
   const results = await Promise.all(servers.urls.map(async (url, i) => {
     const script = join(ctx.workDir, `wrk-${label}-${kase}-${i}.lua`);
     await writeFile(script, wrkScript(`${label}-${kase}-${i}-`, EXPECTED_STATUS[kase]));
@@ -164,6 +179,8 @@ async function load(
     return runWrk(pinned ? ['taskset', '-c', '0', 'wrk', ...args] : ['wrk', ...args]);
   }));
   const cpuMs = servers.processes.reduce((sum, p, i) => sum + cpuTimeMs(p.child.pid!) - cpuBefore[i]!, 0);
+  const redisMs = cpuTimeMs(redisPid) - redisBefore;
+  const coreAfter = coreTicks(0);
   const requests = results.reduce((sum, r) => sum + r.requests, 0);
   return {
     case: kase,
@@ -174,7 +191,16 @@ async function load(
     p99Us: Math.max(...results.map((r) => r.p99Us)),
     unexpected: results.reduce((sum, r) => sum + r.unexpected, 0),
     cpuUsPerRequest: round((cpuMs * 1000) / Math.max(requests, 1), 1),
+    redisCpuUsPerRequest: round((redisMs * 1000) / Math.max(requests, 1), 1),
+    loadCoreBusy: pinned ? round(1 - (coreAfter.idle - coreBefore.idle) / Math.max(coreAfter.total - coreBefore.total, 1), 2) : null,
   };
+}
+
+/** Ticks of one core from /proc/stat: all of them, and those spent idle (idle + iowait). */
+function coreTicks(core: number): { total: number; idle: number } {
+  const line = readFileSync('/proc/stat', 'utf8').split('\n').find((l) => l.startsWith(`cpu${core} `))!;
+  const ticks = line.trim().split(/\s+/).slice(1).map(Number);
+  return { total: ticks.reduce((a, b) => a + b, 0), idle: ticks[3]! + ticks[4]! };
 }
 
 /**
@@ -225,19 +251,30 @@ function summarise(runs: HotPathRun[], settings: HotPathSettings): HotPathSummar
       case: kase, processes, pinned: processes === 1 && availableParallelism() >= 2,
       rps: Math.round(median(mine.map((r) => r.rps))), p50Us: Math.round(median(mine.map((r) => r.p50Us))),
       p99Us: Math.round(median(mine.map((r) => r.p99Us))), cpuUsPerRequest: round(median(mine.map((r) => r.cpuUsPerRequest)), 1),
+      redisCpuUsPerRequest: round(median(mine.map((r) => r.redisCpuUsPerRequest)), 1),
+      loadCoreBusy: mine[0]?.loadCoreBusy === null ? null : round(median(mine.map((r) => r.loadCoreBusy ?? 0)), 2),
       unexpected: mine.reduce((sum, r) => sum + r.unexpected, 0),
     };
   }));
 }
 
-function ratios(summary: HotPathSummary[], settings: HotPathSettings): HotPathReport['ratios'] {
+/**
+ * Each ratio is taken within a round (the cases of one round ran back to back, under the same conditions) and
+ * the median over the rounds is reported: on a shared machine whose speed drifts by half from one minute to the
+ * next, that is steadier than a ratio of medians.
+ */
+function ratios(runs: HotPathRun[], settings: HotPathSettings): HotPathReport['ratios'] {
   return settings.processCounts.map((processes) => {
-    const of = (kase: HotPathCase) => summary.find((s) => s.case === kase && s.processes === processes)!;
+    const perRound = (f: (of: (kase: HotPathCase) => HotPathRun) => number) => round(median(
+      Array.from({ length: settings.rounds }, (_, i) => f((kase) => runs.find((r) => r.case === kase && r.processes === processes && r.round === i + 1)!)),
+    ), 2);
     return {
       processes,
-      openVsMinimal: round(of('open').rps / of('minimal').rps, 2),
-      soldOutVsHello: round(of('sold-out').rps / of('hello').rps, 2),
-      openP99VsMinimalP99: round(of('open').p99Us / of('minimal').p99Us, 2),
+      openVsMinimal: perRound((of) => of('open').rps / of('minimal').rps),
+      soldOutVsHello: perRound((of) => of('sold-out').rps / of('hello').rps),
+      openP99VsMinimalP99: perRound((of) => of('open').p99Us / of('minimal').p99Us),
+      openCpuVsMinimal: perRound((of) => of('open').cpuUsPerRequest / of('minimal').cpuUsPerRequest),
+      soldOutCpuVsHello: perRound((of) => of('sold-out').cpuUsPerRequest / of('hello').cpuUsPerRequest),
     };
   });
 }
@@ -248,13 +285,15 @@ export function hotPathMarkdown(report: HotPathReport): string {
   const lines = [
     `Hot path: ${settings.rounds} interleaved rounds of ${settings.seconds} s per case, wrk with ${settings.connections} connections; medians.`,
     '',
-    '| processes | case | req/s | p50 µs | p99 µs | api CPU µs/req | unexpected answers |',
-    '| --- | --- | ---: | ---: | ---: | ---: | ---: |',
-    ...report.summary.map((s) => `| ${s.processes}${s.pinned ? ' (pinned)' : ''} | ${s.case} | ${s.rps.toLocaleString('en-US')} | ${s.p50Us} | ${s.p99Us} | ${s.cpuUsPerRequest} | ${s.unexpected} |`),
+    '| processes | case | req/s | p50 µs | p99 µs | api CPU µs/req | Redis CPU µs/req | core of wrk and Redis busy | unexpected answers |',
+    '| --- | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: |',
+    ...report.summary.map((s) => `| ${s.processes}${s.pinned ? ' (pinned)' : ''} | ${s.case} | ${s.rps.toLocaleString('en-US')} | ${s.p50Us} | ${s.p99Us} | ${s.cpuUsPerRequest} | ${s.redisCpuUsPerRequest} | ${s.loadCoreBusy === null ? '-' : `${Math.round(s.loadCoreBusy * 100)}%`} | ${s.unexpected} |`),
     '',
-    '| processes | open / minimal req/s (target >= 0.90) | sold-out / hello req/s (>= 0.95) | open p99 / minimal p99 (<= 1.5) |',
-    '| --- | ---: | ---: | ---: |',
-    ...report.ratios.map((r) => `| ${r.processes} | ${r.openVsMinimal} | ${r.soldOutVsHello} | ${r.openP99VsMinimalP99} |`),
+    'Ratios within each round, median over the rounds:',
+    '',
+    '| processes | open / minimal req/s (target >= 0.90) | sold-out / hello req/s (>= 0.95) | open p99 / minimal p99 (<= 1.5) | CPU µs/req open / minimal | CPU µs/req sold-out / hello |',
+    '| --- | ---: | ---: | ---: | ---: | ---: |',
+    ...report.ratios.map((r) => `| ${r.processes} | ${r.openVsMinimal} | ${r.soldOutVsHello} | ${r.openP99VsMinimalP99} | ${r.openCpuVsMinimal} | ${r.soldOutCpuVsHello} |`),
   ];
   return `${lines.join('\n')}\n`;
 }

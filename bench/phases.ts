@@ -13,6 +13,7 @@ import { type Running, runLoadGenerator, startDesign, startOutboxWorker } from '
 import type { BenchReport, BurstResult, CeilingRun, DesignName, DrainRun, Settings } from './report.ts';
 import { maxOf, minOf, round, summarise } from './stats.ts';
 import { lastDone, summariseBurst } from './summary.ts';
+import type { Layout } from './layout.ts';
 
 export const ADMIN_TOKEN = 'bench-admin-token-0123456789';
 
@@ -29,6 +30,8 @@ export interface BenchContext {
   workDir: string;
   /** makes this run's event ids unique */
   runId: string;
+  /** where the processes run now (bench/layout.ts) */
+  layout: Layout;
   log(message: string): void;
 }
 
@@ -47,7 +50,7 @@ export async function measureCeiling(ctx: BenchContext, label: string): Promise<
     const seconds = (lastDone(load) - load.startedAtMs) / 1000;
     const latency = summarise(load.latencyMs);
     return {
-      label, requests: load.status.length, durationSec: round(seconds, 3), rps: Math.round(load.status.length / seconds), p50Ms: latency.p50Ms,
+      label, layout: ctx.layout, requests: load.status.length, durationSec: round(seconds, 3), rps: Math.round(load.status.length / seconds), p50Ms: latency.p50Ms,
       p99Ms: latency.p99Ms, errors: load.errors, cpuUsPerRequest, window: { fromMs: round(load.startedAtMs), toMs: round(lastDone(load)) }, bystander: null,
     };
   } finally {
@@ -56,7 +59,9 @@ export async function measureCeiling(ctx: BenchContext, label: string): Promise<
 }
 
 /** One design: a warm-up burst, then each scenario's burst; for the outbox design also the uncapped worker. */
-export async function runDesign(ctx: BenchContext, design: DesignName): Promise<{ results: BurstResult[]; worker?: BenchReport['worker'] }> {
+export async function runDesign(
+  ctx: BenchContext, design: DesignName, withDrain = true,
+): Promise<{ results: BurstResult[]; worker?: BenchReport['worker'] }> {
   const { settings, pool, running } = ctx;
   ctx.log(`${design}: starting ${settings.apiProcesses} processes${design === 'outbox' ? ' and the worker' : ''}`);
   const api = await running.track(startDesign(design, settings.apiProcesses, ctx.env));
@@ -86,11 +91,11 @@ export async function runDesign(ctx: BenchContext, design: DesignName): Promise<
       const rows = await waitForCount(pool, table, eventId, accepted);
       const writeTimes = await couponWriteTimes(pool, table, eventId);
       // A naive run can leave rows whose 202 never arrived; count the rows, not the answers.
-      results.push({ ...summariseBurst(design, scenario, load, rows, writeTimes, ctx.sampler), apiCpuUsPerRequest: cpuUsPerRequest });
+      results.push({ ...summariseBurst(design, ctx.layout, scenario, load, rows, writeTimes, ctx.sampler), apiCpuUsPerRequest: cpuUsPerRequest });
       ctx.log(`${design}: ${scenario.name}: ${rows} coupons for N=${scenario.totalQuantity}, ${results.at(-1)!.overall.rps} req/s`);
     }
 
-    if (design !== 'outbox' || !worker) return { results };
+    if (design !== 'outbox' || !worker || !withDrain) return { results };
     await running.stop(worker);
     worker = undefined;
     const runs = [];

@@ -90,12 +90,13 @@ export async function runLoadGenerator(spec: LoadSpec): Promise<LoadResult> {
 }
 
 /** The bystander (bench/bystander.ts), running once this resolves; stop() ends it and returns its samples. */
-export async function startBystander(spec: BystanderSpec, running: Running): Promise<{ stop(): Promise<BystanderSamples> }> {
+export async function startBystander(spec: BystanderSpec, running: Running): Promise<{ pid: number; stop(): Promise<BystanderSamples> }> {
   const child = fork(join(ROOT, 'bench', 'bystander.ts'), [JSON.stringify(spec)], { cwd: ROOT, stdio: ['ignore', 'inherit', 'inherit', 'ipc'] });
   // Until it is stopped properly, a failed run kills it.
   const killer = await running.track({ stop: async () => { child.kill('SIGKILL'); } });
   await once(child, 'message');
   return {
+    pid: child.pid!,
     async stop() {
       const exited = once(child, 'exit');
       child.send('stop');

@@ -1,30 +1,31 @@
 /**
- * `npm run bench -- --api-only --profile`: where an api process spends its CPU per request. One api process is
- * started under `node --cpu-prof` for an open-event burst, and a fresh one for a sold-out burst (each pinned to a
- * core of its own as in the hot-path comparison); wrk drives it; the .cpuprofile files are kept. Each sample is
+ * `npm run bench -- --api-only --profile`: where a process spends its CPU per request, for each case of the hot-path
+ * comparison (hello, minimal, open, sold-out): a fresh process under `node --cpu-prof` per case, pinned to a core
+ * of its own as in the comparison, driven by wrk; the .cpuprofile files are kept. Each sample is
  * charged to the nearest frame on its stack that belongs to a part we can name (the route, the gate, Koa, the
  * router, the body parser, ajv, prom-client, ioredis, pino, Node's HTTP), so the time of a builtin like
  * JSON.parse lands on whoever called it; GC and time outside JavaScript have their own rows.
  */
 import { execFileSync } from 'node:child_process';
-import { readFile, readdir, writeFile } from 'node:fs/promises';
+import { readFile, readdir, rm, writeFile } from 'node:fs/promises';
 import { availableParallelism } from 'node:os';
 import { join } from 'node:path';
 import { freePort } from '../scripts/local-servers/index.ts';
-import { startApi } from '../scripts/services.ts';
-import { type HotPathContext, prepareEvents, runWrk, wrkScript } from './hot-path.ts';
+import { startApi, startService } from '../scripts/services.ts';
+import { HOT_PATH_CASES, type HotPathContext, prepareEvents, runWrk, wrkScript } from './hot-path.ts';
 import { round } from './stats.ts';
 
 /** Parts of a request, matched in order against a frame's URL (or, for code ajv generated, its function name). */
 const PARTS: Array<[string, (url: string, fn: string) => boolean]> = [
-  ['apply route and use case (src/api, src/apply.ts)', (u) => u.includes('/src/api/') || u.includes('/src/apply.ts')],
+  ['apply route and use case (src/api, src/apply.ts, src/domain)', (u) => /\/src\/(api\/|apply\.ts|domain\/)/.test(u)],
+  ['the baseline server itself (bench/servers)', (u) => u.includes('/bench/servers/')],
   ['gate call, deadline, settle (src/redis)', (u) => u.includes('/src/redis/')],
   ['metrics (prom-client)', (u) => u.includes('/prom-client/')],
   ['schema validation (ajv)', (u, fn) => u.includes('/ajv/') || (u === '' && fn.startsWith('validate'))],
   ['body parsing (@koa/bodyparser, co-body, raw-body)', (u) => /\/(@koa\/bodyparser|co-body|raw-body|inflation|iconv-lite|bytes)\//.test(u)],
   ['content type (type-is, mime)', (u) => /\/(type-is|media-typer|mime-types|mime-db|content-type|negotiator|accepts)\//.test(u)],
-  ['routing (@koa/router, path-to-regexp)', (u) => /\/(@koa\/router|path-to-regexp|koa-compose)\//.test(u)],
-  ['Koa (context, response)', (u) => /\/(koa|on-finished|statuses|vary|encodeurl|escape-html|http-errors|delegates|cookies|only|fresh|destroy|ee-first|depd)\//.test(u)],
+  ['routing (@koa/router, path-to-regexp)', (u) => /\/(@koa\/router|path-to-regexp)\//.test(u)],
+  ['Koa (middleware, context, response)', (u) => /\/(koa|koa-compose|on-finished|statuses|vary|encodeurl|escape-html|http-errors|delegates|cookies|only|fresh|destroy|ee-first|depd)\//.test(u)],
   ['Redis client (ioredis)', (u) => /\/(ioredis|@ioredis|redis-parser|redis-errors|denque|cluster-key-slot|standard-as-callback|lodash\.)/.test(u)],
   ['logging (pino)', (u) => u.includes('/pino')],
   ['Node HTTP and sockets', (u) => u.startsWith('node:')],
@@ -81,29 +82,40 @@ export function chargeProfile(profile: CpuProfile): Map<string, number> {
   return totals;
 }
 
-/** Two profiled bursts (open, sold out), each in a fresh api process; the table of µs per request by part. */
+/**
+ * One profiled burst per case, each in a fresh process under `node --cpu-prof` (the baselines too, so the table
+ * shows where the product's request costs more than theirs); the table of µs per request by part.
+ */
 export async function profileApi(ctx: HotPathContext, dir: string): Promise<string> {
-  const rows: Array<{ label: string; requests: number; totals: Map<string, number> }> = [];
+  const rows: ProfileRow[] = [];
   const events = { open: `prof-open-${Date.now().toString(36)}`, soldOut: `prof-sold-${Date.now().toString(36)}` };
-  for (const kase of ['open', 'sold-out'] as const) {
+  let prepared = false;
+  for (const kase of HOT_PATH_CASES) {
     const profileDir = join(dir, kase);
-    const api = await ctx.running.track(startApi({ port: await freePort(), env: { ...ctx.env, NODE_OPTIONS: `--cpu-prof --cpu-prof-dir=${profileDir}` } }));
+    await rm(profileDir, { recursive: true, force: true });
+    const options = { port: await freePort(), env: { ...ctx.env, LOG_LEVEL: 'warn', NODE_OPTIONS: `--cpu-prof --cpu-prof-dir=${profileDir}` } };
+    const server = await ctx.running.track(kase === 'open' || kase === 'sold-out'
+      ? startApi(options)
+      : startService(kase, `bench/servers/${kase}.ts`, options));
     let requests = 0;
     try {
-      if (kase === 'open') await prepareEvents(api.url, ctx.env.ADMIN_TOKEN!, events);
+      if (!prepared && (kase === 'open' || kase === 'sold-out')) {
+        await prepareEvents(server.url, ctx.env.ADMIN_TOKEN!, events);
+        prepared = true;
+      }
       const pinned = availableParallelism() >= 2;
-      if (pinned) execFileSync('taskset', ['-a', '-p', '-c', String(availableParallelism() - 1), String(api.child.pid)], { stdio: 'ignore' });
-      const path = `/v1/events/${kase === 'open' ? events.open : events.soldOut}/apply`;
+      if (pinned) execFileSync('taskset', ['-a', '-p', '-c', String(availableParallelism() - 1), String(server.child.pid)], { stdio: 'ignore' });
+      const path = `/v1/events/${kase === 'open' ? events.open : kase === 'sold-out' ? events.soldOut : 'bench'}/apply`;
       for (const [seconds, label] of [[2, 'warm'], [10, 'measured']] as const) {
         const script = join(ctx.workDir, `profile-${kase}-${label}.lua`);
-        await writeFile(script, wrkScript(`prof-${kase}-${label}-`, kase === 'open' ? 202 : 410));
-        const args = ['-t1', '-c64', `-d${seconds}s`, '--timeout', '2s', '-s', script, `${api.url}${path}`];
+        await writeFile(script, wrkScript(`prof-${kase}-${label}-`, kase === 'sold-out' ? 410 : 202));
+        const args = ['-t1', '-c64', `-d${seconds}s`, '--timeout', '2s', '-s', script, `${server.url}${path}`];
         const result = await runWrk(pinned ? ['taskset', '-c', '0', 'wrk', ...args] : ['wrk', ...args]);
         requests += result.requests;
         ctx.log(`profile ${kase} ${label}: ${result.requests} requests, ${result.unexpected} unexpected`);
       }
     } finally {
-      await ctx.running.stop(api);
+      await ctx.running.stop(server);
     }
     const file = (await readdir(profileDir)).find((f) => f.endsWith('.cpuprofile'));
     if (!file) throw new Error(`no CPU profile was written in ${profileDir}`);
@@ -113,7 +125,13 @@ export async function profileApi(ctx: HotPathContext, dir: string): Promise<stri
   return profileMarkdown(rows, dir);
 }
 
-function profileMarkdown(rows: Array<{ label: string; requests: number; totals: Map<string, number> }>, dir: string): string {
+interface ProfileRow {
+  label: string;
+  requests: number;
+  totals: Map<string, number>;
+}
+
+function profileMarkdown(rows: ProfileRow[], dir: string): string {
   const parts = [...PARTS.map(([name]) => name), GC, OUTSIDE, OTHER];
   const perRequest = (row: (typeof rows)[number], name: string) => round((row.totals.get(name) ?? 0) / Math.max(row.requests, 1), 1);
   const lines = [

@@ -28,6 +28,7 @@ import { machineFacts } from './machine.ts';
 import { CounterSampler, prepareTables } from './mysql.ts';
 import { ADMIN_TOKEN, type BenchContext, measureCeiling, runDesign } from './phases.ts';
 import { renderPlots } from './plots.ts';
+import { type Layout, type LayoutPids, applyLayout, pidFromFile } from './layout.ts';
 import { Running, startBystander } from './processes.ts';
 import { type BenchReport, type BurstResult, type CeilingRun, evaluateTargets, markdownReport } from './report.ts';
 import { bystanderAgainstIdle, bystanderWindow, finishResult } from './summary.ts';
@@ -71,35 +72,47 @@ async function main(): Promise<void> {
     log(`machine: ${machine.cpus} cores (${machine.cpuModel}), node ${machine.node}, redis ${machine.redis}, mariadb ${machine.mariadb}`);
 
     const sampler = await running.track(CounterSampler.start(mariadb.url, 250));
-    const ctx: BenchContext = { settings, env, pool, gateRedis, sampler, running, workDir, runId: Math.random().toString(36).slice(2, 8), log };
+    const ctx: BenchContext = { settings, env, pool, gateRedis, sampler, running, workDir, runId: Math.random().toString(36).slice(2, 8), log, layout: settings.layouts[0]! };
     const bystander = await startBystander({ mysqlUrl: mariadb.url, opsPerSec: settings.bystanderOpsPerSec, timeoutMs: settings.bystanderTimeoutMs, outFile: join(workDir, 'bystander.json') }, running);
-    log(`bystander idle baseline for ${settings.idleBaselineSec} s`);
-    const idleFrom = now();
-    await sleep(settings.idleBaselineSec * 1000);
-    const idleWindow = { fromMs: idleFrom, toMs: now() };
+    const pids: LayoutPids = {
+      database: [pidFromFile(join(serversDir, 'mariadb', 'mariadbd.pid')), bystander.pid],
+      service: [pidFromFile(join(serversDir, 'redis', 'redis.pid')), pidFromFile(join(serversDir, 'postgres', 'data', 'postmaster.pid')), process.pid],
+    };
 
     // The ceiling is measured right before each design and once at the end: on a shared machine the load of
-    // others drifts, and each design is compared with the ceiling measured next to it.
+    // others drifts, and each design is compared with the ceiling measured next to it. Then all of it again in
+    // the next layout (bench/layout.ts), with its own idle baseline.
     const ceilingRuns: CeilingRun[] = [];
     const results: BurstResult[] = [];
+    const idleWindows = new Map<Layout, { fromMs: number; toMs: number }>();
     let worker: BenchReport['worker'];
-    for (const design of designs) {
-      const ceiling = await measureCeiling(ctx, `before ${design}`);
-      ceilingRuns.push(ceiling);
-      const outcome = await runDesign(ctx, design);
-      for (const result of outcome.results) result.ceilingRps = ceiling.rps;
-      results.push(...outcome.results);
-      worker = outcome.worker ?? worker;
+    for (const layout of settings.layouts) {
+      ctx.layout = layout;
+      applyLayout(layout, pids);
+      log(`layout ${layout}: bystander idle baseline for ${settings.idleBaselineSec} s`);
+      const idleFrom = now();
+      await sleep(settings.idleBaselineSec * 1000);
+      idleWindows.set(layout, { fromMs: idleFrom, toMs: now() });
+      for (const design of designs) {
+        const ceiling = await measureCeiling(ctx, `before ${design}`);
+        ceilingRuns.push(ceiling);
+        const outcome = await runDesign(ctx, design, layout === settings.layouts[0]);
+        for (const result of outcome.results) result.ceilingRps = ceiling.rps;
+        results.push(...outcome.results);
+        worker = outcome.worker ?? worker;
+      }
+      ceilingRuns.push(await measureCeiling(ctx, 'end'));
     }
-    ceilingRuns.push(await measureCeiling(ctx, 'end'));
+    applyLayout('shared', pids);
 
     const samples = await bystander.stop();
     log('hot path: hello, minimal, open and sold-out apply');
     const hot = await measureHotPath({ env, redisDir: join(serversDir, 'redis'), workDir, running, log }, hotPath);
     await running.stop(sampler);
-    const idle = bystanderWindow(samples, idleWindow.fromMs, idleWindow.toMs);
-    for (const result of results) finishResult(result, samples, idle.p99Ms);
-    for (const run of ceilingRuns) run.bystander = bystanderAgainstIdle(samples, run.window.fromMs, run.window.toMs, idle.p99Ms);
+    const idleByLayout = Object.fromEntries([...idleWindows].map(([layout, w]) => [layout, bystanderWindow(samples, w.fromMs, w.toMs)])) as BenchReport['bystanderIdleByLayout'];
+    const idle = idleByLayout[settings.layouts[0]!]!;
+    for (const result of results) finishResult(result, samples, idleByLayout[result.layout]!.p99Ms);
+    for (const run of ceilingRuns) run.bystander = bystanderAgainstIdle(samples, run.window.fromMs, run.window.toMs, idleByLayout[run.layout]!.p99Ms);
 
     const report: BenchReport = {
       schemaVersion: 1,
@@ -110,6 +123,7 @@ async function main(): Promise<void> {
       settings,
       ceiling: { rps: Math.max(...ceilingRuns.map((run) => run.rps)), runs: ceilingRuns },
       bystanderIdle: idle,
+      bystanderIdleByLayout: idleByLayout,
       results,
       worker,
       hotPath: hot,

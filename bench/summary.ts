@@ -4,6 +4,7 @@ import type { LoadResult } from './load.ts';
 import type { CounterSampler } from './mysql.ts';
 import type { BurstResult, DesignName, Settings } from './report.ts';
 import { maxOf, minOf, percentileOverTime, ratePerSecond, round, summarise } from './stats.ts';
+import type { Layout } from './layout.ts';
 
 /** Responses are recorded in completion order: the last one is the latest. */
 export const lastDone = (load: LoadResult): number => load.doneAtMs.at(-1) ?? load.finishedAtMs;
@@ -13,7 +14,7 @@ export const lastDone = (load: LoadResult): number => load.doneAtMs.at(-1) ?? lo
  * The bystander and the ratios to the ceiling are filled in by finishResult once the run is over.
  */
 export function summariseBurst(
-  design: DesignName, scenario: Settings['scenarios'][number], load: LoadResult, rows: number, writeTimes: number[], sampler: CounterSampler,
+  design: DesignName, layout: Layout, scenario: Settings['scenarios'][number], load: LoadResult, rows: number, writeTimes: number[], sampler: CounterSampler,
 ): BurstResult {
   const from = load.startedAtMs;
   const lastResponse = lastDone(load);
@@ -34,6 +35,7 @@ export function summariseBurst(
   const couponPerSecond = ratePerSecond(writeTimes, from, windowEnd, 1000);
   return {
     design,
+    layout,
     scenario: scenario.name,
     totalQuantity: scenario.totalQuantity,
     requests: load.status.length + load.errors,

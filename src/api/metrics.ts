@@ -7,7 +7,8 @@ export class ApiMetrics {
   readonly #requests: Counter<'route' | 'status'>;
   readonly #duration: Histogram<'route'>;
   readonly #gate: Counter<'outcome'>;
-  readonly #requestChildren = new Map<string, Counter.Internal>();
+  /** route -> status -> counter */
+  readonly #requestChildren = new Map<string, Map<number, Counter.Internal>>();
   readonly #durationChildren = new Map<string, Histogram.Internal<'route'>>();
   readonly #gateChildren = new Map<string, Counter.Internal>();
 
@@ -27,9 +28,10 @@ export class ApiMetrics {
   }
 
   observeRequest(route: string, status: number, seconds: number): void {
-    const key = `${route} ${status}`;
-    let counter = this.#requestChildren.get(key);
-    if (!counter) this.#requestChildren.set(key, (counter = this.#requests.labels(route, String(status))));
+    let byStatus = this.#requestChildren.get(route);
+    if (!byStatus) this.#requestChildren.set(route, (byStatus = new Map()));
+    let counter = byStatus.get(status);
+    if (!counter) byStatus.set(status, (counter = this.#requests.labels(route, String(status))));
     counter.inc();
     let histogram = this.#durationChildren.get(route);
     if (!histogram) this.#durationChildren.set(route, (histogram = this.#duration.labels(route)));

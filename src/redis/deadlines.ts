@@ -1,8 +1,9 @@
 /**
- * Deadlines for calls that all wait the same time, sharing one timer: a call joins the end of a queue (calls
- * of equal length expire in the order they started), and one timer, set for the oldest call still waiting,
- * expires every call whose time has come. A call that settles in time is only marked; the queue drops it when
- * it reaches it. No timer and no timer object per call, which on the apply path cost more than the queue.
+ * Deadlines for calls that all wait the same time, sharing one timer: a call joins the end of a list (calls of
+ * equal length expire in the order they started), a call that settles in time leaves the list at once, and one
+ * timer, set for the oldest call still waiting, expires every call whose time has come. No timer object per
+ * call, and nothing of a settled call is kept until a timer fires (which would carry it into the old
+ * generation of the heap): on the apply path this costs less than a setTimeout and clearTimeout per call.
  *
  * The expiry runs in setImmediate, after the event loop's I/O phase: a reply already waiting in the socket of
  * a busy process is read first, so a slow event loop does not turn answered calls into timeouts; only a Redis
@@ -11,69 +12,74 @@
 export class Deadlines<T> {
   readonly #ms: number;
   readonly #onExpired: (state: T) => void;
-  #queue: Array<Call<T>> = [];
-  #head = 0;
-  #timer: NodeJS.Timeout | undefined;
+  #head: Call<T> | undefined;
+  #tail: Call<T> | undefined;
+  #armed = false;
 
   constructor(ms: number, onExpired: (state: T) => void) {
     this.#ms = ms;
     this.#onExpired = onExpired;
   }
 
-  /** A call started now; settle() it when it ends, and onExpired gets it if it has not after the deadline. */
+  /** A call started now; settle() it when it ends, and onExpired gets its state if it has not by the deadline. */
   start(state: T): Call<T> {
-    const call = new Call(performance.now() + this.#ms, state);
-    this.#queue.push(call);
-    if (this.#timer === undefined) this.#arm(this.#ms);
+    const call = new Call(this, performance.now() + this.#ms, state);
+    call.prev = this.#tail;
+    if (this.#tail) this.#tail.next = call;
+    else this.#head = call;
+    this.#tail = call;
+    if (!this.#armed) this.#arm(this.#ms);
     return call;
   }
 
+  /** Takes a call out of the list (settled, or expiring). */
+  unlink(call: Call<T>): void {
+    if (call.prev) call.prev.next = call.next;
+    else this.#head = call.next;
+    if (call.next) call.next.prev = call.prev;
+    else this.#tail = call.prev;
+    call.prev = undefined;
+    call.next = undefined;
+  }
+
   #arm(ms: number): void {
-    this.#timer = setTimeout(() => setImmediate(() => this.#expire()), Math.max(1, Math.ceil(ms)));
-    this.#timer.unref();
+    this.#armed = true;
+    setTimeout(() => setImmediate(() => this.#expire()), Math.max(1, Math.ceil(ms))).unref();
   }
 
   #expire(): void {
+    this.#armed = false;
     const now = performance.now();
-    const queue = this.#queue;
-    while (this.#head < queue.length) {
-      const call = queue[this.#head]!;
-      if (!call.settled && call.at > now) break;
-      this.#head += 1;
-      if (!call.settled) {
-        call.settled = true;
-        this.#onExpired(call.state);
-      }
+    for (let call = this.#head; call && call.at <= now; call = this.#head) {
+      call.settled = true;
+      this.unlink(call);
+      this.#onExpired(call.state as T);
+      call.state = undefined;
     }
-    // Drop the expired part of the array once it is most of it.
-    if (this.#head > 1024 && this.#head * 2 > queue.length) {
-      this.#queue = queue.slice(this.#head);
-      this.#head = 0;
-    }
-    const next = this.#queue[this.#head];
-    this.#timer = undefined;
-    if (next) this.#arm(next.at - now);
-    else if (this.#head > 0) {
-      this.#queue = [];
-      this.#head = 0;
-    }
+    if (this.#head) this.#arm(this.#head.at - now);
   }
 }
 
 export class Call<T> {
   settled = false;
   readonly at: number;
-  readonly state: T;
+  state: T | undefined;
+  prev: Call<T> | undefined;
+  next: Call<T> | undefined;
+  readonly #deadlines: Deadlines<T>;
 
-  constructor(at: number, state: T) {
+  constructor(deadlines: Deadlines<T>, at: number, state: T) {
+    this.#deadlines = deadlines;
     this.at = at;
     this.state = state;
   }
 
-  /** Marks the call ended; false when its deadline has expired it already. */
+  /** Marks the call ended and takes it out of the list; false when its deadline has expired it already. */
   settle(): boolean {
     if (this.settled) return false;
     this.settled = true;
+    this.#deadlines.unlink(this);
+    this.state = undefined;
     return true;
   }
 }

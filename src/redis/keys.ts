@@ -17,14 +17,28 @@ export interface EventKeys {
   archived: string;
 }
 
-export const eventKeys = (eventId: string): EventKeys => ({
-  meta: `coupon:{${eventId}}:meta`,
-  issued: `coupon:{${eventId}}:issued`,
-  users: `coupon:{${eventId}}:users`,
-  outbox: `coupon:{${eventId}}:outbox`,
-  persisted: `coupon:{${eventId}}:persisted`,
-  archived: `coupon:{${eventId}}:archived`,
-});
+/**
+ * The keys of an event. Remembered for the most recent events (the apply path asks for them on every request,
+ * and six new strings a request were a measurable part of its garbage); the objects are frozen, being shared.
+ */
+export function eventKeys(eventId: string): EventKeys {
+  let keys = recentKeys.get(eventId);
+  if (keys === undefined) {
+    if (recentKeys.size >= RECENT_KEYS_LIMIT) recentKeys.clear();
+    keys = Object.freeze({
+      meta: `coupon:{${eventId}}:meta`,
+      issued: `coupon:{${eventId}}:issued`,
+      users: `coupon:{${eventId}}:users`,
+      outbox: `coupon:{${eventId}}:outbox`,
+      persisted: `coupon:{${eventId}}:persisted`,
+      archived: `coupon:{${eventId}}:archived`,
+    });
+    recentKeys.set(eventId, keys);
+  }
+  return keys;
+}
+const RECENT_KEYS_LIMIT = 1_000;
+const recentKeys = new Map<string, Readonly<EventKeys>>();
 
 /** set of event ids whose outbox the worker drains */
 export const EVENT_REGISTRY_KEY = 'coupon:events';
