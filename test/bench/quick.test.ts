@@ -107,7 +107,7 @@ test('when a burst is reported, then throughput, latency, MySQL writes, the byst
   }
   expect(report.targets.map((t) => t.id)).toEqual([
     'outbox-open-throughput', 'outbox-sold-out-throughput', 'outbox-p99', 'outbox-writes-at-cap',
-    'bystander-outbox', 'bystander-hello-control', 'bystander-incr-direct', 'worker-unthrottled', 'exactly-n',
+    'bystander-outbox', 'bystander-hello-control', 'bystander-incr-direct', 'worker-unthrottled', 'bystander-outbox-pinned', 'exactly-n',
     'hot-open', 'hot-sold-out', 'hot-p99',
   ]);
   expect(report.targets.find((t) => t.id === 'exactly-n')?.met).toBe(true);
