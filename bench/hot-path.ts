@@ -15,7 +15,7 @@ import { execFileSync, spawn } from 'node:child_process';
 import { once } from 'node:events';
 import { readFileSync } from 'node:fs';
 import { writeFile } from 'node:fs/promises';
-import { availableParallelism } from 'node:os';
+import { cpus } from 'node:os';
 import { join } from 'node:path';
 import { freePort } from '../scripts/local-servers/index.ts';
 import { type ServiceProcess, cpuTimeMs, startApi, startService } from '../scripts/services.ts';
@@ -94,7 +94,7 @@ export async function measureHotPath(ctx: HotPathContext, settings: HotPathSetti
   const events = { open: `hot-open-${Date.now().toString(36)}`, soldOut: `hot-sold-${Date.now().toString(36)}` };
   let prepared = false;
   for (const processes of settings.processCounts) {
-    const pinned = processes === 1 && availableParallelism() >= 2;
+    const pinned = processes === 1 && cpus().length >= 2;
     const servers = await startServers(ctx, processes);
     try {
       if (!prepared) await prepareEvents(servers.get('open')!.urls[0]!, ctx.env.ADMIN_TOKEN!, events);
@@ -151,7 +151,7 @@ export async function prepareEvents(apiUrl: string, adminToken: string, events: 
 
 /** api processes on the last core; wrk (started pinned) and Redis on the first. */
 function pin(ctx: HotPathContext, servers: Map<HotPathCase, Servers>): void {
-  const last = availableParallelism() - 1;
+  const last = cpus().length - 1;
   for (const [kase, group] of servers) {
     if (kase === 'sold-out') continue;
     for (const p of group.processes) execFileSync('taskset', ['-a', '-p', '-c', String(last), String(p.child.pid)], { stdio: 'ignore' });
@@ -166,7 +166,7 @@ async function load(
   settings: HotPathSettings, seconds: number, label: string,
 ): Promise<Omit<HotPathRun, 'round'>> {
   const path = `/v1/events/${kase === 'sold-out' ? events.soldOut : kase === 'open' ? events.open : 'bench'}/apply`;
-  const pinned = servers.processes.length === 1 && availableParallelism() >= 2;
+  const pinned = servers.processes.length === 1 && cpus().length >= 2;
   const cpuBefore = servers.processes.map((p) => cpuTimeMs(p.child.pid!));
   const redisPid = Number(readFileSync(join(ctx.redisDir, 'redis.pid'), 'utf8').trim());
   const redisBefore = cpuTimeMs(redisPid);
@@ -248,7 +248,7 @@ function summarise(runs: HotPathRun[], settings: HotPathSettings): HotPathSummar
   return settings.processCounts.flatMap((processes) => HOT_PATH_CASES.map((kase) => {
     const mine = runs.filter((r) => r.case === kase && r.processes === processes);
     return {
-      case: kase, processes, pinned: processes === 1 && availableParallelism() >= 2,
+      case: kase, processes, pinned: processes === 1 && cpus().length >= 2,
       rps: Math.round(median(mine.map((r) => r.rps))), p50Us: Math.round(median(mine.map((r) => r.p50Us))),
       p99Us: Math.round(median(mine.map((r) => r.p99Us))), cpuUsPerRequest: round(median(mine.map((r) => r.cpuUsPerRequest)), 1),
       redisCpuUsPerRequest: round(median(mine.map((r) => r.redisCpuUsPerRequest)), 1),

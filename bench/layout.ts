@@ -7,7 +7,7 @@
  */
 import { execFileSync } from 'node:child_process';
 import { readFileSync } from 'node:fs';
-import { availableParallelism } from 'node:os';
+import { cpus } from 'node:os';
 
 export const LAYOUTS = ['shared', 'pinned'] as const;
 export type Layout = (typeof LAYOUTS)[number];
@@ -19,9 +19,12 @@ export interface LayoutPids {
   service: number[];
 }
 
-/** Puts the running processes (all their threads) where the layout wants them; a no-op on one core. */
+/**
+ * Puts the running processes (all their threads) where the layout wants them; a no-op on one core. Counts the
+ * machine's cores, not this process's (which the pinned layout narrows to the service cores).
+ */
 export function applyLayout(layout: Layout, pids: LayoutPids): void {
-  const cores = availableParallelism();
+  const cores = cpus().length;
   if (cores < 2) return;
   const all = `0-${cores - 1}`;
   const set = (list: string, pid: number) => execFileSync('taskset', ['-a', '-p', '-c', list, String(pid)], { stdio: 'ignore' });

@@ -73,14 +73,14 @@ export async function runDesign(
   try {
     // Warm every path the measured bursts take (issue, already applied, sold out) so that no design is
     // measured while its code is still being compiled: most warm-up requests issue a coupon.
-    const warmupId = `warmup-${design}-${ctx.runId}`;
+    const warmupId = `warmup-${design}-${ctx.layout}-${ctx.runId}`;
     const warmupQuantity = Math.floor(settings.warmupRequests * 0.6);
     await createEvent(warmupId, warmupQuantity);
     await burst(ctx, api.urls, `/v1/events/${warmupId}/apply`, settings.warmupRequests, 1);
     await waitForCount(pool, table, warmupId, warmupQuantity);
 
     for (const [index, scenario] of settings.scenarios.entries()) {
-      const eventId = `bench-${design}-${index}-${ctx.runId}`;
+      const eventId = `bench-${design}-${ctx.layout}-${index}-${ctx.runId}`;
       await createEvent(eventId, scenario.totalQuantity);
       await sleep(500);
       ctx.log(`${design}: ${scenario.name}, ${scenario.requests} requests over ${settings.connections} connections`);

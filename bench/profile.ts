@@ -8,7 +8,7 @@
  */
 import { execFileSync } from 'node:child_process';
 import { readFile, readdir, rm, writeFile } from 'node:fs/promises';
-import { availableParallelism } from 'node:os';
+import { cpus } from 'node:os';
 import { join } from 'node:path';
 import { freePort } from '../scripts/local-servers/index.ts';
 import { startApi, startService } from '../scripts/services.ts';
@@ -103,8 +103,8 @@ export async function profileApi(ctx: HotPathContext, dir: string): Promise<stri
         await prepareEvents(server.url, ctx.env.ADMIN_TOKEN!, events);
         prepared = true;
       }
-      const pinned = availableParallelism() >= 2;
-      if (pinned) execFileSync('taskset', ['-a', '-p', '-c', String(availableParallelism() - 1), String(server.child.pid)], { stdio: 'ignore' });
+      const pinned = cpus().length >= 2;
+      if (pinned) execFileSync('taskset', ['-a', '-p', '-c', String(cpus().length - 1), String(server.child.pid)], { stdio: 'ignore' });
       const path = `/v1/events/${kase === 'open' ? events.open : kase === 'sold-out' ? events.soldOut : 'bench'}/apply`;
       for (const [seconds, label] of [[2, 'warm'], [10, 'measured']] as const) {
         const script = join(ctx.workDir, `profile-${kase}-${label}.lua`);
