@@ -2,6 +2,13 @@ import type { Context, Next } from 'koa';
 import getRawBody from 'raw-body';
 import { HttpError } from './errors.ts';
 
+declare module 'koa' {
+  interface Request {
+    /** the request's JSON body, once readJsonBody has read it */
+    body?: unknown;
+  }
+}
+
 /** the largest request body any route accepts, in bytes, and as the error message says it */
 const MAX_BODY_BYTES = 4096;
 const MAX_BODY = '4kb';
