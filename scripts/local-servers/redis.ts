@@ -18,6 +18,8 @@ export async function startRedis(opts: {
   port?: number;
   appendonly?: boolean;
   replicaOf?: { host: string; port: number };
+  /** a Redis Cluster node (cluster-enabled, its node table in <dir>/nodes.conf); startRedisCluster joins them */
+  cluster?: boolean;
 }): Promise<LocalServer> {
   const { dir, port } = await serverPlace(opts);
   const persistence = opts.appendonly
@@ -32,6 +34,10 @@ export async function startRedis(opts: {
       '--replica-announce-port', String(port), '--replica-priority', '100',
     );
   }
+  const cluster = opts.cluster
+    ? ['--cluster-enabled', 'yes', '--cluster-config-file', join(dir, 'nodes.conf'), '--cluster-node-timeout', '2000',
+      '--cluster-announce-ip', HOST]
+    : [];
   return startManagedServer({
     kind: 'redis',
     url: `redis://${HOST}:${port}`,
@@ -42,7 +48,7 @@ export async function startRedis(opts: {
     command: binary('redis-server'),
     args: [
       '--port', String(port), '--bind', HOST, '--daemonize', 'no', '--pidfile', join(dir, REDIS_PROCESS.pidFile),
-      '--dir', dir, '--logfile', '', ...persistence, ...replication,
+      '--dir', dir, '--logfile', '', ...persistence, ...replication, ...cluster,
     ],
     probe: opts.replicaOf ? () => redisReplicaInSync(port) : () => redisPing(port),
   });
