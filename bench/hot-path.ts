@@ -11,7 +11,7 @@
  * answered. With one process on a machine of 2 or more cores the layout is pinned (taskset): the api on its own
  * core, wrk and Redis on another; two processes run unpinned.
  */
-import { execFileSync, spawn } from 'node:child_process';
+import { spawn } from 'node:child_process';
 import { once } from 'node:events';
 import { readFileSync } from 'node:fs';
 import { writeFile } from 'node:fs/promises';
@@ -19,6 +19,7 @@ import { cpus } from 'node:os';
 import { join } from 'node:path';
 import { freePort } from '../scripts/local-servers/index.ts';
 import { type ServiceProcess, cpuTimeMs, startApi, startService } from '../scripts/services.ts';
+import { pidFromFile, pinTo } from './layout.ts';
 import type { Running } from './processes.ts';
 import { round } from './stats.ts';
 
@@ -86,7 +87,7 @@ export interface HotPathContext {
   log(message: string): void;
 }
 
-const EXPECTED_STATUS: Record<HotPathCase, number> = { hello: 202, minimal: 202, open: 202, 'sold-out': 410 };
+export const EXPECTED_STATUS: Record<HotPathCase, number> = { hello: 202, minimal: 202, open: 202, 'sold-out': 410 };
 
 /** Runs every case at every process count, interleaved in rounds; returns the runs, their medians and the ratios. */
 export async function measureHotPath(ctx: HotPathContext, settings: HotPathSettings): Promise<HotPathReport> {
@@ -151,13 +152,27 @@ export async function prepareEvents(apiUrl: string, adminToken: string, events: 
 
 /** api processes on the last core; wrk (started pinned) and Redis on the first. */
 function pin(ctx: HotPathContext, servers: Map<HotPathCase, Servers>): void {
-  const last = cpus().length - 1;
-  for (const [kase, group] of servers) {
-    if (kase === 'sold-out') continue;
-    for (const p of group.processes) execFileSync('taskset', ['-a', '-p', '-c', String(last), String(p.child.pid)], { stdio: 'ignore' });
-  }
-  const redisPid = readFileSync(join(ctx.redisDir, 'redis.pid'), 'utf8').trim();
-  execFileSync('taskset', ['-a', '-p', '-c', '0', redisPid], { stdio: 'ignore' });
+  for (const group of new Set(servers.values())) for (const p of group.processes) pinServer(p.child.pid!);
+  pinTo(pidFromFile(join(ctx.redisDir, 'redis.pid')), '0');
+}
+
+/** A server of the pinned layout: alone on the last core. */
+export const pinServer = (pid: number) => pinTo(pid, String(cpus().length - 1));
+
+/** The apply path each case is sent to. */
+export function casePath(kase: HotPathCase, events: { open: string; soldOut: string }): string {
+  return `/v1/events/${kase === 'sold-out' ? events.soldOut : kase === 'open' ? events.open : 'bench'}/apply`;
+}
+
+/** One wrk run of `seconds` against url + path, each request from a new user (`label` keeps them unique). */
+export async function wrkBurst(ctx: HotPathContext, run: {
+  url: string; path: string; seconds: number; connections: number; label: string; expectedStatus: number; pinned: boolean;
+}): Promise<WrkResult> {
+  const script = join(ctx.workDir, `wrk-${run.label}.lua`);
+  await writeFile(script, wrkScript(`${run.label}-`, run.expectedStatus));
+  const args = ['-t1', `-c${run.connections}`, `-d${run.seconds}s`, '--timeout', '2s', '-s', script, `${run.url}${run.path}`];
+  // Pinned, wrk runs on core 0 with Redis; the servers have the other core.
+  return runWrk(run.pinned ? ['taskset', '-c', '0', 'wrk', ...args] : ['wrk', ...args]);
 }
 
 /** One wrk run per process (its share of the connections), all at once; the figures of the case together. */
@@ -165,19 +180,15 @@ async function load(
   ctx: HotPathContext, kase: HotPathCase, servers: Servers, events: { open: string; soldOut: string },
   settings: HotPathSettings, seconds: number, label: string,
 ): Promise<Omit<HotPathRun, 'round'>> {
-  const path = `/v1/events/${kase === 'sold-out' ? events.soldOut : kase === 'open' ? events.open : 'bench'}/apply`;
   const pinned = servers.processes.length === 1 && cpus().length >= 2;
   const cpuBefore = servers.processes.map((p) => cpuTimeMs(p.child.pid!));
-  const redisPid = Number(readFileSync(join(ctx.redisDir, 'redis.pid'), 'utf8').trim());
+  const redisPid = pidFromFile(join(ctx.redisDir, 'redis.pid'));
   const redisBefore = cpuTimeMs(redisPid);
   const coreBefore = coreTicks(0);
-  const results = await Promise.all(servers.urls.map(async (url, i) => {
-    const script = join(ctx.workDir, `wrk-${label}-${kase}-${i}.lua`);
-    await writeFile(script, wrkScript(`${label}-${kase}-${i}-`, EXPECTED_STATUS[kase]));
-    const connections = Math.max(1, Math.floor(settings.connections / servers.urls.length));
-    const args = ['-t1', `-c${connections}`, `-d${seconds}s`, '--timeout', '2s', '-s', script, `${url}${path}`];
-    return runWrk(pinned ? ['taskset', '-c', '0', 'wrk', ...args] : ['wrk', ...args]);
-  }));
+  const connections = Math.max(1, Math.floor(settings.connections / servers.urls.length));
+  const results = await Promise.all(servers.urls.map((url, i) => wrkBurst(ctx, {
+    url, path: casePath(kase, events), seconds, connections, label: `${label}-${kase}-${i}`, expectedStatus: EXPECTED_STATUS[kase], pinned,
+  })));
   const cpuMs = servers.processes.reduce((sum, p, i) => sum + cpuTimeMs(p.child.pid!) - cpuBefore[i]!, 0);
   const redisMs = cpuTimeMs(redisPid) - redisBefore;
   const coreAfter = coreTicks(0);
@@ -208,7 +219,7 @@ function coreTicks(core: number): { total: number; idle: number } {
  * a JSON line at the end. wrk counts non-2xx/3xx answers as status errors; for the sold-out case, where every
  * answer should be a 410, the unexpected ones are the requests that were not counted so.
  */
-export function wrkScript(userPrefix: string, expectedStatus: number): string {
+function wrkScript(userPrefix: string, expectedStatus: number): string {
   return `
 wrk.method = "POST"
 wrk.headers["Content-Type"] = "application/json"
@@ -227,7 +238,15 @@ end
 `;
 }
 
-export async function runWrk(command: string[]): Promise<{ requests: number; seconds: number; p50Us: number; p99Us: number; unexpected: number }> {
+interface WrkResult {
+  requests: number;
+  seconds: number;
+  p50Us: number;
+  p99Us: number;
+  unexpected: number;
+}
+
+async function runWrk(command: string[]): Promise<WrkResult> {
   const child = spawn(command[0]!, command.slice(1), { stdio: ['ignore', 'pipe', 'inherit'] });
   let output = '';
   child.stdout.on('data', (chunk: Buffer) => { output += chunk.toString(); });

@@ -27,9 +27,13 @@ export function applyLayout(layout: Layout, pids: LayoutPids): void {
   const cores = cpus().length;
   if (cores < 2) return;
   const all = `0-${cores - 1}`;
-  const set = (list: string, pid: number) => execFileSync('taskset', ['-a', '-p', '-c', list, String(pid)], { stdio: 'ignore' });
-  for (const pid of pids.database) set(layout === 'pinned' ? '0' : all, pid);
-  for (const pid of pids.service) set(layout === 'pinned' ? `1-${cores - 1}` : all, pid);
+  for (const pid of pids.database) pinTo(pid, layout === 'pinned' ? '0' : all);
+  for (const pid of pids.service) pinTo(pid, layout === 'pinned' ? `1-${cores - 1}` : all);
+}
+
+/** Every thread of a running process onto these cores (a taskset list: "0", "1-3"). */
+export function pinTo(pid: number, cores: string): void {
+  execFileSync('taskset', ['-a', '-p', '-c', cores, String(pid)], { stdio: 'ignore' });
 }
 
 /** The pid a server wrote into its pid file. */

@@ -6,13 +6,12 @@
  * router, the body parser, ajv, prom-client, ioredis, pino, Node's HTTP), so the time of a builtin like
  * JSON.parse lands on whoever called it; GC and time outside JavaScript have their own rows.
  */
-import { execFileSync } from 'node:child_process';
-import { readFile, readdir, rm, writeFile } from 'node:fs/promises';
+import { readFile, readdir, rm } from 'node:fs/promises';
 import { cpus } from 'node:os';
 import { join } from 'node:path';
 import { freePort } from '../scripts/local-servers/index.ts';
 import { startApi, startService } from '../scripts/services.ts';
-import { HOT_PATH_CASES, type HotPathContext, prepareEvents, runWrk, wrkScript } from './hot-path.ts';
+import { EXPECTED_STATUS, HOT_PATH_CASES, type HotPathContext, casePath, pinServer, prepareEvents, wrkBurst } from './hot-path.ts';
 import { round } from './stats.ts';
 
 /** Parts of a request, matched in order against a frame's URL (or, for code ajv generated, its function name). */
@@ -104,13 +103,12 @@ export async function profileApi(ctx: HotPathContext, dir: string): Promise<stri
         prepared = true;
       }
       const pinned = cpus().length >= 2;
-      if (pinned) execFileSync('taskset', ['-a', '-p', '-c', String(cpus().length - 1), String(server.child.pid)], { stdio: 'ignore' });
-      const path = `/v1/events/${kase === 'open' ? events.open : kase === 'sold-out' ? events.soldOut : 'bench'}/apply`;
+      if (pinned) pinServer(server.child.pid!);
       for (const [seconds, label] of [[2, 'warm'], [10, 'measured']] as const) {
-        const script = join(ctx.workDir, `profile-${kase}-${label}.lua`);
-        await writeFile(script, wrkScript(`prof-${kase}-${label}-`, kase === 'sold-out' ? 410 : 202));
-        const args = ['-t1', '-c64', `-d${seconds}s`, '--timeout', '2s', '-s', script, `${server.url}${path}`];
-        const result = await runWrk(pinned ? ['taskset', '-c', '0', 'wrk', ...args] : ['wrk', ...args]);
+        const result = await wrkBurst(ctx, {
+          url: server.url, path: casePath(kase, events), seconds, connections: 64, label: `profile-${kase}-${label}`,
+          expectedStatus: EXPECTED_STATUS[kase], pinned,
+        });
         requests += result.requests;
         ctx.log(`profile ${kase} ${label}: ${result.requests} requests, ${result.unexpected} unexpected`);
       }

@@ -40,7 +40,7 @@ export async function readJsonBody(ctx: Context): Promise<unknown> {
   }
   let body: unknown = {};
   try {
-    if (text.trim() !== '') body = JSON.parse(text);
+    if (text !== '') body = JSON.parse(text);
   } catch {
     throw new HttpError('invalid_request', 'the body is not valid JSON');
   }
