@@ -1,7 +1,7 @@
 /** Facts about the machine and the software under test, recorded with every report. */
 import { createRequire } from 'node:module';
 import { cpus, loadavg, release, totalmem } from 'node:os';
-import type { Redis } from 'ioredis';
+import type { Cluster, Redis } from 'ioredis';
 import type mysql from 'mysql2/promise';
 
 export interface MachineFacts {
@@ -19,7 +19,7 @@ export interface MachineFacts {
 
 const require = createRequire(import.meta.url);
 
-export async function machineFacts(redis: Redis, pool: mysql.Pool): Promise<MachineFacts> {
+export async function machineFacts(redis: Redis | Cluster, pool: mysql.Pool): Promise<MachineFacts> {
   const info = await redis.info('server');
   const [rows] = await pool.query('select version() as version');
   return {

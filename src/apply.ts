@@ -7,7 +7,8 @@
 import type { ApplyOutcome } from './domain/coupon.ts';
 import { type CouponRedis } from './redis/client.ts';
 import { applyForCoupon } from './redis/gate.ts';
-import { STATE_SENTINEL_KEY, eventKeys } from './redis/keys.ts';
+import { eventKeys } from './redis/keys.ts';
+import { markerKeyFor } from './redis/topology.ts';
 import type { ReplicaAcks } from './redis/replica-acks.ts';
 
 export type ApplyDecision =
@@ -34,8 +35,8 @@ export interface ApplyRequest {
 export interface ApplyDeps {
   redis: CouponRedis;
   soldOut: { isSoldOut(eventId: string, nowMs: number): boolean; markSoldOut(eventId: string, nowMs: number): void };
-  /** whether the connected Redis server was compared with MySQL: nothing is issued on one that was not */
-  server: { readonly checked: boolean };
+  /** whether the Redis server holding a key (an event's shard) was compared with MySQL: nothing is issued on one that was not */
+  server: { checkedFor(key: string): boolean };
   /** does the event exist in MySQL (asked only while Redis may have lost state) */
   events: { exists(eventId: string): Promise<boolean> };
   identity?: { resolve(authorization: string | undefined): Promise<{ kind: 'user'; userId: string } | { kind: 'rejected'; message: string }> };
@@ -91,7 +92,7 @@ export class ApplyForCoupon {
       return { kind: 'sold_out' };
     }
     // A server not yet compared with MySQL (just restarted, or a replica just promoted) may be older than it.
-    if (!server.checked) return { kind: 'restoring' };
+    if (!server.checkedFor(eventKeys(request.eventId).meta)) return { kind: 'restoring' };
     // Generated ids start with `~`, which a client's key cannot contain: the two never meet.
     const requestId = request.idempotencyKey ?? this.#requestIdPrefix + (++this.#requestCount).toString(36);
     const outcome = await applyForCoupon(redis, request.eventId, userId, requestId, this.#gateTimeoutMs, replicas);
@@ -122,7 +123,9 @@ export class ApplyForCoupon {
   async #missingState(eventId: string): Promise<ApplyDecision> {
     const { redis } = this.#deps;
     // An archived event left a tombstone: it exists, and it has ended.
-    const [marker, archived] = await Promise.all([redis.exists(STATE_SENTINEL_KEY), redis.exists(eventKeys(eventId).archived)]);
+    const keys = eventKeys(eventId);
+    const markerKey = markerKeyFor(redis, keys.meta);
+    const [marker, archived] = await Promise.all([markerKey === undefined ? 0 : redis.exists(markerKey), redis.exists(keys.archived)]);
     if (archived === 1) return { kind: 'ended' };
     if (marker === 1 || !(await this.#existence.exists(eventId))) return { kind: 'event_not_found' };
     return { kind: 'restoring' };

@@ -44,7 +44,8 @@ export type RedisTarget =
   | {
     readonly kind: 'sentinel'; readonly url: string; readonly masterName: string;
     readonly sentinels: ReadonlyArray<{ readonly host: string; readonly port: number }>; readonly sentinelPassword?: string;
-  };
+  }
+  | { readonly kind: 'cluster'; readonly url: string; readonly nodes: ReadonlyArray<{ readonly host: string; readonly port: number }> };
 
 export type AuthConfig =
   | { readonly kind: 'secret'; readonly secret: string; readonly audience?: string; readonly issuer?: string }
@@ -93,7 +94,12 @@ export const SETTINGS = {
   redisUrl: setting({
     env: 'REDIS_URL', kind: url(['redis:', 'rediss:']), default: 'redis://127.0.0.1:6379', readBy: BOTH,
     chart: 'secrets.redisUrl', chartDefault: 'k8s/deps',
-    doc: "gate and outbox; with Sentinels only its credentials, database and TLS apply, the Sentinels name the host",
+    doc: "gate and outbox; with Sentinels or a Cluster only its credentials, database and TLS apply, they name the hosts",
+  }),
+  redisClusterNodes: setting({
+    env: 'REDIS_CLUSTER_NODES', kind: hostPorts(), default: undefined, unset: 'no Redis Cluster', readBy: BOTH,
+    chart: 'config.redisClusterNodes',
+    doc: 'seed nodes of a Redis Cluster: events spread over its shards by hash slot; credentials and TLS from `REDIS_URL`',
   }),
   redisSentinels: setting({
     env: 'REDIS_SENTINELS', kind: hostPorts(), default: undefined, unset: 'the one Redis at `REDIS_URL`', readBy: BOTH,
@@ -248,6 +254,12 @@ export function loadConfig(env: Env = process.env, reader: Process | { port: num
 function readRedisTarget(env: Env, url: string): RedisTarget {
   const sentinels: readonly HostPort[] | undefined = read(env, SETTINGS.redisSentinels);
   const masterName = read(env, SETTINGS.redisSentinelMaster);
+  const clusterNodes: readonly HostPort[] | undefined = read(env, SETTINGS.redisClusterNodes);
+  if (clusterNodes !== undefined) {
+    if (sentinels !== undefined) throw new ConfigError('REDIS_CLUSTER_NODES and REDIS_SENTINELS are both set: choose one topology');
+    if (!/^\/?0?$/.test(new URL(url).pathname)) throw new ConfigError('REDIS_URL names a database, but a Redis Cluster has only database 0: drop the /N');
+    return { kind: 'cluster', url, nodes: clusterNodes };
+  }
   if (sentinels === undefined) {
     if (masterName !== undefined) throw new ConfigError('REDIS_SENTINEL_MASTER is set but REDIS_SENTINELS is not: name the Sentinels too');
     return { kind: 'standalone', url };

@@ -3,7 +3,8 @@ import { eventStatus } from './domain/coupon.ts';
 import type { CouponStore } from './db/store.ts';
 import { type CouponRedis, redisNowMs } from './redis/client.ts';
 import { parseUserEntry } from './redis/formats.ts';
-import { EVENT_REGISTRY_KEY, STATE_SENTINEL_KEY, eventKeys } from './redis/keys.ts';
+import { EVENT_REGISTRY_KEY, eventKeys } from './redis/keys.ts';
+import { markerKeyFor } from './redis/topology.ts';
 
 export interface EventView {
   id: string;
@@ -70,8 +71,9 @@ export class EventReads {
     const cached = this.#readCache.get(id);
     if (cached && cached.until > Date.now()) return cached.event;
     const keys = eventKeys(id);
+    const markerKey = markerKeyFor(this.#redis, keys.meta);
     const [state, tombstone, marker] = await Promise.all([
-      this.#redis.exists(keys.meta), this.#redis.exists(keys.archived), this.#redis.exists(STATE_SENTINEL_KEY),
+      this.#redis.exists(keys.meta), this.#redis.exists(keys.archived), markerKey === undefined ? 0 : this.#redis.exists(markerKey),
     ]);
     const event = state === 0 && tombstone === 0 && marker === 1 ? null : await this.#store.findEvent(id);
     if (this.#readCache.size >= 10_000) this.#readCache.clear();
@@ -118,11 +120,9 @@ export class EventReads {
     const unknown = eventIds.filter((eventId) => !coupons.has(eventId));
     for (let start = 0; start < unknown.length; start += USER_LOOKUP_CHUNK) {
       const chunk = unknown.slice(start, start + USER_LOOKUP_CHUNK);
-      const pipeline = this.#redis.pipeline();
-      for (const eventId of chunk) pipeline.hget(eventKeys(eventId).users, userId);
-      const answers = (await pipeline.exec()) ?? [];
-      answers.forEach(([error, entry], i) => {
-        if (error) throw error;
+      // Sent together: one write per shard (auto-pipelined), each command to the shard of its event.
+      const answers = await Promise.all(chunk.map((eventId) => this.#redis.hget(eventKeys(eventId).users, userId)));
+      answers.forEach((entry, i) => {
         if (typeof entry === 'string') coupons.set(chunk[i]!, { eventId: chunk[i]!, sequence: parseUserEntry(entry).sequence, status: 'pending' });
       });
     }

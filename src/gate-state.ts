@@ -1,19 +1,23 @@
 import { randomUUID } from 'node:crypto';
+import type { Redis } from 'ioredis';
 import type { Logger } from 'pino';
 import type { CouponEvent } from './domain/coupon.ts';
 import type { CouponStore } from './db/store.ts';
+import calculateSlot from 'cluster-key-slot';
 import { type CouponRedis, serverIdentity } from './redis/client.ts';
 import { installEventState, markBitmapComplete, markPersisted } from './redis/event-state.ts';
 import { encodeUserEntry } from './redis/formats.ts';
-import { STATE_CHECK_LOCK_KEY, STATE_SENTINEL_KEY, eventKeys } from './redis/keys.ts';
+import { STATE_CHECK_LOCK_KEY, eventKeys } from './redis/keys.ts';
+import { isCluster, markerKeyOf, nodeName, primaries } from './redis/topology.ts';
 
 /**
  * Keeps the Redis gate state no older than MySQL. Redis can lose writes it acknowledged: a flush or an empty
  * replacement loses everything, a failover to a replica loses what the primary had not shipped yet, a restart
  * from an old AOF loses its tail. MySQL may then hold coupons the gate no longer knows, and a gate issuing from
  * such a state would hand their sequences out again. Every such loss either removes the marker
- * (STATE_SENTINEL_KEY) or leaves one that names another server, so comparing the marker with the identity of the
- * server connected now tells when to check; the api issues nothing on a server until it has been checked.
+ * (STATE_SENTINEL_KEY, one per Cluster shard: topology.ts) or leaves one that names another server, so comparing
+ * the marker with the identity of the server connected now tells when to check; the api issues nothing on a
+ * server (a shard) until it has been checked.
  *
  * A check is fenced: the events' epochs are raised in MySQL first, which waits for inserts in flight and makes
  * any insert checked against the old state fail after; only then are MySQL's coupons read and merged into Redis.
@@ -34,26 +38,43 @@ export class GateStateKeeper {
   }
 
   /**
-   * Checks and repairs the connected server unless that was done already. One process works at a time (a lock);
-   * the others return false and ask again shortly. True once the server is checked.
+   * Checks and repairs every primary (the one server, or each Cluster shard) not checked since it last lost data.
+   * One process works at a time (a lock); the others see what was checked so far and ask again shortly. Returns
+   * the names of the primaries checked (see topology.ts nodeName).
    */
-  async ensureChecked(): Promise<boolean> {
+  async checkPrimaries(): Promise<Set<string>> {
     const redis = this.#redis;
-    const identity = await serverIdentity(redis);
-    if ((await redis.get(STATE_SENTINEL_KEY)) === identity) return true;
+    const states = await Promise.all(primaries(redis).map(async (node) => {
+      const key = markerKeyOf(redis, node);
+      const [identity, marker] = await Promise.all([serverIdentity(node), key === undefined ? null : node.get(key)]);
+      return { node, key, identity, checked: marker === identity };
+    }));
+    const checked = new Set(states.filter((state) => state.checked).map((state) => nodeName(state.node)));
+    // A Cluster node that owns no slot (yet) holds no event: nothing to check there.
+    const unchecked = states.filter((state) => !state.checked && state.key !== undefined);
+    if (unchecked.length === 0) return checked;
     const token = randomUUID();
-    if ((await redis.set(STATE_CHECK_LOCK_KEY, token, 'PX', 60_000, 'NX')) !== 'OK') return false;
+    if ((await redis.set(STATE_CHECK_LOCK_KEY, token, 'PX', 60_000, 'NX')) !== 'OK') return checked;
     try {
       const started = Date.now();
       const changed = await this.restore('all');
-      // A failover during the check leaves the new server unchecked: it is compared on the next round.
-      if ((await serverIdentity(redis)) !== identity) return false;
-      await redis.set(STATE_SENTINEL_KEY, identity);
-      this.#logger.info({ server: identity, changed, ms: Date.now() - started }, 'gate state compared with MySQL');
-      return true;
+      for (const { node, key, identity } of unchecked) {
+        // A failover during the check leaves the new server unchecked: it is compared on the next round.
+        if ((await serverIdentity(node)) !== identity) continue;
+        await node.set(key!, identity);
+        checked.add(nodeName(node));
+        this.#logger.info({ server: identity, node: nodeName(node), changed, ms: Date.now() - started }, 'gate state compared with MySQL');
+      }
+      return checked;
     } finally {
       await this.#release(token);
     }
+  }
+
+  /** Checks and repairs what needs it (checkPrimaries); true once every primary is checked. */
+  async ensureChecked(): Promise<boolean> {
+    const checked = await this.checkPrimaries();
+    return primaries(this.#redis).every((node) => checked.has(nodeName(node)) || markerKeyOf(this.#redis, node) === undefined);
   }
 
   /**
@@ -76,10 +97,9 @@ export class GateStateKeeper {
   async restoreMissing(): Promise<Record<string, string>> {
     const events = await this.#store.listLiveEvents();
     if (events.length === 0) return {};
-    const pipeline = this.#redis.pipeline();
-    for (const event of events) pipeline.exists(eventKeys(event.id).meta);
-    const exists = (await pipeline.exec()) ?? [];
-    const missing = events.filter((_, index) => exists[index]?.[1] !== 1).map((event) => event.id);
+    // One command per event, sent together (each to its shard on a Cluster).
+    const exists = await Promise.all(events.map((event) => this.#redis.exists(eventKeys(event.id).meta)));
+    const missing = events.filter((_, index) => exists[index] !== 1).map((event) => event.id);
     return missing.length === 0 ? {} : this.restore(missing);
   }
 
@@ -170,20 +190,24 @@ export class GateStateKeeper {
 }
 
 /**
- * The api's side: issue only on a server that has been checked. The flag drops the moment the connection closes
- * (the next server may be a promoted replica or a restarted one) and rises once the keeper has checked the
- * server now connected: within about a second, or as long as a repair takes.
+ * The api's side: issue only on a server (on a Cluster: the shard of the event) that has been checked. A server's
+ * flag drops the moment its connection closes (the next server may be a promoted replica or a restarted one) and
+ * rises once the keeper has checked the server now connected: within about a second, or as long as a repair
+ * takes. A Cluster's shards are also re-verified every second: a primary demoted in a failover keeps its
+ * connection open, and the slot map then names a new primary, one not checked yet.
  */
 export class CheckedServer {
   readonly #redis: CouponRedis;
   readonly #keeper: GateStateKeeper;
   readonly #logger: Logger;
-  #checked = false;
+  /** the primaries checked and not disconnected since */
+  #checked = new Set<string>();
   #everChecked = false;
   /** bumped on every close, so a check that began on the previous connection cannot vouch for the next */
   #connection = 0;
   #polling = false;
   #stopped = false;
+  #timer: NodeJS.Timeout | undefined;
 
   constructor(redis: CouponRedis, keeper: GateStateKeeper, logger: Logger) {
     this.#redis = redis;
@@ -191,8 +215,11 @@ export class CheckedServer {
     this.#logger = logger;
   }
 
-  get checked(): boolean {
-    return this.#checked;
+  /** Whether the server holding `key` (any key of the event) has been checked. */
+  checkedFor(key: string): boolean {
+    if (!isCluster(this.#redis)) return this.#checked.size > 0;
+    const owner = this.#redis.slots[calculateSlot(key)]?.[0];
+    return owner !== undefined && this.#checked.has(owner);
   }
 
   /** Whether any server was checked since this process started: until then it is not ready for traffic. */
@@ -201,33 +228,49 @@ export class CheckedServer {
   }
 
   start(): void {
-    this.#redis.on('close', () => {
-      this.#connection += 1;
-      this.#checked = false;
-    });
-    this.#redis.on('ready', () => void this.#poll());
-    if (this.#redis.status === 'ready') void this.#poll();
+    const redis = this.#redis;
+    if (isCluster(redis)) {
+      const watch = (node: Redis) => node.on('close', () => this.#closed(nodeName(node)));
+      redis.nodes('all').forEach(watch);
+      redis.on('+node', watch);
+      this.#timer = setInterval(() => void this.#poll(), 1_000);
+    } else {
+      redis.on('close', () => this.#closed(undefined));
+    }
+    redis.on('ready', () => void this.#poll());
+    if (redis.status === 'ready') void this.#poll();
   }
 
   stop(): void {
     this.#stopped = true;
+    clearInterval(this.#timer);
+  }
+
+  /** A connection closed: that server (or, without a name, every server) is unchecked until checked again. */
+  #closed(name: string | undefined): void {
+    this.#connection += 1;
+    if (name === undefined) this.#checked.clear();
+    else this.#checked.delete(name);
+    void this.#poll();
   }
 
   async #poll(): Promise<void> {
-    if (this.#polling) return;
+    if (this.#polling || this.#stopped) return;
     this.#polling = true;
     try {
-      while (!this.#checked && !this.#stopped) {
+      for (let done = false; !done && !this.#stopped;) {
         const connection = this.#connection;
         try {
-          if ((await this.#keeper.ensureChecked()) && connection === this.#connection) {
-            this.#checked = true;
-            this.#everChecked = true;
+          const checked = await this.#keeper.checkPrimaries();
+          if (connection === this.#connection) {
+            this.#checked = checked;
+            if (checked.size > 0) this.#everChecked = true;
+            done = primaries(this.#redis).every((node) => checked.has(nodeName(node)) || markerKeyOf(this.#redis, node) === undefined);
           }
         } catch (error) {
           this.#logger.debug({ err: error }, 'gate state check failed; retrying');
         }
-        if (!this.#checked) await new Promise((resolve) => setTimeout(resolve, 200));
+        if (!done) await new Promise((resolve) => setTimeout(resolve, 200));
       }
     } finally {
       this.#polling = false;

@@ -2,6 +2,7 @@ import type { IssuedCoupon } from '../src/domain/coupon.ts';
 import type { CouponRedis } from '../src/redis/client.ts';
 import { parseOutboxFields } from '../src/redis/formats.ts';
 import { EVENT_REGISTRY_KEY, PERSIST_GROUP, eventKeys } from '../src/redis/keys.ts';
+import { isCluster } from '../src/redis/topology.ts';
 
 /** One outbox entry as read from a stream: where it lives, how often it was delivered, and the coupon. */
 export interface OutboxEntry {
@@ -35,38 +36,59 @@ export class Outbox {
     return this.#registry.streams();
   }
 
-  /** Entries never delivered to the group, blocking up to `blockMs` while there are none. */
   /**
-   * Up to `count` entries from each stream, but never more in all than `maxHeld`: everything read is pending on
-   * this consumer until it is written, so it must be writable (under the rate cap) before CLAIM_IDLE_MS passes.
+   * Entries never delivered to the group: up to `count` from each stream, but never more in all than `maxHeld`:
+   * everything read is pending on this consumer until it is written, so it must be writable (under the rate cap)
+   * before CLAIM_IDLE_MS passes. Waits up to `blockMs` while there are none.
    */
   async readNew(count: number, blockMs: number, maxHeld = count): Promise<OutboxEntry[]> {
     const streams = await this.streams();
     if (streams.length === 0) {
-      await new Promise((resolve) => setTimeout(resolve, Math.min(blockMs, 200)));
+      await sleep(Math.min(blockMs, 200));
       return [];
     }
-    let reply: Array<[string, RawEntry[]]> | null;
+    const perStream = Math.max(1, Math.min(count, Math.floor(maxHeld / streams.length)));
     try {
-      reply = (await this.#redis.xreadgroup(
-        // COUNT applies to each stream.
-        'GROUP', PERSIST_GROUP, this.consumer, 'COUNT', Math.max(1, Math.min(count, Math.floor(maxHeld / streams.length))), 'BLOCK', blockMs,
-        'STREAMS', ...streams, ...streams.map(() => '>'),
-      )) as Array<[string, RawEntry[]]> | null;
+      return isCluster(this.#redis) ? await this.#readEachStream(streams, perStream, blockMs) : await this.#readAllStreams(streams, perStream, blockMs);
     } catch (error) {
-      // A stream whose group vanished (Redis flushed and the event not yet rebuilt): re-read the registry.
+      // A stream without its group (an event registered and not installed yet, or Redis flushed and the event not
+      // yet rebuilt): leave such streams out until the registry is read again.
       if (error instanceof Error && /^(NOGROUP|UNBLOCKED)/.test(error.message)) {
-        this.#registry.forget();
+        await this.#registry.dropMissing();
         return [];
       }
       throw error;
     }
-    const entries: OutboxEntry[] = [];
-    for (const [stream, rawEntries] of reply ?? []) {
-      for (const [id, fields] of rawEntries) {
-        if (fields) entries.push({ stream, id, deliveries: 1, coupon: parseOutboxFields(fields) });
+  }
+
+  /** One server: one XREADGROUP over every stream, blocking until any of them has an entry. */
+  async #readAllStreams(streams: string[], perStream: number, blockMs: number): Promise<OutboxEntry[]> {
+    const reply = (await this.#redis.xreadgroup(
+      // COUNT applies to each stream.
+      'GROUP', PERSIST_GROUP, this.consumer, 'COUNT', perStream, 'BLOCK', blockMs, 'STREAMS', ...streams, ...streams.map(() => '>'),
+    )) as Array<[string, RawEntry[]]> | null;
+    return (reply ?? []).flatMap(([stream, rawEntries]) => entriesOf(stream, rawEntries));
+  }
+
+  /**
+   * A Cluster: a command may name the keys of one slot only, and a blocking read would hold its node's connection.
+   * So each stream is read without blocking, all of them sent at once (auto-pipelined: one write per node, and
+   * MOVED/ASK followed per stream), and the whole read waits CLUSTER_POLL_MS when none had an entry.
+   */
+  async #readEachStream(streams: string[], perStream: number, blockMs: number): Promise<OutboxEntry[]> {
+    const replies = await Promise.all(streams.map(async (stream) => {
+      try {
+        return (await this.#redis.xreadgroup('GROUP', PERSIST_GROUP, this.consumer, 'COUNT', perStream, 'STREAMS', stream, '>')) as Array<[string, RawEntry[]]> | null;
+      } catch (error) {
+        if (error instanceof Error && error.message.startsWith('NOGROUP')) {
+          this.#registry.drop(stream);
+          return null;
+        }
+        throw error;
       }
-    }
+    }));
+    const entries = replies.flatMap((reply) => (reply ?? []).flatMap(([stream, rawEntries]) => entriesOf(stream, rawEntries)));
+    if (entries.length === 0) await sleep(Math.min(blockMs, CLUSTER_POLL_MS));
     return entries;
   }
 
@@ -108,7 +130,7 @@ export class Outbox {
     for (const [stream, ofStream] of Map.groupBy(failed, (entry) => entry.stream)) {
       let claimed: RawEntry[];
       try {
-        claimed = (await this.#redis.xclaim(stream, PERSIST_GROUP, this.consumer, 0, ...ofStream.map((entry) => entry.id))) as RawEntry[];
+        claimed = (await this.#redis.call('XCLAIM', stream, PERSIST_GROUP, this.consumer, '0', ...ofStream.map((entry) => entry.id))) as RawEntry[];
       } catch (error) {
         if (error instanceof Error && error.message.startsWith('NOGROUP')) continue;
         throw error;
@@ -140,10 +162,8 @@ export class Outbox {
       ids.push(entry.id);
       byStream.set(entry.stream, ids);
     }
-    const pipeline = this.#redis.pipeline();
-    for (const [stream, ids] of byStream) pipeline.xack(stream, PERSIST_GROUP, ...ids);
-    const results = await pipeline.exec();
-    for (const [error] of results ?? []) if (error) throw error;
+    // Sent together, each to the shard of its stream on a Cluster.
+    await Promise.all([...byStream].map(([stream, ids]) => this.#redis.xack(stream, PERSIST_GROUP, ...ids)));
   }
 
   /** On shutdown: leave the group, but only from streams where this consumer holds nothing pending. */
@@ -158,7 +178,10 @@ export class Outbox {
   }
 }
 
-/** The outbox streams of every registered event, as the registry set names them; re-read at most once a second. */
+/**
+ * The outbox streams of every registered event, as the registry set names them; re-read at most once a second.
+ * Streams found without their consumer group are left out until then.
+ */
 export class OutboxStreams {
   readonly #redis: CouponRedis;
   #streams: string[] = [];
@@ -177,8 +200,32 @@ export class OutboxStreams {
     return this.#streams;
   }
 
-  /** Read the registry again on the next call (a stream's group vanished). */
+  /** Read the registry again on the next call (events were archived and their streams are gone). */
   forget(): void {
     this.#readAt = 0;
   }
+
+  /** Leaves one stream out until the registry is read again. */
+  drop(stream: string): void {
+    this.#streams = this.#streams.filter((known) => known !== stream);
+  }
+
+  /** Leaves out every stream that does not exist (no state installed, or lost) until the registry is read again. */
+  async dropMissing(): Promise<void> {
+    const exists = await Promise.all(this.#streams.map((stream) => this.#redis.exists(stream)));
+    this.#streams = this.#streams.filter((_, index) => exists[index] === 1);
+  }
+}
+
+/** How long a Cluster read that found no entry waits before the next (a single server blocks on its read instead). */
+const CLUSTER_POLL_MS = 50;
+
+const sleep = (ms: number) => new Promise((resolve) => setTimeout(resolve, ms));
+
+function entriesOf(stream: string, rawEntries: RawEntry[]): OutboxEntry[] {
+  const entries: OutboxEntry[] = [];
+  for (const [id, fields] of rawEntries) {
+    if (fields) entries.push({ stream, id, deliveries: 1, coupon: parseOutboxFields(fields) });
+  }
+  return entries;
 }

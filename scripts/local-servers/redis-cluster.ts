@@ -1,7 +1,8 @@
 /**
  * A throwaway Redis Cluster on loopback: `primaries` cluster-enabled servers (each with its cluster bus on
- * port + 10000), joined and given every slot by `redis-cli --cluster create`, ready once every node reports
- * cluster_state:ok. WIP for issue 10: nothing in the service talks to it yet.
+ * port + 10000), and `replicas` more per primary, joined and given every slot by `redis-cli --cluster create`,
+ * ready once every node reports cluster_state:ok and every replica is in sync. The service reaches it through
+ * REDIS_CLUSTER_NODES (`npm run stack -- --cluster`, the Cluster tests).
  */
 import { execFile } from 'node:child_process';
 import { join } from 'node:path';
@@ -27,6 +28,12 @@ async function clusterPort(): Promise<number> {
   }
 }
 
+/** A primary, or a replica whose link to its primary is up. */
+export async function inSync(port: number): Promise<boolean> {
+  const replication = await redisCommand(port, 'INFO', 'replication');
+  return /role:master/.test(replication) || /master_link_status:up/.test(replication);
+}
+
 async function isFree(port: number): Promise<boolean> {
   const { createServer } = await import('node:net');
   return new Promise((resolve) => {
@@ -36,8 +43,9 @@ async function isFree(port: number): Promise<boolean> {
   });
 }
 
-export async function startRedisCluster(opts: { dir: string; primaries?: number }): Promise<LocalRedisCluster> {
-  const count = opts.primaries ?? 3;
+export async function startRedisCluster(opts: { dir: string; primaries?: number; replicas?: number }): Promise<LocalRedisCluster> {
+  const replicas = opts.replicas ?? 0;
+  const count = (opts.primaries ?? 3) * (1 + replicas);
   const servers: LocalServer[] = [];
   try {
     for (let i = 0; i < count; i += 1) {
@@ -47,11 +55,11 @@ export async function startRedisCluster(opts: { dir: string; primaries?: number 
     const info = await redisCommand(servers[0]!.port, 'CLUSTER', 'INFO');
     // A data dir used before keeps its node table: the cluster is formed already.
     if (!/cluster_slots_assigned:16384/.test(info)) {
-      await promisify(execFile)(binary('redis-cli'), ['--cluster', 'create', ...nodes, '--cluster-replicas', '0', '--cluster-yes'], { timeout: 30_000 });
+      await promisify(execFile)(binary('redis-cli'), ['--cluster', 'create', ...nodes, '--cluster-replicas', String(replicas), '--cluster-yes'], { timeout: 30_000 });
     }
     const deadline = Date.now() + 30_000;
     for (const server of servers) {
-      while (!/cluster_state:ok/.test(await redisCommand(server.port, 'CLUSTER', 'INFO'))) {
+      while (!/cluster_state:ok/.test(await redisCommand(server.port, 'CLUSTER', 'INFO')) || !(await inSync(server.port))) {
         if (Date.now() > deadline) throw new Error(`redis cluster: node ${server.port} not ok within 30 s`);
         await sleep(100);
       }

@@ -1,4 +1,4 @@
-import type { Redis } from 'ioredis';
+import type { Cluster, Redis } from 'ioredis';
 import { EVENT_CHANGED_CHANNEL } from '../redis/keys.ts';
 
 /** how often the idle subscriber connection is pinged, so that its socket timeout can notice it went silent */
@@ -12,7 +12,7 @@ const PING_INTERVAL_MS = 1_000;
 export class SoldOutFlags {
   readonly #until = new Map<string, number>();
   readonly #ttlMs: number;
-  #subscriber: Redis | undefined;
+  #subscriber: Redis | Cluster | undefined;
   #pinger: NodeJS.Timeout | undefined;
 
   constructor(ttlMs: number) {
@@ -36,7 +36,7 @@ export class SoldOutFlags {
   }
 
   /** Listens for event changes on a connection of its own (a subscribed connection can do nothing else). */
-  async start(subscriber: Redis): Promise<void> {
+  async start(subscriber: Redis | Cluster): Promise<void> {
     this.#subscriber = subscriber;
     subscriber.on('message', (_channel: string, eventId: string) => this.forget(eventId));
     // After a reconnect the subscription is renewed by ioredis, but changes made meanwhile were missed.

@@ -1,4 +1,4 @@
-/** The Redis side of archiving an event: its whole gate state deleted and its registry entry removed at once. */
+/** The Redis side of archiving an event: its whole gate state deleted at once, then its registry entry removed. */
 import { readFileSync } from 'node:fs';
 import type { CouponRedis } from './client.ts';
 import { EVENT_REGISTRY_KEY, PERSIST_GROUP, eventKeys } from './keys.ts';
@@ -15,9 +15,11 @@ export function eventStateKeys(eventId: string): string[] {
 }
 
 /**
- * Deletes the event's gate state (meta, counter, users, outbox, persisted bitmap) and removes it from the
- * registry in one script (archive-event.lua), but only if the counter and the end are still `checked` and no
- * outbox entry is pending. `checked: null` deletes unconditionally: for an event MySQL already calls archived.
+ * Deletes the event's gate state (meta, counter, users, outbox, persisted bitmap) in one script
+ * (archive-event.lua), but only if the counter and the end are still `checked` and no outbox entry is pending;
+ * then removes it from the registry. `checked: null` deletes unconditionally: for an event MySQL already calls
+ * archived. A crash between the two leaves a registered event MySQL calls archived: the archiver's next pass
+ * removes it (Archiver.#removeLeftovers).
  */
 export async function deleteEventState(
   redis: CouponRedis, eventId: string, checked: { issued: number; endsAtMs: number } | null,
@@ -25,11 +27,14 @@ export async function deleteEventState(
   const keys = eventStateKeys(eventId);
   const tombstone = eventKeys(eventId).archived;
   if (checked === null) {
-    await redis.multi().del(...keys).srem(EVENT_REGISTRY_KEY, eventId).set(tombstone, '1').exec();
+    await redis.multi().del(...keys).set(tombstone, '1').exec();
+    await redis.srem(EVENT_REGISTRY_KEY, eventId);
     return 'deleted';
   }
   const result = Number(await redis.eval(
-    ARCHIVE_EVENT_LUA, 7, ...keys, EVENT_REGISTRY_KEY, tombstone, eventId, String(checked.issued), String(checked.endsAtMs), PERSIST_GROUP,
+    ARCHIVE_EVENT_LUA, 6, ...keys, tombstone, eventId, String(checked.issued), String(checked.endsAtMs), PERSIST_GROUP,
   ));
-  return result === 1 ? 'deleted' : result === 0 ? 'absent' : 'moved';
+  if (result === -1) return 'moved';
+  await redis.srem(EVENT_REGISTRY_KEY, eventId);
+  return result === 1 ? 'deleted' : 'absent';
 }

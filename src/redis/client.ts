@@ -1,5 +1,5 @@
 import { readFileSync } from 'node:fs';
-import { Redis, type RedisOptions } from 'ioredis';
+import { Cluster, Redis, type RedisOptions } from 'ioredis';
 import type { RedisTarget } from '../config.ts';
 import { PERSIST_BUCKET_KEY } from './keys.ts';
 
@@ -8,7 +8,7 @@ const script = (name: string): string => readFileSync(new URL(`./${name}.lua`, i
 /** The scripts, loaded once per connection and then called by EVALSHA (ioredis falls back to EVAL on NOSCRIPT). */
 const SCRIPTS = {
   gate: { numberOfKeys: 4, lua: script('gate') },
-  installEvent: { numberOfKeys: 5, lua: script('install-event') },
+  installEvent: { numberOfKeys: 4, lua: script('install-event') },
   checkHolders: { numberOfKeys: 2, lua: script('check-holders') },
   updateEvent: { numberOfKeys: 2, lua: script('update-event') },
   reservePersistSlot: { numberOfKeys: 1, lua: script('persist-bucket') },
@@ -25,7 +25,8 @@ interface ScriptCommands {
   removeConsumerIfIdle(stream: string, group: string, consumer: string): Promise<number>;
 }
 
-export type CouponRedis = Redis & ScriptCommands;
+/** A client of any topology: one server, a Sentinel-followed primary, or a Redis Cluster (see topology.ts). */
+export type CouponRedis = (Redis | Cluster) & ScriptCommands;
 
 export interface RedisClientOptions {
   /** Fail commands at once while disconnected instead of queueing them (the api's gate must answer fast). */
@@ -42,12 +43,13 @@ export interface RedisClientOptions {
   autoPipelining?: boolean;
 }
 
-/** A Redis URL, or a whole target from the configuration (a single server or Sentinel-discovered primary). */
+/** A Redis URL, or a whole target from the configuration (a single server, a Sentinel-discovered primary, a Cluster). */
 export type RedisTargetLike = string | RedisTarget;
 
 /**
- * The one way this project opens a Redis connection, whatever the topology: a single server named by URL, or
- * the primary the Sentinels name, followed across failovers by the client itself.
+ * The one way this project opens a Redis connection, whatever the topology: a single server named by URL, the
+ * primary the Sentinels name (followed across failovers by the client itself), or a Redis Cluster found from its
+ * seed nodes (each command sent to the shard that owns its keys' slot, MOVED/ASK/TRYAGAIN followed by the client).
  */
 export function createRedis(target: RedisTargetLike, options: RedisClientOptions = {}): CouponRedis {
   const resolved: RedisTarget = typeof target === 'string' ? { kind: 'standalone', url: target } : target;
@@ -67,11 +69,13 @@ export function createRedis(target: RedisTargetLike, options: RedisClientOptions
   };
   const redis = resolved.kind === 'standalone'
     ? new Redis(resolved.url, redisOptions)
-    : new Redis({ ...redisOptions, ...sentinelOptions(resolved) });
+    : resolved.kind === 'sentinel'
+      ? new Redis({ ...redisOptions, ...sentinelOptions(resolved) })
+      : clusterClient(resolved, redisOptions, options);
   for (const [name, definition] of Object.entries(SCRIPTS)) {
     redis.defineCommand(name, definition);
   }
-  if (resolved.kind === 'sentinel') keepConnecting(redis);
+  if (redis instanceof Redis && resolved.kind === 'sentinel') keepConnecting(redis);
   return redis as CouponRedis;
 }
 
@@ -100,6 +104,33 @@ function keepConnecting(redis: Redis): void {
   });
 }
 
+/**
+ * A Cluster client. Each node connection gets the same options as a single server's (timeouts, keepalive); the
+ * Cluster itself re-reads the slot map every second, and follows MOVED at once and TRYAGAIN (a script whose keys
+ * are mid-migration) after 50 ms, for at most 16 redirections: the gate's own deadline bounds the wait.
+ */
+function clusterClient(target: Extract<RedisTarget, { kind: 'cluster' }>, redisOptions: RedisOptions, options: RedisClientOptions): Cluster {
+  const url = new URL(target.url);
+  const { retryStrategy: _single, enableOfflineQueue: _queue, ...nodeOptions } = redisOptions;
+  return new Cluster(target.nodes.map(({ host, port }) => ({ host, port })), {
+    redisOptions: {
+      ...nodeOptions,
+      ...(url.username && { username: decodeURIComponent(url.username) }),
+      ...(url.password && { password: decodeURIComponent(url.password) }),
+      ...(url.protocol === 'rediss:' && { tls: {} }),
+    },
+    ...(options.failFast && { enableOfflineQueue: false }),
+    ...(options.autoPipelining && { enableAutoPipelining: true }),
+    clusterRetryStrategy: (attempt) => Math.min(attempt * 100, 1_000),
+    // A node that restarts keeps its slots: reconnect to it rather than wait for a MOVED to name it again.
+    clusterNodeRetryStrategy: (attempt) => Math.min(attempt * 100, 1_000),
+    retryDelayOnTryAgain: 50,
+    retryDelayOnFailover: 100,
+    slotsRefreshInterval: 1_000,
+    slotsRefreshTimeout: 1_000,
+  });
+}
+
 /** Sentinel settings for ioredis; the primary's credentials, database and TLS come from REDIS_URL. */
 function sentinelOptions(target: Extract<RedisTarget, { kind: 'sentinel' }>): RedisOptions {
   const url = new URL(target.url);
@@ -123,7 +154,7 @@ function sentinelOptions(target: Extract<RedisTarget, { kind: 'sentinel' }>): Re
  * promoted). Neither is replicated, so a marker written on one server and copied to its replica does not match
  * the replica once it is promoted: that is how a server that may be older than MySQL is recognised.
  */
-export async function serverIdentity(redis: Redis): Promise<string> {
+export async function serverIdentity(redis: Redis | Cluster): Promise<string> {
   const [info, replication] = await Promise.all([redis.info('server'), redis.info('replication')]);
   const field = (text: string, name: string) => new RegExp(`^${name}:(\\S+)`, 'm').exec(text)?.[1] ?? '?';
   return `${field(info, 'run_id')}/${field(replication, 'master_replid')}`;
@@ -154,7 +185,7 @@ export async function reservePersistSlot(
 }
 
 /** Redis server time in epoch milliseconds: the clock the gate uses. */
-export async function redisNowMs(redis: Redis): Promise<number> {
+export async function redisNowMs(redis: Redis | Cluster): Promise<number> {
   const [seconds, micros] = await redis.time();
   return Number(seconds) * 1000 + Math.floor(Number(micros) / 1000);
 }

@@ -40,8 +40,12 @@ export const INSTALL_CHUNK_USERS = 500;
  */
 export async function installEventState(redis: CouponRedis, eventId: string, state: GateState): Promise<InstallOutcome> {
   const keys = eventKeys(eventId);
+  // Registered first, so the worker drains whatever the gate issues from the state written next (on a Cluster the
+  // registry is a key on some other shard: it cannot be written in the same script). A registered event without
+  // its state yet is harmless: the worker skips a stream without its group.
+  await redis.sadd(EVENT_REGISTRY_KEY, eventId);
   const call = (mode: InstallMode, pairs: readonly string[], token = ''): Promise<number> => redis.installEvent(
-    keys.meta, keys.issued, keys.users, keys.outbox, EVENT_REGISTRY_KEY,
+    keys.meta, keys.issued, keys.users, keys.outbox,
     mode, eventId, String(state.totalQuantity), String(state.startsAtMs), state.endsAtMs === null ? '' : String(state.endsAtMs),
     String(state.issued), PERSIST_GROUP, String(state.epoch ?? 0), token, state.paused ? '1' : '0', ...pairs,
   );

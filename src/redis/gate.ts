@@ -31,7 +31,7 @@ export async function applyForCoupon(
   const outcome = await runGate(redis, eventId, userId, requestId, timeoutMs);
   // GATE_MIN_REPLICAS: an issued coupon is answered only once replicas hold it (NotReplicatedError otherwise).
   // A repeat wrote its entry again, so the acknowledgement covers the original write too.
-  if ((outcome.kind === 'issued' || outcome.kind === 'repeated') && replicas) await replicas.confirm();
+  if ((outcome.kind === 'issued' || outcome.kind === 'repeated') && replicas) await replicas.confirm(eventKeys(eventId).meta);
   return outcome;
 }
 

@@ -21,7 +21,8 @@
   KEYS[2] issued  string
   KEYS[3] users   hash; while a state is staged, also the field MARKER (never a user id: ids have no ':')
   KEYS[4] outbox  stream (its consumer group is created here)
-  KEYS[5] registry set of event ids the worker drains
+  All four share the event's hash tag, so the script runs on Redis Cluster too. The registry of events (a key of
+  its own, elsewhere on a Cluster) is written by the caller before the first call: see installEventState.
 
   ARGV[1] mode (above)
   ARGV[2] eventId
@@ -53,7 +54,6 @@ local function ensureGroup()
   else
     pcall(redis.call, 'XGROUP', 'CREATE', KEYS[4], ARGV[7], '0')
   end
-  redis.call('SADD', KEYS[5], ARGV[2])
 end
 
 local function writePairs()

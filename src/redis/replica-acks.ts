@@ -1,4 +1,6 @@
 import type { Redis } from 'ioredis';
+import type { CouponRedis } from './client.ts';
+import { primaryOf } from './topology.ts';
 
 /** The gate's write was not acknowledged by enough replicas in time: answered 503, its state is the primary's. */
 export class NotReplicatedError extends Error {
@@ -13,9 +15,37 @@ export class NotReplicatedError extends Error {
  * them cannot lose it. Redis WAIT covers every write the connection made before it, and blocks the connection
  * while it waits; so one WAIT at a time serves every request issued before it was sent (group commit), and the
  * requests issued meanwhile share the next one. Under a burst that is one WAIT per replication round trip, not
- * one per coupon.
+ * one per coupon. On a Cluster the WAIT goes to the primary that holds the event (each shard's replicas count for
+ * its own events), one group per primary.
  */
 export class ReplicaAcks {
+  readonly #redis: CouponRedis;
+  readonly #replicas: number;
+  readonly #timeoutMs: number;
+  readonly #groups = new WeakMap<Redis, WaitGroup>();
+
+  constructor(redis: CouponRedis, replicas: number, timeoutMs: number) {
+    this.#redis = redis;
+    this.#replicas = replicas;
+    this.#timeoutMs = timeoutMs;
+  }
+
+  /**
+   * Resolves once enough replicas hold every write made before the call on the connection to the primary that
+   * holds `key`; throws otherwise.
+   */
+  async confirm(key: string): Promise<void> {
+    const primary = primaryOf(this.#redis, key);
+    if (!primary) throw new NotReplicatedError(this.#replicas, 0);
+    let group = this.#groups.get(primary);
+    if (!group) this.#groups.set(primary, (group = new WaitGroup(primary, this.#replicas, this.#timeoutMs)));
+    const acked = await group.nextWait();
+    if (acked < this.#replicas) throw new NotReplicatedError(this.#replicas, acked);
+  }
+}
+
+/** The WAITs of one connection: one in flight, and the one after it that later callers share. */
+class WaitGroup {
   readonly #redis: Redis;
   readonly #replicas: number;
   readonly #timeoutMs: number;
@@ -28,13 +58,7 @@ export class ReplicaAcks {
     this.#timeoutMs = timeoutMs;
   }
 
-  /** Resolves once enough replicas hold every write this connection made before the call; throws otherwise. */
-  async confirm(): Promise<void> {
-    const acked = await this.#nextWait();
-    if (acked < this.#replicas) throw new NotReplicatedError(this.#replicas, acked);
-  }
-
-  #nextWait(): Promise<number> {
+  nextWait(): Promise<number> {
     if (!this.#inFlight) {
       const wait = this.#redis.wait(this.#replicas, this.#timeoutMs);
       this.#inFlight = wait.finally(() => { this.#inFlight = undefined; });
@@ -47,6 +71,6 @@ export class ReplicaAcks {
 
   readonly #startNext = (): Promise<number> => {
     this.#next = undefined;
-    return this.#nextWait();
+    return this.nextWait();
   };
 }

@@ -1,48 +1,82 @@
 /**
- * WIP for issue 10 (Redis Cluster): the local Cluster the tests will run on, and the gate script running on it
- * per event slot. The service itself does not speak Cluster yet (no REDIS_CLUSTER_NODES, a global registry key).
+ * The service on a Redis Cluster (REDIS_CLUSTER_NODES): 3 primaries from `redis-server --cluster-enabled yes`,
+ * joined by `redis-cli --cluster create`; 2 api and 2 worker processes. Events spread over every shard by hash
+ * slot, each issues exactly N, and every 202 a client got is a row in MySQL (history check).
  */
-import { readFileSync } from 'node:fs';
-import { mkdtemp, rm } from 'node:fs/promises';
-import { tmpdir } from 'node:os';
-import { join } from 'node:path';
-import { Cluster } from 'ioredis';
-import { type LocalRedisCluster, startRedisCluster } from '../../scripts/local-servers/redis-cluster.ts';
-import { eventKeys } from '../../src/redis/keys.ts';
+import { EVENT_REGISTRY_KEY, eventKeys } from '../../src/redis/keys.ts';
+import {
+  type ServiceProcess, apply, closePool, createEvent, query, request, spawnApi, spawnWorker, uniqueEventId, waitForPersisted,
+} from '../support/harness.ts';
+import { checkPersisted, scrapeMetric } from '../support/observe.ts';
+import { type OwnRedisCluster, eventIdsOnEveryShard, ownerOf, startOwnRedisCluster } from '../support/redis-cluster.ts';
 
-const GATE_LUA = readFileSync(new URL('../../src/redis/gate.lua', import.meta.url), 'utf8');
+const TOTAL = 30;
+const USERS_PER_EVENT = 60;
+const IN_FLIGHT = 48;
 
-describe('a local Redis Cluster (issue 10, groundwork)', () => {
-  let dir: string;
-  let cluster: LocalRedisCluster;
-  let client: Cluster & { gate(...args: string[]): Promise<[number, number, number]> };
+let own: OwnRedisCluster;
+let apis: ServiceProcess[];
+let workers: ServiceProcess[];
 
-  beforeAll(async () => {
-    dir = await mkdtemp(join(tmpdir(), 'coupon-redis-cluster-'));
-    cluster = await startRedisCluster({ dir });
-    client = new Cluster(cluster.nodes.map((node) => ({ host: node.split(':')[0]!, port: Number(node.split(':')[1]) }))) as typeof client;
-    client.defineCommand('gate', { numberOfKeys: 4, lua: GATE_LUA });
-  }, 60_000);
-  afterAll(async () => {
-    client?.disconnect();
-    await cluster?.stop();
-    await rm(dir, { recursive: true, force: true });
-  });
+beforeAll(async () => {
+  own = await startOwnRedisCluster('redis-cluster');
+  apis = await Promise.all([spawnApi(own.env), spawnApi(own.env)]);
+  workers = await Promise.all([spawnWorker(own.env), spawnWorker(own.env)]);
+}, 90_000);
+afterAll(async () => {
+  await Promise.all([...(apis ?? []), ...(workers ?? [])].map((process) => process.stop()));
+  await own?.stop();
+  await closePool();
+});
 
-  test('when 9 events are gated on a 3-primary Cluster, then they spread over every node and each issues exactly N', async () => {
-    const owners = new Set<string>();
-    for (let i = 0; i < 9; i += 1) {
-      const eventId = `cluster-${i}`;
-      const keys = eventKeys(eventId);
-      await client.hset(keys.meta, 'total', '5', 'startsAt', '0');
-      const answers = await Promise.all(Array.from({ length: 8 }, (_, u) =>
-        client.gate(keys.meta, keys.issued, keys.users, keys.outbox, eventId, `user-${u}`, `request-${u}`)));
-      expect(answers.filter(([code]) => code === 0).map(([, sequence]) => sequence).sort()).toEqual([1, 2, 3, 4, 5]);
-      expect(answers.filter(([code]) => code === 2)).toHaveLength(3);
-      expect(await client.xlen(keys.outbox)).toBe(5);
-      const slot = Number(await client.cluster('KEYSLOT', keys.meta));
-      owners.add(String(client.slots[slot]?.[0]));
+test('when 9 events spread over 3 shards get a burst through 2 apis and 2 workers, then each issues exactly N and every 202 is a row', async () => {
+  const eventIds = eventIdsOnEveryShard(own.client, 'cluster', 3);
+  expect(new Set(eventIds.map((eventId) => ownerOf(own.client, eventId))).size).toBe(3);
+  for (const [i, eventId] of eventIds.entries()) await createEvent(apis[i % 2]!.url, { id: eventId, totalQuantity: TOTAL });
+
+  // Every event's users interleaved, half through each api, IN_FLIGHT requests at a time.
+  // User ids of this run alone: the suite's shared MySQL holds other tests' coupons of `user-0` and the like.
+  const run = uniqueEventId('u');
+  const calls = Array.from({ length: USERS_PER_EVENT }, (_, u) => eventIds.map((eventId) => ({ eventId, userId: `${run}-${u}` }))).flat();
+  const answers = new Map<string, Record<number, number>>(eventIds.map((eventId) => [eventId, {}]));
+  const issued = new Map<string, Array<{ userId: string; sequence: number }>>(eventIds.map((eventId) => [eventId, []]));
+  let next = 0;
+  await Promise.all(Array.from({ length: IN_FLIGHT }, async () => {
+    for (let call = calls[next++]; call; call = calls[next++]) {
+      const answer = await apply(apis[next % 2]!.url, call.eventId, call.userId);
+      const counts = answers.get(call.eventId)!;
+      counts[answer.status] = (counts[answer.status] ?? 0) + 1;
+      if (answer.status === 202) issued.get(call.eventId)!.push({ userId: call.userId, sequence: answer.body.sequence! });
     }
-    expect(owners.size).toBe(3);
-  });
+  }));
+
+  for (const eventId of eventIds) {
+    expect({ eventId, answers: answers.get(eventId) }).toEqual({ eventId, answers: { 202: TOTAL, 410: USERS_PER_EVENT - TOTAL } });
+    await waitForPersisted(eventId, TOTAL);
+    expect(await checkPersisted(query, eventId, issued.get(eventId)!)).toEqual({
+      rows: TOTAL, distinctUsers: TOTAL, distinctSequences: TOTAL, minSequence: 1, maxSequence: TOTAL, issuedButMissing: [],
+    });
+    // The event's keys (the outbox among them) live on its shard alone; the registry, one key, names it.
+    expect(await own.client.xlen(eventKeys(eventId).outbox)).toBeGreaterThan(0);
+    expect(await own.client.sismember(EVENT_REGISTRY_KEY, eventId)).toBe(1);
+  }
+  // Both workers drained streams of the Cluster, and both apis answered.
+  const persistedBy = await Promise.all(workers.map((worker) => scrapeMetric(worker.url, 'coupon_persisted_total')));
+  expect(persistedBy.reduce((a, b) => a + b, 0)).toBe(9 * TOTAL);
+  for (const count of persistedBy) expect(count).toBeGreaterThan(0);
+
+  // One user's coupons across the shards: the read asks each event's users hash on its own shard.
+  const holder = issued.get(eventIds[0]!)![0]!.userId;
+  const held = eventIds.filter((eventId) => issued.get(eventId)!.some((coupon) => coupon.userId === holder));
+  const listed = await request<{ coupons: Array<{ eventId: string }> }>(`${apis[1]!.url}/v1/users/${holder}/coupons`);
+  expect(listed.status).toBe(200);
+  expect(listed.body.coupons.map((coupon) => coupon.eventId).sort()).toEqual([...held].sort());
+}, 180_000);
+
+test('when an event is created on a Cluster, then an unknown event id on any shard answers 404 without waiting for a restore', async () => {
+  const unknown = eventIdsOnEveryShard(own.client, 'nowhere', 1);
+  for (const eventId of unknown) {
+    const answer = await apply(apis[0]!.url, eventId, 'someone');
+    expect({ eventId, status: answer.status, error: answer.body.error }).toEqual({ eventId, status: 404, error: 'event_not_found' });
+  }
 });

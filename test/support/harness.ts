@@ -117,7 +117,7 @@ export async function createEvent(
 }
 
 export const apply = (apiUrl: string, eventId: string, userId: string) =>
-  request<{ status?: string; sequence?: number; error?: string }>(`${apiUrl}/v1/events/${eventId}/apply`, { body: { userId } });
+  request<{ status?: string; sequence?: number; error?: string; message?: string }>(`${apiUrl}/v1/events/${eventId}/apply`, { body: { userId } });
 
 let pool: mysql.Pool | undefined;
 

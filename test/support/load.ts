@@ -5,7 +5,7 @@ export interface ApplyResult {
   userId: string;
   /** HTTP status, or 0 when every attempt failed at the network level */
   status: number;
-  body: { status?: string; sequence?: number; error?: string };
+  body: { status?: string; sequence?: number; error?: string; message?: string };
   /** when the (last) attempt started, ms since the load began */
   startedMs: number;
   /** latency of the last attempt in ms */

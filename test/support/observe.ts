@@ -62,6 +62,16 @@ export interface PersistedCheck {
   issuedButMissing: string[];
 }
 
+/**
+ * The coupon an apply answer tells its client of: a 202's sequence, or the one a 409 already_applied names
+ * ("user u already holds coupon 7"); undefined for any other answer.
+ */
+export function toldSequence(status: number, body: { sequence?: number; error?: string; message?: string }): number | undefined {
+  if (status === 202) return body.sequence;
+  const held = status === 409 && body.error === 'already_applied' ? /holds coupon (\d+)/.exec(body.message ?? '') : null;
+  return held ? Number(held[1]) : undefined;
+}
+
 /** Compares the coupon rows of an event with the 202 answers the clients saw. */
 export async function checkPersisted(
   query: Query, eventId: string, issued: Array<{ userId: string; sequence: number }>,

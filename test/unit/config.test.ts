@@ -114,6 +114,24 @@ describe('the settings table', () => {
   });
 });
 
+describe('Redis Cluster', () => {
+  test('when seed nodes are named, then the target is the Cluster, with the credentials of REDIS_URL', () => {
+    const config = loadConfig({ REDIS_URL: 'rediss://:pw@ignored:6379', REDIS_CLUSTER_NODES: 'r-0:6379, r-1:6380,[::1]:7000' });
+    expect(config.redis).toEqual({
+      kind: 'cluster', url: 'rediss://:pw@ignored:6379', nodes: [{ host: 'r-0', port: 6379 }, { host: 'r-1', port: 6380 }, { host: '::1', port: 7000 }],
+    });
+  });
+
+  test.each([
+    [{ REDIS_CLUSTER_NODES: 'r-0:6379', REDIS_SENTINELS: 's-0:26379', REDIS_SENTINEL_MASTER: 'coupon' }, /REDIS_CLUSTER_NODES and REDIS_SENTINELS are both set/],
+    [{ REDIS_CLUSTER_NODES: 'r-0' }, /REDIS_CLUSTER_NODES must be host:port\[,host:port\.\.\.\], got "r-0"/],
+    [{ REDIS_CLUSTER_NODES: 'r-0:6379', REDIS_URL: 'redis://r:6379/2' }, /a Redis Cluster has only database 0/],
+  ])('when %p is set, then start-up fails naming what is wrong', (env, message) => {
+    expect(() => loadConfig(env)).toThrow(ConfigError);
+    expect(() => loadConfig(env)).toThrow(message);
+  });
+});
+
 describe('Redis behind Sentinel', () => {
   test('when Sentinels and a master are named, then the target is the Sentinels with their password', () => {
     const config = loadConfig({

@@ -1,0 +1,184 @@
+/**
+ * A Redis Cluster with a replica per primary (3 + 3 servers), GATE_MIN_REPLICAS=1, 2 apis and 2 workers on the
+ * fault stack's own MySQL and PostgreSQL.
+ *
+ * 1. GATE_MIN_REPLICAS applies per shard: with one shard's replica down, that shard's events answer 503 (no
+ *    replica can acknowledge their writes) while the other shards' events go on issuing; the replica back, its
+ *    shard issues again.
+ * 2. A primary dies mid-burst (SIGKILL): the Cluster promotes its replica after cluster-node-timeout, the api
+ *    checks the promoted server against MySQL before it issues there, and the killed node comes back as the new
+ *    primary's replica. History check: every answer a client got, on every shard, against MySQL at the end.
+ */
+import { mkdtemp, rm } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { setTimeout as sleep } from 'node:timers/promises';
+import type { LocalServer } from '../../scripts/local-servers/index.ts';
+import { type LocalRedisCluster, inSync, startRedisCluster } from '../../scripts/local-servers/redis-cluster.ts';
+import { redisCommand } from '../../scripts/local-servers/redis.ts';
+import type { ServiceProcess } from '../../scripts/services.ts';
+import type { CouponRedis } from '../../src/redis/client.ts';
+import { createEvent, waitFor } from '../support/harness.ts';
+import { describeFault } from '../support/fault-stack.ts';
+import { type ApplyResult, applyLoad, countBy, percentile, users } from '../support/load.ts';
+import { checkPersisted, recordFigures, toldSequence } from '../support/observe.ts';
+import { clusterClient, eventIdsOnEveryShard, ownerOf, ready } from '../support/redis-cluster.ts';
+
+const TOTAL = 400;
+const USERS = 800;
+const CONCURRENCY = 24;
+/** a client answered 503 tries once more this much later */
+const RETRY_AFTER_MS = 1_500;
+
+describeFault('Redis Cluster replicas and primary failover', { folder: 'redis-cluster-failover' }, (stack) => {
+  let dir: string;
+  let cluster: LocalRedisCluster;
+  let client: CouponRedis & { slots: string[][] };
+  let env: Record<string, string>;
+  let apis: ServiceProcess[];
+
+  beforeAll(async () => {
+    dir = await mkdtemp(join(tmpdir(), 'coupon-cluster-failover-'));
+    cluster = await startRedisCluster({ dir, replicas: 1 });
+    const clusterEnv = { REDIS_URL: `redis://${cluster.nodes[0]}`, REDIS_CLUSTER_NODES: cluster.nodes.join(',') };
+    client = clusterClient(clusterEnv) as typeof client;
+    await ready(client);
+    env = {
+      ...clusterEnv, GATE_MIN_REPLICAS: '1', GATE_REPLICA_TIMEOUT_MS: '200',
+      // Only to bound the test: entries a worker held when a primary died are taken over after this long.
+      CLAIM_IDLE_MS: '3000',
+    };
+  }, 120_000);
+  // describeFault kills each test's processes after it; each test spawns its own.
+  beforeEach(async () => {
+    apis = [await stack.spawnApi(env), await stack.spawnApi(env)];
+    await stack.spawnWorker(env);
+    await stack.spawnWorker(env);
+  }, 60_000);
+  // Before describeFault stops the stack's servers.
+  afterAll(async () => {
+    await stack.stopProcesses();
+    client?.disconnect();
+    await cluster?.stop();
+    if (dir) await rm(dir, { recursive: true, force: true });
+  }, 60_000);
+
+  /** The server of the node host:port, and its replica. */
+  const serverOf = (node: string) => cluster.servers.find((server) => `127.0.0.1:${server.port}` === node)!;
+  const replicaOf = async (primary: LocalServer): Promise<LocalServer> => {
+    for (const server of cluster.servers) {
+      if (new RegExp(`master_port:${primary.port}\\b`).test(await redisCommand(server.port, 'INFO', 'replication'))) return server;
+    }
+    throw new Error(`no replica of ${primary.port}`);
+  };
+  const statusesOf = (results: ApplyResult[]) => countBy(results, (result) => result.status);
+
+  test('GATE_MIN_REPLICAS per shard: one shard\'s replica down makes only that shard\'s events answer 503, and their users learn their coupons once it is back', async () => {
+    const eventIds = eventIdsOnEveryShard(client, 'replica-down', 1);
+    for (const eventId of eventIds) await createEvent(apis[0]!.url, { id: eventId, totalQuantity: 100 });
+    const [quiet, ...others] = eventIds;
+    const replica = await replicaOf(serverOf(ownerOf(client, quiet!)));
+    await replica.kill();
+    const during = await Promise.all(eventIds.map((eventId, i) =>
+      applyLoad({ urls: () => [apis[i % 2]!.url], eventId, users: users(`down-${i}`, 20), concurrency: 4 })));
+    expect(statusesOf(during[0]!)).toEqual({ 503: 20 });
+    for (const results of during.slice(1)) expect(statusesOf(results)).toEqual({ 202: 20 });
+
+    await replica.start();
+    await waitFor(() => inSync(replica.port), { timeoutMs: 30_000, what: 'the replica back in sync' });
+    const after = await applyLoad({ urls: () => [apis[1]!.url], eventId: quiet!, users: users('down-0', 20), concurrency: 4 });
+    // The same users ask again. The primary had run the gate (the 503 said only that no replica held it yet), so
+    // each learns the coupon it holds, and the replica, back, now holds it too.
+    expect(statusesOf(after)).toEqual({ 409: 20 });
+    expect(after.map((result) => toldSequence(result.status, result.body)).sort((a, b) => a! - b!)).toEqual(Array.from({ length: 20 }, (_, i) => i + 1));
+    const persisted = await Promise.all(eventIds.map((eventId, i) => waitFor(async () => {
+      const issued = (i === 0 ? after : during[i]!).map((result) => ({ userId: result.userId, sequence: toldSequence(result.status, result.body)! }));
+      const check = await checkPersisted(stack.query, eventId, issued);
+      return check.rows === 20 && check.issuedButMissing.length === 0 ? check : undefined;
+    }, { timeoutMs: 30_000, what: `the coupons of ${eventId} persisted` })));
+    for (const check of persisted) expect(check).toMatchObject({ rows: 20, distinctUsers: 20, distinctSequences: 20, minSequence: 1, maxSequence: 20 });
+    expect(others).toHaveLength(2);
+  }, 120_000);
+
+  test('when a shard\'s primary is SIGKILLed mid-burst, then its replica is promoted, issuing resumes after the check, and every 202 on every shard is a MySQL row', async () => {
+    const eventIds = eventIdsOnEveryShard(client, 'failover', 1);
+    for (const eventId of eventIds) await createEvent(apis[0]!.url, { id: eventId, totalQuantity: TOTAL });
+    const victim = eventIds[0]!;
+    const primary = serverOf(ownerOf(client, victim));
+    const replica = await replicaOf(primary);
+
+    const started = performance.now();
+    const at: { kill?: number; promoted?: number; rejoined?: number } = {};
+    const answers = new Map<string, Array<ApplyResult & { attempt: 'first' | 'retry'; answeredAt: number }>>(eventIds.map((eventId) => [eventId, []]));
+    const retries: Array<Promise<unknown>> = [];
+    let fault: Promise<void> | undefined;
+    const inflict = async () => {
+      at.kill = performance.now() - started;
+      await primary.kill();
+      await waitFor(async () => /role:master/.test(await redisCommand(replica.port, 'INFO', 'replication')) || undefined,
+        { timeoutMs: 30_000, intervalMs: 20, what: 'the Cluster to promote the replica' });
+      at.promoted = performance.now() - started;
+      // The killed node comes back (same node table) and rejoins as the promoted primary's replica.
+      await primary.start();
+      await waitFor(() => inSync(primary.port), { timeoutMs: 30_000, what: 'the killed node back as a replica' });
+      at.rejoined = performance.now() - started;
+    };
+    const record = (eventId: string, attempt: 'first' | 'retry') => (result: ApplyResult) => {
+      answers.get(eventId)!.push({ ...result, attempt, answeredAt: performance.now() - started });
+      if (attempt === 'first' && result.status === 503) {
+        retries.push(sleep(RETRY_AFTER_MS).then(() => applyLoad({
+          urls: () => apis.map((api) => api.url), eventId, users: [result.userId], concurrency: 1, onResult: record(eventId, 'retry'),
+        })));
+      }
+    };
+    await Promise.all(eventIds.map((eventId) => applyLoad({
+      urls: () => apis.map((api) => api.url), eventId, users: users(eventId, USERS), concurrency: CONCURRENCY / 3, ratePerSec: 100,
+      onResult: (result, done) => {
+        record(eventId, 'first')(result);
+        if (eventId === victim && done === 100 && !fault) fault = inflict();
+      },
+    })));
+    await fault;
+    while (retries.length > 0) await Promise.all(retries.splice(0));
+
+    const figures: Record<string, unknown> = {};
+    for (const eventId of eventIds) {
+      const all = answers.get(eventId)!;
+      // What each user was told: a 202, or a 409 naming the coupon a retry learned it holds. A user whose every
+      // answer was 503 was told nothing: a row of theirs is allowed (the gate ran; the replica had not confirmed).
+      const told = new Map<string, number>();
+      const lastStatus = new Map<string, number>();
+      for (const answer of all) {
+        const sequence = toldSequence(answer.status, answer.body);
+        if (sequence !== undefined) told.set(answer.userId, sequence);
+        lastStatus.set(answer.userId, answer.status);
+      }
+      const issued = [...told].map(([userId, sequence]) => ({ userId, sequence }));
+      const check = await waitFor(async () => {
+        const now = await checkPersisted(stack.query, eventId, issued);
+        return now.issuedButMissing.length === 0 && now.rows >= Math.min(TOTAL, issued.length) ? now : undefined;
+      }, { timeoutMs: 60_000, intervalMs: 250, what: `every 202 of ${eventId} persisted` });
+      expect({ eventId, issuedButMissing: check.issuedButMissing }).toEqual({ eventId, issuedButMissing: [] });
+      expect(check.rows).toBe(check.distinctUsers);
+      expect(check.rows).toBe(check.distinctSequences);
+      expect(check.rows).toBeLessThanOrEqual(TOTAL);
+      const untold = (await stack.query<{ user_id: string }>('select user_id from coupon where event_id = ?', [eventId]))
+        .map((row) => row.user_id).filter((userId) => !told.has(userId));
+      expect({ eventId, untoldWithout503: untold.filter((userId) => lastStatus.get(userId) !== 503) }).toEqual({ eventId, untoldWithout503: [] });
+      for (const answer of all) expect([202, 409, 410, 503]).toContain(answer.status);
+      const first = all.filter((answer) => answer.attempt === 'first');
+      const firstAfterKill = all.find((answer) => answer.status === 202 && at.kill !== undefined && answer.answeredAt - answer.latencyMs > at.kill);
+      figures[eventId === victim ? 'killedShard' : `otherShard${Object.keys(figures).length}`] = {
+        first: statusesOf(first), retries: statusesOf(all.filter((answer) => answer.attempt === 'retry')), rows: check.rows, rowsOfUsersLeftWith503: untold.length,
+        p99Ms: Math.round(percentile(first.map((answer) => answer.latencyMs), 99)),
+        first202AfterKillMs: firstAfterKill && at.kill !== undefined ? Math.round(firstAfterKill.answeredAt - at.kill) : null,
+      };
+    }
+    // The killed shard's event answered 503 for a while; the others did not wait for it.
+    expect(statusesOf(answers.get(victim)!.filter((answer) => answer.attempt === 'first'))[503]).toBeGreaterThan(0);
+    await recordFigures('redis-cluster-failover', {
+      total: TOTAL, usersPerEvent: USERS, killAtMs: Math.round(at.kill!), promotedAfterKillMs: Math.round(at.promoted! - at.kill!),
+      rejoinedAfterKillMs: Math.round(at.rejoined! - at.kill!), ...figures,
+    });
+  }, 180_000);
+});
