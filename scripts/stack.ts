@@ -2,13 +2,19 @@
  * `npm run stack`: the whole service on this machine. Starts throwaway Redis, MariaDB and PostgreSQL under
  * .stack/dev (or reuses servers reachable at REDIS_URL / MYSQL_URL / POSTGRES_URL), migrates, runs one api and
  * one worker in the foreground, and prints the URL and admin token. Ctrl-C stops everything it started.
+ * `npm run stack -- --cluster` runs them on a Redis Cluster instead: the one at REDIS_CLUSTER_NODES, or a fresh
+ * local one of 3 primaries under .stack/dev/redis-cluster (the events in MySQL are restored into it at start).
  * First it installs the Debian packages of the servers it must start when they are missing (as root with apt;
  * scripts/setup/prerequisites.ts), or stops with the one line that says how.
  */
 import { randomBytes } from 'node:crypto';
+import { readdir, rm } from 'node:fs/promises';
+import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
+import { parseArgs } from 'node:util';
 import { migrateUp } from '../src/db/migrate.ts';
-import { type LocalStack, startLocalStack } from './local-servers/index.ts';
+import { type LocalStack, startLocalStack, stopLeftoverServer } from './local-servers/index.ts';
+import { type LocalRedisCluster, startRedisCluster } from './local-servers/redis-cluster.ts';
 import { startApi, startWorker, type ServiceProcess } from './services.ts';
 import { ensureOrExit, serversToStart } from './setup/prerequisites.ts';
 
@@ -16,9 +22,11 @@ const root = fileURLToPath(new URL('..', import.meta.url));
 const apiPort = Number(process.env.PORT ?? 8080);
 const workerPort = Number(process.env.WORKER_PORT ?? 8081);
 const adminToken = process.env.ADMIN_TOKEN ?? randomBytes(18).toString('base64url');
+const { values: args } = parseArgs({ options: { cluster: { type: 'boolean', default: false } } });
 
 const services: ServiceProcess[] = [];
 let stack: LocalStack | undefined;
+let cluster: LocalRedisCluster | undefined;
 let stopping = false;
 
 async function stopAll(code: number): Promise<never> {
@@ -26,6 +34,7 @@ async function stopAll(code: number): Promise<never> {
   stopping = true;
   console.log('\nstopping api, worker and the servers this stack started...');
   await Promise.all(services.map((service) => service.stop('SIGTERM')));
+  await cluster?.stop();
   await stack?.stop();
   process.exit(code);
 }
@@ -39,11 +48,30 @@ stack = await startLocalStack({ dir: `${root}.stack/dev` }).catch(async (error: 
   return stopAll(1);
 });
 
+/**
+ * A fresh local Cluster (its node tables name ports picked at start, so a folder from an earlier run is not
+ * reused: any server left running there is stopped first, and the data comes back from MySQL).
+ */
+async function startDevCluster(): Promise<LocalRedisCluster> {
+  const dir = `${root}.stack/dev/redis-cluster`;
+  const nodes = await readdir(dir).catch(() => []);
+  for (const node of nodes) await stopLeftoverServer(join(dir, node));
+  await rm(dir, { recursive: true, force: true });
+  return startRedisCluster({ dir });
+}
+
+let redisTarget: { REDIS_URL: string; REDIS_CLUSTER_NODES?: string } = { REDIS_URL: stack.redisUrl };
 try {
+  if (args.cluster) {
+    const given = process.env.REDIS_CLUSTER_NODES;
+    if (!given) cluster = await startDevCluster();
+    const nodes = given ?? cluster!.nodes.join(',');
+    redisTarget = { REDIS_URL: given ? stack.redisUrl : `redis://${cluster!.nodes[0]}`, REDIS_CLUSTER_NODES: nodes };
+  }
   const applied = await migrateUp(stack.mysqlUrl);
   console.log(applied.length ? `migrated: ${applied.join(', ')}` : 'database is up to date');
   const env = {
-    REDIS_URL: stack.redisUrl, MYSQL_URL: stack.mysqlUrl, POSTGRES_URL: stack.postgresUrl, ADMIN_TOKEN: adminToken,
+    ...redisTarget, MYSQL_URL: stack.mysqlUrl, POSTGRES_URL: stack.postgresUrl, ADMIN_TOKEN: adminToken,
     SHUTDOWN_DRAIN_MS: process.env.SHUTDOWN_DRAIN_MS ?? '0',
   };
   services.push(await startWorker({ port: workerPort, env, inheritOutput: true }));
@@ -58,7 +86,7 @@ coupon stack is up
   api          http://127.0.0.1:${apiPort}
   worker       http://127.0.0.1:${workerPort}/metrics
   admin token  ${adminToken}
-  redis        ${stack.redisUrl}
+  redis        ${redisTarget.REDIS_CLUSTER_NODES ? `Cluster ${redisTarget.REDIS_CLUSTER_NODES}` : stack.redisUrl}
   mysql        ${stack.mysqlUrl}
   postgres     ${stack.postgresUrl}
 

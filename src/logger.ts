@@ -1,4 +1,5 @@
 import { pino, type Logger } from 'pino';
+import type { RedisTarget } from './config.ts';
 
 export type { Logger };
 
@@ -23,4 +24,13 @@ export function redactUrl(url: string): string {
   } catch {
     return '[unparseable url]';
   }
+}
+
+/** Where Redis is, safe to log: the URL, the Sentinels and master name, or the Cluster's seed nodes. */
+export function describeRedis(target: RedisTarget): string {
+  const hosts = (nodes: ReadonlyArray<{ host: string; port: number }>) =>
+    nodes.map(({ host, port }) => `${host}:${port}`).join(',');
+  if (target.kind === 'sentinel') return `sentinel master ${target.masterName} via ${hosts(target.sentinels)}`;
+  if (target.kind === 'cluster') return `cluster ${hosts(target.nodes)}`;
+  return redactUrl(target.url);
 }

@@ -1,6 +1,6 @@
 import { createServer } from 'node:http';
 import { loadConfig } from '../src/config.ts';
-import { createLogger, redactUrl } from '../src/logger.ts';
+import { createLogger, describeRedis, redactUrl } from '../src/logger.ts';
 import { closeServer, onTermination } from '../src/shutdown.ts';
 import { createWorker } from './worker.ts';
 
@@ -33,7 +33,7 @@ worker.start();
 server.listen(config.port, () => {
   logger.info({
     port: config.port, consumer: worker.consumerName, ratePerSec: config.persistRatePerSec, batchSize: config.persistBatchSize,
-    redis: redactUrl(config.redisUrl), mysql: redactUrl(config.mysqlUrl), postgres: redactUrl(config.postgresUrl),
+    redis: describeRedis(config.redis), mysql: redactUrl(config.mysqlUrl), postgres: redactUrl(config.postgresUrl),
   }, 'worker started');
 });
 

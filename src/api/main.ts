@@ -3,7 +3,7 @@ import { loadConfig } from '../config.ts';
 import { CouponStore } from '../db/store.ts';
 import { createOrm } from '../db/orm.ts';
 import { EventService } from '../event-service.ts';
-import { createLogger, redactUrl } from '../logger.ts';
+import { createLogger, describeRedis, redactUrl } from '../logger.ts';
 import { createRegistry } from '../metrics.ts';
 import { CheckedServer, GateStateKeeper } from '../gate-state.ts';
 import { createRedis } from '../redis/client.ts';
@@ -66,7 +66,7 @@ const server = createServer({ keepAliveTimeout: 65_000 }, (req, res) => {
   return handle(req, res);
 });
 server.listen(config.port, () => {
-  logger.info({ port: config.port, redis: redactUrl(config.redisUrl), mysql: redactUrl(config.mysqlUrl) }, 'api listening');
+  logger.info({ port: config.port, redis: describeRedis(config.redis), mysql: redactUrl(config.mysqlUrl) }, 'api listening');
 });
 
 onTermination(logger, async () => {
