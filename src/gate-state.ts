@@ -73,8 +73,7 @@ export class GateStateKeeper {
 
   /** Checks and repairs what needs it (checkPrimaries); true once every primary is checked. */
   async ensureChecked(): Promise<boolean> {
-    const checked = await this.checkPrimaries();
-    return primaries(this.#redis).every((node) => checked.has(nodeName(node)) || markerKeyOf(this.#redis, node) === undefined);
+    return allChecked(this.#redis, await this.checkPrimaries());
   }
 
   /**
@@ -265,7 +264,7 @@ export class CheckedServer {
           if (connection === this.#connection) {
             this.#checked = checked;
             if (checked.size > 0) this.#everChecked = true;
-            done = primaries(this.#redis).every((node) => checked.has(nodeName(node)) || markerKeyOf(this.#redis, node) === undefined);
+            done = allChecked(this.#redis, checked);
           }
         } catch (error) {
           this.#logger.debug({ err: error }, 'gate state check failed; retrying');
@@ -276,4 +275,10 @@ export class CheckedServer {
       this.#polling = false;
     }
   }
+}
+
+/** Whether every primary that owns slots is among `checked` (false while a Cluster's nodes are not known yet). */
+function allChecked(redis: CouponRedis, checked: ReadonlySet<string>): boolean {
+  const nodes = primaries(redis);
+  return nodes.length > 0 && nodes.every((node) => checked.has(nodeName(node)) || markerKeyOf(redis, node) === undefined);
 }

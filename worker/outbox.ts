@@ -210,15 +210,28 @@ export class OutboxStreams {
     this.#streams = this.#streams.filter((known) => known !== stream);
   }
 
-  /** Leaves out every stream that does not exist (no state installed, or lost) until the registry is read again. */
+  /**
+   * Leaves out every stream without its consumer group (no state installed yet, or lost) until the registry is
+   * read again, so that one such stream does not fail the read of all the others.
+   */
   async dropMissing(): Promise<void> {
-    const exists = await Promise.all(this.#streams.map((stream) => this.#redis.exists(stream)));
-    this.#streams = this.#streams.filter((_, index) => exists[index] === 1);
+    const grouped = await Promise.all(this.#streams.map(async (stream) => {
+      try {
+        const groups = (await this.#redis.xinfo('GROUPS', stream)) as unknown[][];
+        return groups.some((group) => group[1] === PERSIST_GROUP);
+      } catch {
+        return false;
+      }
+    }));
+    this.#streams = this.#streams.filter((_, index) => grouped[index]);
   }
 }
 
-/** How long a Cluster read that found no entry waits before the next (a single server blocks on its read instead). */
-const CLUSTER_POLL_MS = 50;
+/**
+ * How long a Cluster read that found no entry waits before the next (a single server blocks on its read instead):
+ * an idle worker asks every stream this often, so its cost grows with the live events (10 reads a second each).
+ */
+const CLUSTER_POLL_MS = 100;
 
 const sleep = (ms: number) => new Promise((resolve) => setTimeout(resolve, ms));
 
