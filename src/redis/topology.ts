@@ -43,6 +43,12 @@ export function markerKeyFor(redis: CouponRedis, key: string): string | undefine
   return node && markerKeyOf(redis, node);
 }
 
+/** Whether every primary that owns slots is among `checked` (false while a Cluster's nodes are not known yet). */
+export function allPrimariesChecked(redis: CouponRedis, checked: ReadonlySet<string>): boolean {
+  const nodes = primaries(redis);
+  return nodes.length > 0 && nodes.every((node) => checked.has(nodeName(node)) || markerKeyOf(redis, node) === undefined);
+}
+
 /** A short hash tag that maps to `slot`: the first of s0, s1, s2 ... that does (16,384 tries on average, once per slot). */
 function tagForSlot(slot: number): string {
   let tag = tagsBySlot.get(slot);
