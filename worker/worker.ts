@@ -27,8 +27,11 @@ export type Worker = Awaited<ReturnType<typeof createWorker>>;
 /** The worker's composition root: every part built with plain constructors, started and closed in order. */
 export async function createWorker(config: Config, logger: Logger) {
   // One connection for the consumer loop (its XREADGROUP blocks up to OUTBOX_BLOCK_MS), one for everything else.
+  // On a Cluster it reads each stream alone (no blocking read across slots): those reads go out auto-pipelined,
+  // one write per node.
   const loopRedis = createRedis(config.redis, {
     connectionName: 'coupon-worker-loop', socketTimeoutMs: OUTBOX_BLOCK_MS + config.redisSocketTimeoutMs,
+    autoPipelining: config.redis.kind === 'cluster',
   });
   const redis = createRedis(config.redis, { connectionName: 'coupon-worker', socketTimeoutMs: config.redisSocketTimeoutMs });
   for (const client of [loopRedis, redis]) client.on('error', (error: Error) => logger.debug({ err: error }, 'redis connection error'));
