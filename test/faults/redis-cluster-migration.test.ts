@@ -17,8 +17,12 @@ import { type OwnRedisCluster, type SlotMove, eventIdsOnEveryShard, moveSlot, ow
 const TOTAL = 1_000;
 const REQUESTS = 1_500;
 const IN_FLIGHT = 32;
-/** between two keys of the slot: the event is half moved for a few of these */
-const PAUSE_MS = 150;
+/**
+ * Between two keys of the slot: the event is half moved for a few of these. 150 ms is a brisk move; 700 ms is
+ * longer than the gate's deadline (REDIS_COMMAND_TIMEOUT_MS, 500 ms), so requests meet the 503 the gate answers
+ * when Redis keeps saying TRYAGAIN.
+ */
+const PAUSES_MS = [150, 700];
 
 let own: OwnRedisCluster;
 let apis: ServiceProcess[];
@@ -42,7 +46,7 @@ const percentile = (values: number[], p: number) => {
   return sorted.length === 0 ? 0 : sorted[Math.min(sorted.length - 1, Math.floor((p / 100) * sorted.length))]!;
 };
 
-test('when an event\'s slot is migrated to another primary mid-burst, then it answers 202 or 503 at worst and nothing is lost, doubled or over N', async () => {
+test.each(PAUSES_MS)('when an event\'s slot is migrated to another primary mid-burst (%i ms between keys), then it answers 202 or 503 at worst and nothing is lost, doubled or over N', async (pauseMs) => {
   const client = own.client as OwnRedisCluster['client'] & { slots: string[][] };
   // The moving event, and one on every shard beside it that keeps selling meanwhile.
   // To the primary that owns slot 0: its state marker (kept in its lowest slot) stays where it is, so the move
@@ -67,7 +71,7 @@ test('when an event\'s slot is migrated to another primary mid-burst, then it an
   const burst = Promise.all(Array.from({ length: IN_FLIGHT }, async (_, lane) => {
     for (let i = next++; i < REQUESTS; i = next++) {
       // The migration starts once a fifth of the burst is answered.
-      if (i === REQUESTS / 5) move = moveSlot(client, slot, from, to, PAUSE_MS);
+      if (i === REQUESTS / 5) move = moveSlot(client, slot, from, to, pauseMs);
       answers.push(await send(moving!, `user-${i}`, apis[lane % 2]!));
     }
   }));
@@ -98,7 +102,12 @@ test('when an event\'s slot is migrated to another primary mid-burst, then it an
   expect(check.rows).toBe(check.distinctSequences);
   expect(check.rows).toBeLessThanOrEqual(TOTAL);
   expect(check.maxSequence).toBeLessThanOrEqual(TOTAL);
-  expect(check.rows).toBe(holders.size);
+  // A row nobody was told of may only be a 503's (the gate may have run and its reply come too late); the
+  // retry then may hear 410 from an api's sold-out flag. None here so far: the figures say how many.
+  const got503 = new Set(unknown.map((answer) => answer.userId));
+  const untold = (await query<{ user_id: string }>('select user_id from coupon where event_id = ?', [moving]))
+    .map((row) => row.user_id).filter((userId) => !holders.has(userId));
+  expect(untold.filter((userId) => !got503.has(userId))).toEqual([]);
   // The events on the other shards sold as ever.
   for (const [i, sold] of (await othersSold).entries()) {
     expect(byStatus(sold)).toEqual({ 202: 50 });
@@ -109,9 +118,9 @@ test('when an event\'s slot is migrated to another primary mid-burst, then it an
   const before = answers.filter((answer) => answer.startedAt < moved.startedAt);
   // The burst did meet the event half moved.
   expect(during.length).toBeGreaterThan(0);
-  await recordFigures('redis-cluster-migration', {
-    requests: REQUESTS, total: TOTAL, keysMoved: moved.keys, migrationMs: moved.endedAt - moved.startedAt,
-    answers: byStatus(answers), retriedAnswers: byStatus(retried), rows: check.rows,
+  await recordFigures(`redis-cluster-migration-${pauseMs}ms`, {
+    pauseMs, requests: REQUESTS, total: TOTAL, keysMoved: moved.keys, migrationMs: moved.endedAt - moved.startedAt,
+    answers: byStatus(answers), retriedAnswers: byStatus(retried), rows: check.rows, rowsOfUsersToldOnly503: untold.length,
     duringMigration: { requests: during.length, p50Ms: percentile(during.map((a) => a.ms), 50), p99Ms: percentile(during.map((a) => a.ms), 99), maxMs: Math.max(0, ...during.map((a) => a.ms)), answers: byStatus(during) },
     beforeMigration: { requests: before.length, p50Ms: percentile(before.map((a) => a.ms), 50), p99Ms: percentile(before.map((a) => a.ms), 99), maxMs: Math.max(0, ...before.map((a) => a.ms)) },
   });
