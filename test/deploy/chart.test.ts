@@ -1,8 +1,9 @@
 /**
  * The Helm chart, checked offline with the real tools: helm lint --strict and helm template with no values, with
- * every values file under charts/coupon/ci/ and with the skaffold dev values, every rendered object through
- * kubeconform -strict against the schemas of a current Kubernetes, the helm-unittest suites in
- * charts/coupon/tests/, and the chart's README as helm-docs generates it from values.yaml.
+ * every values file under charts/coupon/ci/ and with the skaffold dev values (alone, and with the Sentinel or the
+ * Cluster deps of k8s/values), every rendered object through kubeconform -strict against the schemas of a current
+ * Kubernetes, the helm-unittest suites in charts/coupon/tests/, and the chart's README as helm-docs generates it
+ * from values.yaml.
  */
 import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
@@ -36,9 +37,9 @@ describe('charts/coupon', () => {
     expect(/^appVersion: "?([^"\n]+)"?$/m.exec(chart)?.[1]).toBe(pkg.version);
   });
 
-  test('When CI runs, then there are defaults, production-like, minimal and Redis Sentinel values files', () => {
+  test('When CI runs, then there are defaults, production-like, minimal, Redis Sentinel and Redis Cluster values files', () => {
     expect(valuesFiles.map((file) => basename(file))).toEqual(
-      expect.arrayContaining(['default-values.yaml', 'production-values.yaml', 'minimal-values.yaml', 'redis-sentinel-values.yaml']),
+      expect.arrayContaining(['default-values.yaml', 'production-values.yaml', 'minimal-values.yaml', 'redis-sentinel-values.yaml', 'redis-cluster-values.yaml']),
     );
   });
 
@@ -54,6 +55,44 @@ describe('charts/coupon', () => {
       'GATE_REPLICA_TIMEOUT_MS: "500"',
       `REDIS_SENTINEL_PASSWORD: "${Buffer.from('sentinel-secret').toString('base64')}"`,
     ]) expect(rendered.stdout).toContain(`  ${line}\n`);
+  });
+
+  test('When the Cluster values are rendered, then the api and worker read the seed nodes from the ConfigMap and KEDA reads the lag per shard', () => {
+    const rendered = template([join(chartDir, 'ci', 'redis-cluster-values.yaml')]);
+    expect({ status: rendered.status, stderr: rendered.stderr }).toMatchObject({ status: 0 });
+    const nodes = [0, 1, 2].map((i) => `redis-cluster-${i}.redis-cluster.data.svc.cluster.local:6379`).join(',');
+    for (const line of [`REDIS_CLUSTER_NODES: "${nodes}"`, 'GATE_MIN_REPLICAS: "1"', 'GATE_REPLICA_TIMEOUT_MS: "500"']) {
+      expect(rendered.stdout).toContain(`  ${line}\n`);
+    }
+    expect(rendered.stdout).not.toMatch(/REDIS_SENTINEL/);
+    // REDIS_URL stays: its password and TLS apply to every node.
+    expect(rendered.stdout).toMatch(/^ {2}REDIS_URL: "/m);
+    expect(rendered.stdout).toContain('- type: redis-cluster-streams\n');
+    expect(rendered.stdout).toContain(`addresses: "${nodes}"\n`);
+    expect(rendered.stdout).not.toContain('- type: redis-streams\n');
+  });
+
+  test('When both Redis Cluster nodes and Sentinels are set, then the schema makes lint and template fail', () => {
+    const both = join(scratch, 'cluster-and-sentinel-values.yaml');
+    writeFileSync(both, [
+      'config:',
+      '  redisClusterNodes: [redis-cluster-0.redis-cluster.data.svc:6379]',
+      '  redisSentinels: [redis-sentinel-0.redis-sentinel.data.svc:26379]',
+      '  redisSentinelMaster: coupon',
+      '',
+    ].join('\n'));
+    const lint = run('helm', ['lint', '--strict', chartDir, '-f', both]);
+    expect(lint.status).not.toBe(0);
+    expect(lint.output).toContain('/config/redisSentinels');
+    const rendered = template([both]);
+    expect(rendered.status).not.toBe(0);
+    expect(rendered.output).toContain('/config/redisSentinels');
+    // Either one alone is accepted.
+    for (const drop of [/^ {2}redisClusterNodes.*\n/m, /^ {2}redisSentinel.*\n/gm]) {
+      const one = join(scratch, 'one-topology-values.yaml');
+      writeFileSync(one, readFileSync(both, 'utf8').replace(drop, ''));
+      expect(template([one]).status).toBe(0);
+    }
   });
 
   describe.each(valuesFiles.map((file) => [basename(file), file]))('with ci/%s', (_name, file) => {
@@ -107,6 +146,20 @@ describe('charts/coupon', () => {
     expect(rendered.stdout).toMatch(/^ {2}REDIS_SENTINEL_MASTER: "coupon"$/m);
     expect(rendered.stdout).toMatch(/^ {2}GATE_MIN_REPLICAS: "1"$/m);
     expect(rendered.stdout).toMatch(/^ {2}REDIS_SENTINEL_PASSWORD: "/m);
+  });
+
+  test('When the chart uses the Cluster deps (dev values plus k8s/values/redis-cluster.yaml), then it lints, validates and wires them', () => {
+    const values = [skaffoldValues[0] as string, join(repoRoot, 'k8s', 'values', 'redis-cluster.yaml')];
+    const lint = run('helm', ['lint', '--strict', chartDir, ...values.flatMap((file) => ['-f', file])]);
+    expect({ status: lint.status, output: lint.output }).toMatchObject({ status: 0 });
+    const rendered = template(values, ['--set', 'image.repository=coupon', '--set', 'image.tag=dev']);
+    expect({ status: rendered.status, stderr: rendered.stderr }).toMatchObject({ status: 0 });
+    const checked = run('kubeconform', kubeconformArgs(), { input: rendered.stdout });
+    expect({ status: checked.status, output: checked.output }).toMatchObject({ status: 0 });
+    const nodes = [0, 1, 2, 3, 4, 5].map((i) => `redis-cluster-${i}.redis-cluster.coupon-deps.svc.cluster.local:6379`).join(',');
+    expect(rendered.stdout).toContain(`\n  REDIS_CLUSTER_NODES: "${nodes}"\n`);
+    expect(rendered.stdout).toMatch(/^ {2}GATE_MIN_REPLICAS: "1"$/m);
+    expect(rendered.stdout).not.toMatch(/REDIS_SENTINEL/);
   });
 
   test('When the helm-unittest suites run, then all pass', () => {

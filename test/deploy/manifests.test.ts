@@ -114,6 +114,89 @@ describe('k8s/ dev dependencies', () => {
     });
   });
 
+  describe('the optional Redis Cluster (k8s/deps/redis-cluster/)', () => {
+    const clusterDir = join(depsDir, 'redis-cluster');
+    const docs = ['redis-cluster.yaml', 'setup-job.yaml'].flatMap((file) =>
+      parseAllDocuments(readFileSync(join(clusterDir, file), 'utf8')).map((doc) => doc.toJS() as Manifest),
+    );
+    const find = (kind: string, name: string) => {
+      const found = docs.find((doc) => doc.kind === kind && doc.metadata.name === name);
+      expect({ kind, name, found: found !== undefined }).toEqual({ kind, name, found: true });
+      return found as Manifest;
+    };
+    const envOf = (spec: Manifest) =>
+      Object.fromEntries(spec.template.spec.containers[0].env.map((e: { name: string; value?: string }) => [e.name, e.value]));
+    /** The DNS names of the StatefulSet's pods (host:port), as its headless Service publishes them. */
+    const podAddresses = (set: Manifest, service: Manifest) =>
+      Array.from({ length: set.spec.replicas as number }, (_, i) =>
+        `${set.metadata.name}-${i}.${service.metadata.name}.${set.metadata.namespace}.svc.cluster.local:${service.spec.ports[0].port}`);
+
+    test('When validated alone, then every object is valid under kubeconform -strict', () => {
+      const result = run('kubeconform', [...kubeconformArgs(), clusterDir]);
+      expect({ status: result.status, output: result.output }).toMatchObject({ status: 0 });
+      expect(summaryCounts(result.output)).toMatchObject({ found: docs.length, invalid: 0, errors: 0, skipped: 0 });
+    });
+
+    test('When deployed, then six cluster-enabled nodes with AOF and nodes.conf on PVCs announce their DNS names', () => {
+      for (const doc of docs) expect(doc.metadata.namespace).toBe('coupon-deps');
+      const set = find('StatefulSet', 'redis-cluster');
+      const service = find('Service', 'redis-cluster');
+      expect(set.spec.replicas).toBe(6);
+      expect(set.spec.serviceName).toBe(service.metadata.name);
+      expect(set.spec.volumeClaimTemplates).toHaveLength(1);
+      const container = set.spec.template.spec.containers[0];
+      expect(container.image).toMatch(/^redis:7\./);
+      expect(container.readinessProbe).toBeDefined();
+      expect(container.livenessProbe).toBeDefined();
+      expect(container.volumeMounts).toEqual(expect.arrayContaining([{ name: set.spec.volumeClaimTemplates[0].metadata.name, mountPath: '/data' }]));
+      expect(envOf(set.spec)).toMatchObject({ REDIS_COUNT: String(set.spec.replicas), REDIS_PORT: String(service.spec.ports[0].port) });
+      // Pod IPs change on restart: a headless Service publishing names before readiness, nodes announcing them.
+      expect(service.spec).toMatchObject({ clusterIP: 'None', publishNotReadyAddresses: true });
+      expect(service.spec.ports.map((port: { port: number }) => port.port)).toEqual([6379, 16379]);
+      const config = find('ConfigMap', 'redis-cluster').data as Record<string, string>;
+      for (const line of [
+        'cluster-enabled yes', 'cluster-config-file /data/nodes.conf', 'cluster-preferred-endpoint-type hostname',
+        'appendonly yes', 'appendfsync everysec', 'maxmemory-policy noeviction',
+      ]) expect(config['redis.conf']).toContain(line);
+      for (const line of ['cluster-announce-hostname $self', 'requirepass', 'masterauth']) expect(config['start-redis.sh']).toContain(line);
+      const secret = find('Secret', 'redis-cluster').stringData as Record<string, string>;
+      expect(secret.REDIS_PASSWORD).toBeTruthy();
+    });
+
+    test('When first applied, then a Job forms three primaries with one replica each, and only if not yet formed', () => {
+      const set = find('StatefulSet', 'redis-cluster');
+      const job = find('Job', 'redis-cluster-create');
+      expect(envOf(job.spec)).toEqual(expect.objectContaining({
+        REDIS_HOST_TEMPLATE: envOf(set.spec).REDIS_HOST_TEMPLATE,
+        REDIS_COUNT: String(set.spec.replicas),
+        REDIS_PORT: envOf(set.spec).REDIS_PORT,
+      }));
+      expect(job.spec.template.spec.containers[0].command).toEqual(['sh', '/etc/redis/create-cluster.sh']);
+      const create = find('ConfigMap', 'redis-cluster').data['create-cluster.sh'] as string;
+      expect(create).toMatch(/redis-cli --cluster create \$addresses --cluster-replicas 1 --cluster-yes/);
+      // Idempotent: a node that reports cluster_state:ok, knows other nodes or serves slots ends the Job untouched.
+      for (const check of ['cluster_state)" = ok', 'cluster_known_nodes', 'cluster_slots_assigned']) expect(create).toContain(check);
+      expect(create.indexOf('cluster_state)" = ok')).toBeLessThan(create.indexOf('--cluster create'));
+    });
+
+    test('When the chart is pointed at it, then k8s/values/redis-cluster.yaml names every node, the password and one replica to wait for', () => {
+      const values = parse(readFileSync(join(repoRoot, 'k8s', 'values', 'redis-cluster.yaml'), 'utf8')) as {
+        secrets: { redisUrl: string };
+        config: { redisClusterNodes: string[]; gateMinReplicas: number; redisSentinels?: unknown };
+      };
+      const set = find('StatefulSet', 'redis-cluster');
+      const service = find('Service', 'redis-cluster');
+      const expected = podAddresses(set, service);
+      expect(values.config.redisClusterNodes).toEqual(expected);
+      const template = envOf(set.spec).REDIS_HOST_TEMPLATE as string;
+      expect(expected).toEqual(expected.map((_, i) => `${template.replace('%d', String(i))}:${envOf(set.spec).REDIS_PORT}`));
+      expect(values.config.redisSentinels).toBeUndefined();
+      expect(values.config.gateMinReplicas).toBe(1);
+      const secret = find('Secret', 'redis-cluster').stringData as Record<string, string>;
+      expect(new URL(values.secrets.redisUrl).password).toBe(secret.REDIS_PASSWORD);
+    });
+  });
+
   test('When the versions are read, then they are MySQL 8.4 and PostgreSQL 16', () => {
     expect(readFileSync(join(depsDir, 'mysql.yaml'), 'utf8')).toMatch(/image: mysql:8\.4/);
     expect(readFileSync(join(depsDir, 'postgres.yaml'), 'utf8')).toMatch(/image: postgres:16/);

@@ -7,8 +7,8 @@
 {{- if not .Values.worker.keda.streams }}
 {{- fail "worker.keda.streams must list at least one outbox stream, e.g. coupon:{summer-2026}:outbox" }}
 {{- end }}
-{{- if not .Values.worker.keda.redisAddress }}
-{{- fail "worker.keda.redisAddress (host:port) is required when worker.keda.enabled" }}
+{{- if not (or .Values.worker.keda.redisAddress .Values.config.redisClusterNodes) }}
+{{- fail "worker.keda.redisAddress (host:port) is required when worker.keda.enabled (on a Redis Cluster the KEDA trigger takes config.redisClusterNodes instead)" }}
 {{- end }}
 {{- end }}
 {{- $drain := add (int .Values.api.preStopSleepSeconds) (div (int .Values.config.shutdownDrainMs) 1000) 5 }}
