@@ -3,14 +3,19 @@
  *
  *   node bench/run.ts [--quick] [--api-only [--rounds N] [--processes 1,2]] [--profile] [--out DIR] [--dir SERVERS_DIR]
  *                     [--designs naive,incr-direct,outbox]
+ *   node bench/run.ts --cluster [--quick] [--rounds N] [--processes 1,2] [--out DIR] [--dir SERVERS_DIR]
  *
  * --quick runs a few seconds per design with small events (the test suite runs it); the default is the full run.
  * --api-only runs only the hot-path comparison (bench/hot-path.ts: hello, minimal, open and sold-out apply), the
  * fast loop while optimizing the apply route; --profile adds CPU profiles of the api under an open and a sold-out
  * burst (bench/profile.ts).
+ * --cluster runs only the Redis Cluster capacity bench (bench/cluster.ts, docs/bench/cluster.md): the gate's Redis
+ * cost per call and apply throughput on a standalone Redis, a 1-shard and a 3-shard Cluster, the memory of an
+ * event, and the capacity model; about 4 minutes (--quick: a smoke run of under a minute).
  */
 import { join, resolve } from 'node:path';
 import { parseArgs } from 'node:util';
+import type { ClusterBenchSettings } from './cluster.ts';
 import type { HotPathSettings } from './hot-path.ts';
 import type { DesignName, Settings } from './report.ts';
 
@@ -37,11 +42,26 @@ const HOT_PATH: Record<'api-only' | 'full' | 'quick', HotPathSettings> = {
   quick: { rounds: 1, seconds: 1, connections: 16, processCounts: [1] },
 };
 
+/** The Cluster capacity bench (--cluster): its own rounds, about 4 minutes in all; --quick a smoke run. */
+const CLUSTER: Record<'full' | 'quick', ClusterBenchSettings> = {
+  full: {
+    rounds: 5, seconds: 3, connections: 64, processCounts: [1, 2], eventsPerTarget: 3,
+    gateRounds: 5, gateSeconds: 1, gateConnections: 48, gatePipelines: [16, 1], memoryCoupons: 1000, memoryEvents: 3,
+  },
+  quick: {
+    rounds: 1, seconds: 1, connections: 16, processCounts: [1], eventsPerTarget: 3,
+    gateRounds: 1, gateSeconds: 0.5, gateConnections: 12, gatePipelines: [16, 1], memoryCoupons: 100, memoryEvents: 1,
+  },
+};
+
 export interface BenchOptions {
   settings: Settings;
   hotPath: HotPathSettings;
   /** only the hot-path comparison */
   apiOnly: boolean;
+  /** only the Redis Cluster capacity bench */
+  cluster: boolean;
+  clusterBench: ClusterBenchSettings;
   /** CPU profiles of the api under an open and a sold-out burst */
   profile: boolean;
   designs: DesignName[];
@@ -58,6 +78,7 @@ export function parseBenchArgs(argv: string[], root: string): BenchOptions {
     options: {
       quick: { type: 'boolean', default: false },
       'api-only': { type: 'boolean', default: false },
+      cluster: { type: 'boolean', default: false },
       profile: { type: 'boolean', default: false },
       rounds: { type: 'string' },
       processes: { type: 'string' },
@@ -73,13 +94,21 @@ export function parseBenchArgs(argv: string[], root: string): BenchOptions {
   const hotPath = { ...HOT_PATH[apiOnly && !args.quick ? 'api-only' : settings.mode] };
   if (args.rounds) hotPath.rounds = Number(args.rounds);
   if (args.processes) hotPath.processCounts = args.processes.split(',').map(Number);
+  const cluster = args.cluster;
+  if (cluster && apiOnly) throw new Error('--cluster and --api-only are separate runs: choose one');
+  const clusterBench = { ...CLUSTER[settings.mode] };
+  if (args.rounds) clusterBench.rounds = Number(args.rounds);
+  if (args.processes) clusterBench.processCounts = args.processes.split(',').map(Number);
+  const results = cluster ? `cluster-${settings.mode}` : apiOnly ? `api-only-${settings.mode}` : settings.mode;
   return {
     settings,
     hotPath,
     apiOnly,
+    cluster,
+    clusterBench,
     profile: args.profile,
     designs,
-    outDir: resolve(args.out ?? join(root, '.bench', 'results', apiOnly ? `api-only-${settings.mode}` : settings.mode)),
+    outDir: resolve(args.out ?? join(root, '.bench', 'results', results)),
     serversDir: resolve(args.dir ?? join(root, '.bench', 'servers')),
   };
 }

@@ -8,8 +8,9 @@
  * and to a bare Koa hello-world on the same setup, the ceiling. Meanwhile a bystander runs small order queries
  * against the same MySQL and the global insert counters are sampled. Writes report.json, report.md and SVG plots.
  *
- * The command line is in cli.ts, the phases in phases.ts, the numbers in summary.ts; this file runs them in order
- * and stops everything it started when it ends, fails or is interrupted.
+ * `--api-only` runs only the hot-path comparison (bench/hot-path.ts), `--cluster` only the Redis Cluster capacity
+ * bench (bench/cluster.ts). The command line is in cli.ts, the phases in phases.ts, the numbers in summary.ts; this
+ * file runs them in order and stops everything it started when it ends, fails or is interrupted.
  */
 import { mkdir, mkdtemp, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
@@ -18,10 +19,12 @@ import { setTimeout as sleep } from 'node:timers/promises';
 import { fileURLToPath } from 'node:url';
 import mysql from 'mysql2/promise';
 import { type LocalServer, startMariadb, startPostgres, startRedis } from '../scripts/local-servers/index.ts';
+import { startRedisCluster } from '../scripts/local-servers/redis-cluster.ts';
 import { migrateUp } from '../src/db/migrate.ts';
 import { createRedis } from '../src/redis/client.ts';
 import { ensureOrExit } from '../scripts/setup/prerequisites.ts';
 import { parseBenchArgs } from './cli.ts';
+import { type ClusterReport, clusterMarkdown, measureClusterCapacity, startOneShardCluster } from './cluster.ts';
 import { hotPathMarkdown, measureHotPath } from './hot-path.ts';
 import { profileApi } from './profile.ts';
 import { machineFacts } from './machine.ts';
@@ -34,7 +37,7 @@ import { type BenchReport, type BurstResult, type CeilingRun, evaluateTargets, m
 import { bystanderAgainstIdle, bystanderWindow, finishResult } from './summary.ts';
 
 const ROOT = fileURLToPath(new URL('..', import.meta.url));
-const { settings, hotPath, apiOnly, profile, designs, outDir, serversDir } = parseBenchArgs(process.argv.slice(2), ROOT);
+const { settings, hotPath, apiOnly, cluster, clusterBench, profile, designs, outDir, serversDir } = parseBenchArgs(process.argv.slice(2), ROOT);
 
 const log = (message: string) => console.error(`[bench ${new Date().toISOString().slice(11, 19)}] ${message}`);
 const now = () => performance.timeOrigin + performance.now();
@@ -48,6 +51,7 @@ async function main(): Promise<void> {
   await ensureOrExit({ redis: true, mysql: true, postgres: !apiOnly, packages: ['wrk'] }, { root: ROOT, command: 'npm run bench' });
   workDir = await mkdtemp(join(tmpdir(), 'coupon-bench-'));
   if (apiOnly) return apiOnlyRun();
+  if (cluster) return clusterRun();
   log(`mode ${settings.mode}; servers under ${serversDir}; results to ${outDir}`);
   const [redis, mariadb, postgres] = await Promise.all([
     startRedis({ dir: join(serversDir, 'redis') }),
@@ -156,6 +160,58 @@ async function apiOnlyRun(): Promise<void> {
   await writeFile(join(outDir, 'report.md'), markdown.join('\n'));
   console.log(markdown.join('\n'));
   log(`wrote ${join(outDir, 'report.json')} and report.md`);
+}
+
+/**
+ * --cluster: MariaDB and PostgreSQL (the api reads its events in MySQL; the memory phase's worker needs both), a
+ * standalone Redis, a 1-primary and a 3-primary Cluster (fresh, under the run's temporary folder), and the
+ * capacity bench on them.
+ */
+async function clusterRun(): Promise<void> {
+  const startedAt = new Date();
+  log(`cluster capacity (${settings.mode}); servers under ${serversDir} and ${workDir}; results to ${outDir}`);
+  const startCluster = async (primaries: number) => {
+    const dir = join(workDir, `redis-cluster-${primaries}`);
+    const started = primaries === 1 ? await startOneShardCluster(dir) : await startRedisCluster({ dir, primaries });
+    servers.push(...started.servers);
+    return started;
+  };
+  const [redis, mariadb, postgres, [one, three]] = await Promise.all([
+    startRedis({ dir: join(serversDir, 'redis') }),
+    startMariadb({ dir: join(serversDir, 'mariadb'), database: 'coupon' }),
+    startPostgres({ dir: join(serversDir, 'postgres'), database: 'coupon_jobs' }),
+    (async () => [await startCluster(1), await startCluster(3)] as const)(),
+  ]);
+  servers.push(redis, mariadb, postgres);
+  await migrateUp(mariadb.url);
+  const pool = mysql.createPool({ uri: mariadb.url, connectionLimit: 2 });
+  const redisClient = createRedis(redis.url);
+  try {
+    await prepareTables(pool);
+    await redisClient.flushall();
+    const machine = await machineFacts(redisClient, pool);
+    log(`machine: ${machine.cpus} cores (${machine.cpuModel}), node ${machine.node}, redis ${machine.redis}, mariadb ${machine.mariadb}`);
+    const clusterEnv = (nodes: string[]) => ({ REDIS_URL: `redis://${nodes[0]}`, REDIS_CLUSTER_NODES: nodes.join(',') });
+    const measured = await measureClusterCapacity({
+      env: { MYSQL_URL: mariadb.url, POSTGRES_URL: postgres.url, ADMIN_TOKEN, LOG_LEVEL: 'warn', SHUTDOWN_DRAIN_MS: '0' },
+      targets: {
+        standalone: { env: { REDIS_URL: redis.url }, servers: [redis] },
+        'cluster-1': { env: clusterEnv(one.nodes), servers: one.servers },
+        'cluster-3': { env: clusterEnv(three.nodes), servers: three.servers },
+      },
+      workDir, running, log,
+    }, clusterBench);
+    const report: ClusterReport = { ...measured, startedAt: startedAt.toISOString(), finishedAt: new Date().toISOString(), machine };
+    const markdown = clusterMarkdown(report);
+    await mkdir(outDir, { recursive: true });
+    await writeFile(join(outDir, 'report.json'), `${JSON.stringify(report, null, 2)}\n`);
+    await writeFile(join(outDir, 'report.md'), markdown);
+    console.log(markdown);
+    log(`wrote ${join(outDir, 'report.json')} and report.md in ${Math.round((Date.now() - startedAt.getTime()) / 1000)} s`);
+  } finally {
+    redisClient.disconnect();
+    await pool.end().catch(() => {});
+  }
 }
 
 async function writeReport(report: BenchReport): Promise<void> {
