@@ -15,7 +15,7 @@
  */
 import { join, resolve } from 'node:path';
 import { parseArgs } from 'node:util';
-import type { ClusterBenchSettings } from './cluster.ts';
+import type { ClusterBenchSettings } from './cluster/report.ts';
 import type { HotPathSettings } from './hot-path.ts';
 import type { DesignName, Settings } from './report.ts';
 

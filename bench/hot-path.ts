@@ -35,16 +35,20 @@ export interface HotPathSettings {
   processCounts: number[];
 }
 
-export interface HotPathRun {
-  case: HotPathCase;
-  processes: number;
-  round: number;
+/** What the wrk runs of one case did together (wrkTotals). */
+export interface WrkTotals {
   requests: number;
   rps: number;
   p50Us: number;
   p99Us: number;
   /** answers other than the case's expected status (202, or 410 for sold-out), and socket errors */
   unexpected: number;
+}
+
+export interface HotPathRun extends WrkTotals {
+  case: HotPathCase;
+  processes: number;
+  round: number;
   cpuUsPerRequest: number;
   /** Redis's CPU time per request */
   redisCpuUsPerRequest: number;
@@ -165,7 +169,7 @@ export function casePath(kase: HotPathCase, events: { open: string; soldOut: str
 }
 
 /** One wrk run of `seconds` against url + path, each request from a new user (`label` keeps them unique). */
-export async function wrkBurst(ctx: HotPathContext, run: {
+export async function wrkBurst(ctx: Pick<HotPathContext, 'workDir'>, run: {
   url: string; path: string; seconds: number; connections: number; label: string; expectedStatus: number; pinned: boolean;
 }): Promise<WrkResult> {
   const script = join(ctx.workDir, `wrk-${run.label}.lua`);
@@ -192,17 +196,13 @@ async function load(
   const cpuMs = servers.processes.reduce((sum, p, i) => sum + cpuTimeMs(p.child.pid!) - cpuBefore[i]!, 0);
   const redisMs = cpuTimeMs(redisPid) - redisBefore;
   const coreAfter = coreTicks(0);
-  const requests = results.reduce((sum, r) => sum + r.requests, 0);
+  const totals = wrkTotals(results);
   return {
     case: kase,
     processes: servers.processes.length,
-    requests,
-    rps: Math.round(results.reduce((sum, r) => sum + r.requests / r.seconds, 0)),
-    p50Us: Math.max(...results.map((r) => r.p50Us)),
-    p99Us: Math.max(...results.map((r) => r.p99Us)),
-    unexpected: results.reduce((sum, r) => sum + r.unexpected, 0),
-    cpuUsPerRequest: round((cpuMs * 1000) / Math.max(requests, 1), 1),
-    redisCpuUsPerRequest: round((redisMs * 1000) / Math.max(requests, 1), 1),
+    ...totals,
+    cpuUsPerRequest: round((cpuMs * 1000) / Math.max(totals.requests, 1), 1),
+    redisCpuUsPerRequest: round((redisMs * 1000) / Math.max(totals.requests, 1), 1),
     loadCoreBusy: pinned ? round(1 - (coreAfter.idle - coreBefore.idle) / Math.max(coreAfter.total - coreBefore.total, 1), 2) : null,
   };
 }
@@ -238,6 +238,17 @@ end
 `;
 }
 
+/** Runs sent at once, together: the sum of their rates, the worst of their percentiles (which cannot be merged). */
+export function wrkTotals(results: WrkResult[]): WrkTotals {
+  return {
+    requests: results.reduce((sum, r) => sum + r.requests, 0),
+    rps: Math.round(results.reduce((sum, r) => sum + r.requests / r.seconds, 0)),
+    p50Us: Math.max(...results.map((r) => r.p50Us)),
+    p99Us: Math.max(...results.map((r) => r.p99Us)),
+    unexpected: results.reduce((sum, r) => sum + r.unexpected, 0),
+  };
+}
+
 interface WrkResult {
   requests: number;
   seconds: number;
@@ -250,7 +261,8 @@ async function runWrk(command: string[]): Promise<WrkResult> {
   const child = spawn(command[0]!, command.slice(1), { stdio: ['ignore', 'pipe', 'inherit'] });
   let output = '';
   child.stdout.on('data', (chunk: Buffer) => { output += chunk.toString(); });
-  const [code] = await once(child, 'exit');
+  // 'close', not 'exit': the process may exit before the last of its stdout has been read.
+  const [code] = await once(child, 'close');
   const line = output.split('\n').find((l) => l.startsWith('{"requests"'));
   if (code !== 0 || !line) throw new Error(`wrk failed (exit ${code}):\n${output}`);
   const parsed = JSON.parse(line) as { requests: number; us: number; p50: number; p99: number; unexpected: number };

@@ -21,13 +21,15 @@ import mysql from 'mysql2/promise';
 import { type LocalServer, startMariadb, startPostgres, startRedis } from '../scripts/local-servers/index.ts';
 import { startRedisCluster } from '../scripts/local-servers/redis-cluster.ts';
 import { migrateUp } from '../src/db/migrate.ts';
-import { createRedis } from '../src/redis/client.ts';
+import { type CouponRedis, createRedis } from '../src/redis/client.ts';
 import { ensureOrExit } from '../scripts/setup/prerequisites.ts';
 import { parseBenchArgs } from './cli.ts';
-import { type ClusterReport, clusterMarkdown, measureClusterCapacity, startOneShardCluster } from './cluster.ts';
+import { measureClusterCapacity } from './cluster.ts';
+import { clusterMarkdown } from './cluster/markdown.ts';
+import type { ClusterReport } from './cluster/report.ts';
 import { hotPathMarkdown, measureHotPath } from './hot-path.ts';
 import { profileApi } from './profile.ts';
-import { machineFacts } from './machine.ts';
+import { type MachineFacts, machineFacts } from './machine.ts';
 import { CounterSampler, prepareTables } from './mysql.ts';
 import { ADMIN_TOKEN, type BenchContext, measureCeiling, runDesign } from './phases.ts';
 import { renderPlots } from './plots.ts';
@@ -70,10 +72,7 @@ async function main(): Promise<void> {
   if (settings.durableCommits) await pool.query('set global innodb_flush_log_at_trx_commit = 1');
   const gateRedis = createRedis(redis.url);
   try {
-    await prepareTables(pool);
-    await gateRedis.flushall();
-    const machine = await machineFacts(gateRedis, pool);
-    log(`machine: ${machine.cpus} cores (${machine.cpuModel}), node ${machine.node}, redis ${machine.redis}, mariadb ${machine.mariadb}`);
+    const machine = await emptyAndDescribe(pool, gateRedis);
 
     const sampler = await running.track(CounterSampler.start(mariadb.url, 250));
     const ctx: BenchContext = { settings, env, pool, gateRedis, sampler, running, workDir, runId: Math.random().toString(36).slice(2, 8), log, layout: settings.layouts[0]! };
@@ -172,7 +171,7 @@ async function clusterRun(): Promise<void> {
   log(`cluster capacity (${settings.mode}); servers under ${serversDir} and ${workDir}; results to ${outDir}`);
   const startCluster = async (primaries: number) => {
     const dir = join(workDir, `redis-cluster-${primaries}`);
-    const started = primaries === 1 ? await startOneShardCluster(dir) : await startRedisCluster({ dir, primaries });
+    const started = await startRedisCluster({ dir, primaries });
     servers.push(...started.servers);
     return started;
   };
@@ -187,10 +186,7 @@ async function clusterRun(): Promise<void> {
   const pool = mysql.createPool({ uri: mariadb.url, connectionLimit: 2 });
   const redisClient = createRedis(redis.url);
   try {
-    await prepareTables(pool);
-    await redisClient.flushall();
-    const machine = await machineFacts(redisClient, pool);
-    log(`machine: ${machine.cpus} cores (${machine.cpuModel}), node ${machine.node}, redis ${machine.redis}, mariadb ${machine.mariadb}`);
+    const machine = await emptyAndDescribe(pool, redisClient);
     const clusterEnv = (nodes: string[]) => ({ REDIS_URL: `redis://${nodes[0]}`, REDIS_CLUSTER_NODES: nodes.join(',') });
     const measured = await measureClusterCapacity({
       env: { MYSQL_URL: mariadb.url, POSTGRES_URL: postgres.url, ADMIN_TOKEN, LOG_LEVEL: 'warn', SHUTDOWN_DRAIN_MS: '0' },
@@ -212,6 +208,15 @@ async function clusterRun(): Promise<void> {
     redisClient.disconnect();
     await pool.end().catch(() => {});
   }
+}
+
+/** The tables and Redis emptied, and the machine described (and logged). */
+async function emptyAndDescribe(pool: mysql.Pool, redis: CouponRedis): Promise<MachineFacts> {
+  await prepareTables(pool);
+  await redis.flushall();
+  const machine = await machineFacts(redis, pool);
+  log(`machine: ${machine.cpus} cores (${machine.cpuModel}), node ${machine.node}, redis ${machine.redis}, mariadb ${machine.mariadb}`);
+  return machine;
 }
 
 async function writeReport(report: BenchReport): Promise<void> {

@@ -15,6 +15,7 @@ import {
   startRedis,
   type LocalServer,
 } from '../../scripts/local-servers/index.ts';
+import { startRedisCluster } from '../../scripts/local-servers/redis-cluster.ts';
 
 let workDir: string;
 const servers: LocalServer[] = [];
@@ -97,6 +98,40 @@ test('When PostgreSQL is SIGKILLed and started again, then it accepts connection
   expect(rows).toEqual([{ name: 'jobs_db' }]);
   await postgres.stop();
   expect(await isReachable(postgres.url)).toBe(false);
+});
+
+/** Each range of CLUSTER SLOTS as [first slot, last slot, the owner's host:port]. */
+async function slotOwners(url: string): Promise<Array<[number, number, string]>> {
+  const ranges = await withRedis(url, (r) => r.call('CLUSTER', 'SLOTS')) as Array<[number, number, [string, number]]>;
+  return ranges.map(([first, last, [host, port]]) => [first, last, `${host}:${port}`]);
+}
+
+test('When a Redis Cluster of one primary is started, then it reports cluster_state:ok and owns all 16384 slots', async () => {
+  const cluster = await startRedisCluster({ dir: join(workDir, 'cluster-1'), primaries: 1 });
+  servers.push(...cluster.servers);
+  const [node] = cluster.servers;
+
+  expect(cluster.nodes).toEqual([`127.0.0.1:${node!.port}`]);
+  const info = await withRedis(node!.url, (r) => r.call('CLUSTER', 'INFO')) as string;
+  expect(info).toMatch(/cluster_state:ok/);
+  expect(info).toMatch(/cluster_slots_assigned:16384/);
+  expect(await slotOwners(node!.url)).toEqual([[0, 16383, cluster.nodes[0]]]);
+  await cluster.stop();
+});
+
+test('When a Redis Cluster of two primaries is started, then each owns half of the slots and both nodes see it so', async () => {
+  const cluster = await startRedisCluster({ dir: join(workDir, 'cluster-2'), primaries: 2 });
+  servers.push(...cluster.servers);
+
+  for (const node of cluster.servers) {
+    expect(await withRedis(node.url, (r) => r.call('CLUSTER', 'INFO'))).toMatch(/cluster_state:ok/);
+    expect(await slotOwners(node.url)).toEqual([[0, 8191, cluster.nodes[0]], [8192, 16383, cluster.nodes[1]]]);
+  }
+  await cluster.stop();
+});
+
+test('When replicas are asked of a Cluster of fewer than 3 primaries, then it is refused with the reason', async () => {
+  await expect(startRedisCluster({ dir: join(workDir, 'cluster-refused'), primaries: 2, replicas: 1 })).rejects.toThrow(/replicas need 3 primaries or more/);
 });
 
 test('When every URL given is reachable, then the stack starts nothing and creates the databases the URLs name', async () => {

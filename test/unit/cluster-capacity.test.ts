@@ -1,5 +1,6 @@
-/** The Cluster capacity bench's arithmetic (bench/cluster.ts): the model and the gate variants it measures. */
-import { capacityModel, gateVariants } from '../../bench/cluster.ts';
+/** The Cluster capacity bench's arithmetic (bench/cluster/): the model and the gate variants it measures. */
+import { gateVariants } from '../../bench/cluster/gate.ts';
+import { capacityModel } from '../../bench/cluster/model.ts';
 
 const inputs = {
   gateUsPerCallUnbatched: 25, gateUsPerCallBatched: 12.5, apiUsPerRequest: 100,
