@@ -46,7 +46,10 @@ export class CheckedServer {
   start(): void {
     const redis = this.#redis;
     if (isCluster(redis)) {
-      const watch = (node: Redis) => node.on('close', () => this.#closed(nodeName(node)));
+      const watch = (node: Redis) => {
+        node.on('close', () => this.#closed(nodeName(node)));
+        node.on('ready', () => void this.#poll());
+      };
       redis.nodes('all').forEach(watch);
       redis.on('+node', watch);
       this.#timer = setInterval(() => void this.#poll(), 1_000);
@@ -62,12 +65,14 @@ export class CheckedServer {
     clearInterval(this.#timer);
   }
 
-  /** A connection closed: that server (or, without a name, every server) is unchecked until checked again. */
+  /**
+   * A connection closed: that server (or, without a name, every server) is unchecked until checked again, once a
+   * connection is ready (a check against a server that is away would only fail and wait).
+   */
   #closed(name: string | undefined): void {
     this.#connection += 1;
     if (name === undefined) this.#checked.clear();
     else this.#checked.delete(name);
-    void this.#poll();
   }
 
   async #poll(): Promise<void> {
