@@ -11,10 +11,7 @@
  * answered. With one process on a machine of 2 or more cores the layout is pinned (taskset): the api on its own
  * core, wrk and Redis on another; two processes run unpinned.
  */
-import { spawn } from 'node:child_process';
-import { once } from 'node:events';
 import { readFileSync } from 'node:fs';
-import { writeFile } from 'node:fs/promises';
 import { cpus } from 'node:os';
 import { join } from 'node:path';
 import { freePort } from '../scripts/local-servers/index.ts';
@@ -22,6 +19,7 @@ import { type ServiceProcess, cpuTimeMs, startApi, startService } from '../scrip
 import { pidFromFile, pinTo } from './layout.ts';
 import type { Running } from './processes.ts';
 import { round } from './stats.ts';
+import { type WrkTotals, wrkBurst, wrkTotals } from './wrk.ts';
 
 export const HOT_PATH_CASES = ['hello', 'minimal', 'open', 'sold-out'] as const;
 export type HotPathCase = (typeof HOT_PATH_CASES)[number];
@@ -33,16 +31,6 @@ export interface HotPathSettings {
   /** wrk connections in all (split over the processes) */
   connections: number;
   processCounts: number[];
-}
-
-/** What the wrk runs of one case did together (wrkTotals). */
-export interface WrkTotals {
-  requests: number;
-  rps: number;
-  p50Us: number;
-  p99Us: number;
-  /** answers other than the case's expected status (202, or 410 for sold-out), and socket errors */
-  unexpected: number;
 }
 
 export interface HotPathRun extends WrkTotals {
@@ -168,17 +156,6 @@ export function casePath(kase: HotPathCase, events: { open: string; soldOut: str
   return `/v1/events/${kase === 'sold-out' ? events.soldOut : kase === 'open' ? events.open : 'bench'}/apply`;
 }
 
-/** One wrk run of `seconds` against url + path, each request from a new user (`label` keeps them unique). */
-export async function wrkBurst(ctx: Pick<HotPathContext, 'workDir'>, run: {
-  url: string; path: string; seconds: number; connections: number; label: string; expectedStatus: number; pinned: boolean;
-}): Promise<WrkResult> {
-  const script = join(ctx.workDir, `wrk-${run.label}.lua`);
-  await writeFile(script, wrkScript(`${run.label}-`, run.expectedStatus));
-  const args = ['-t1', `-c${run.connections}`, `-d${run.seconds}s`, '--timeout', '2s', '-s', script, `${run.url}${run.path}`];
-  // Pinned, wrk runs on core 0 with Redis; the servers have the other core.
-  return runWrk(run.pinned ? ['taskset', '-c', '0', 'wrk', ...args] : ['wrk', ...args]);
-}
-
 /** One wrk run per process (its share of the connections), all at once; the figures of the case together. */
 async function load(
   ctx: HotPathContext, kase: HotPathCase, servers: Servers, events: { open: string; soldOut: string },
@@ -212,61 +189,6 @@ function coreTicks(core: number): { total: number; idle: number } {
   const line = readFileSync('/proc/stat', 'utf8').split('\n').find((l) => l.startsWith(`cpu${core} `))!;
   const ticks = line.trim().split(/\s+/).slice(1).map(Number);
   return { total: ticks.reduce((a, b) => a + b, 0), idle: ticks[3]! + ticks[4]! };
-}
-
-/**
- * A wrk script: POST with a JSON body from a new user each time (the prefix keeps users unique across runs), and
- * a JSON line at the end. wrk counts non-2xx/3xx answers as status errors; for the sold-out case, where every
- * answer should be a 410, the unexpected ones are the requests that were not counted so.
- */
-function wrkScript(userPrefix: string, expectedStatus: number): string {
-  return `
-wrk.method = "POST"
-wrk.headers["Content-Type"] = "application/json"
-local n = 0
-request = function()
-  n = n + 1
-  return wrk.format(nil, nil, nil, '{"userId":"${userPrefix}' .. n .. '"}')
-end
-done = function(summary, latency, requests)
-  local e = summary.errors
-  local sockets = e.connect + e.read + e.write + e.timeout
-  local unexpected = ${expectedStatus < 300 ? 'e.status' : 'summary.requests - e.status'} + sockets
-  io.write(string.format('{"requests":%d,"us":%d,"p50":%d,"p99":%d,"unexpected":%d}\\n',
-    summary.requests, summary.duration, latency:percentile(50), latency:percentile(99), unexpected))
-end
-`;
-}
-
-/** Runs sent at once, together: the sum of their rates, the worst of their percentiles (which cannot be merged). */
-export function wrkTotals(results: WrkResult[]): WrkTotals {
-  return {
-    requests: results.reduce((sum, r) => sum + r.requests, 0),
-    rps: Math.round(results.reduce((sum, r) => sum + r.requests / r.seconds, 0)),
-    p50Us: Math.max(...results.map((r) => r.p50Us)),
-    p99Us: Math.max(...results.map((r) => r.p99Us)),
-    unexpected: results.reduce((sum, r) => sum + r.unexpected, 0),
-  };
-}
-
-interface WrkResult {
-  requests: number;
-  seconds: number;
-  p50Us: number;
-  p99Us: number;
-  unexpected: number;
-}
-
-async function runWrk(command: string[]): Promise<WrkResult> {
-  const child = spawn(command[0]!, command.slice(1), { stdio: ['ignore', 'pipe', 'inherit'] });
-  let output = '';
-  child.stdout.on('data', (chunk: Buffer) => { output += chunk.toString(); });
-  // 'close', not 'exit': the process may exit before the last of its stdout has been read.
-  const [code] = await once(child, 'close');
-  const line = output.split('\n').find((l) => l.startsWith('{"requests"'));
-  if (code !== 0 || !line) throw new Error(`wrk failed (exit ${code}):\n${output}`);
-  const parsed = JSON.parse(line) as { requests: number; us: number; p50: number; p99: number; unexpected: number };
-  return { requests: parsed.requests, seconds: parsed.us / 1e6, p50Us: parsed.p50, p99Us: parsed.p99, unexpected: parsed.unexpected };
 }
 
 const median = (values: number[]) => {

@@ -11,7 +11,8 @@ import { cpus } from 'node:os';
 import { join } from 'node:path';
 import { freePort } from '../scripts/local-servers/index.ts';
 import { startApi, startService } from '../scripts/services.ts';
-import { EXPECTED_STATUS, HOT_PATH_CASES, type HotPathContext, casePath, pinServer, prepareEvents, wrkBurst } from './hot-path.ts';
+import { EXPECTED_STATUS, HOT_PATH_CASES, type HotPathContext, casePath, pinServer, prepareEvents } from './hot-path.ts';
+import { wrkBurst } from './wrk.ts';
 import { round } from './stats.ts';
 
 /** Parts of a request, matched in order against a frame's URL (or, for code ajv generated, its function name). */

@@ -1,6 +1,6 @@
 /** The api phase: apply through each target's api processes (and hello-world), driven by wrk. */
 import { cpuTimeMs, type ServiceProcess } from '../../scripts/services.ts';
-import { wrkBurst, wrkTotals } from '../hot-path.ts';
+import { wrkBurst, wrkTotals } from '../wrk.ts';
 import { round } from '../stats.ts';
 import { cpuPerCall, nodeWindows, sampleAll } from './nodes.ts';
 import { type ApiRun, CLUSTER_CASES, type ClusterBenchSettings, type ClusterCase, type RedisTargetName } from './report.ts';

@@ -3,7 +3,7 @@
  * and ratios, as report.json holds them. The phases fill it (memory.ts, nodes.ts, gate.ts, api.ts), summary.ts
  * reduces the runs, markdown.ts renders it.
  */
-import type { WrkTotals } from '../hot-path.ts';
+import type { WrkTotals } from '../wrk.ts';
 import type { MachineFacts } from '../machine.ts';
 import type { CapacityModel } from './model.ts';
 
