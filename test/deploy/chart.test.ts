@@ -134,32 +134,27 @@ describe('charts/coupon', () => {
     }
   });
 
-  test('When the chart uses the Sentinel deps (dev values plus k8s/values/redis-sentinel.yaml), then it lints, validates and wires them', () => {
-    const values = [skaffoldValues[0] as string, join(repoRoot, 'k8s', 'values', 'redis-sentinel.yaml')];
-    const lint = run('helm', ['lint', '--strict', chartDir, ...values.flatMap((file) => ['-f', file])]);
+  const clusterNodes = [0, 1, 2, 3, 4, 5].map((i) => `redis-cluster-${i}.redis-cluster.coupon-deps.svc.cluster.local:6379`).join(',');
+  test.each([
+    ['Sentinel', 'redis-sentinel.yaml', (manifests: string) => {
+      expect(manifests).toMatch(/^ {2}REDIS_SENTINELS: "redis-sentinel-0\.redis-sentinel\.coupon-deps\.svc\.cluster\.local:26379,redis-sentinel-1\..*,redis-sentinel-2\..*:26379"$/m);
+      expect(manifests).toMatch(/^ {2}REDIS_SENTINEL_MASTER: "coupon"$/m);
+      expect(manifests).toMatch(/^ {2}REDIS_SENTINEL_PASSWORD: "/m);
+    }],
+    ['Cluster', 'redis-cluster.yaml', (manifests: string) => {
+      expect(manifests).toContain(`\n  REDIS_CLUSTER_NODES: "${clusterNodes}"\n`);
+      expect(manifests).not.toMatch(/REDIS_SENTINEL/);
+    }],
+  ])('When the chart uses the %s deps (dev values plus k8s/values/%s), then it lints, validates and wires them', (_topology, file, wired) => {
+    const values = [skaffoldValues[0] as string, join(repoRoot, 'k8s', 'values', file)];
+    const lint = run('helm', ['lint', '--strict', chartDir, ...values.flatMap((path) => ['-f', path])]);
     expect({ status: lint.status, output: lint.output }).toMatchObject({ status: 0 });
     const rendered = template(values, ['--set', 'image.repository=coupon', '--set', 'image.tag=dev']);
     expect({ status: rendered.status, stderr: rendered.stderr }).toMatchObject({ status: 0 });
     const checked = run('kubeconform', kubeconformArgs(), { input: rendered.stdout });
     expect({ status: checked.status, output: checked.output }).toMatchObject({ status: 0 });
-    expect(rendered.stdout).toMatch(/^ {2}REDIS_SENTINELS: "redis-sentinel-0\.redis-sentinel\.coupon-deps\.svc\.cluster\.local:26379,redis-sentinel-1\..*,redis-sentinel-2\..*:26379"$/m);
-    expect(rendered.stdout).toMatch(/^ {2}REDIS_SENTINEL_MASTER: "coupon"$/m);
     expect(rendered.stdout).toMatch(/^ {2}GATE_MIN_REPLICAS: "1"$/m);
-    expect(rendered.stdout).toMatch(/^ {2}REDIS_SENTINEL_PASSWORD: "/m);
-  });
-
-  test('When the chart uses the Cluster deps (dev values plus k8s/values/redis-cluster.yaml), then it lints, validates and wires them', () => {
-    const values = [skaffoldValues[0] as string, join(repoRoot, 'k8s', 'values', 'redis-cluster.yaml')];
-    const lint = run('helm', ['lint', '--strict', chartDir, ...values.flatMap((file) => ['-f', file])]);
-    expect({ status: lint.status, output: lint.output }).toMatchObject({ status: 0 });
-    const rendered = template(values, ['--set', 'image.repository=coupon', '--set', 'image.tag=dev']);
-    expect({ status: rendered.status, stderr: rendered.stderr }).toMatchObject({ status: 0 });
-    const checked = run('kubeconform', kubeconformArgs(), { input: rendered.stdout });
-    expect({ status: checked.status, output: checked.output }).toMatchObject({ status: 0 });
-    const nodes = [0, 1, 2, 3, 4, 5].map((i) => `redis-cluster-${i}.redis-cluster.coupon-deps.svc.cluster.local:6379`).join(',');
-    expect(rendered.stdout).toContain(`\n  REDIS_CLUSTER_NODES: "${nodes}"\n`);
-    expect(rendered.stdout).toMatch(/^ {2}GATE_MIN_REPLICAS: "1"$/m);
-    expect(rendered.stdout).not.toMatch(/REDIS_SENTINEL/);
+    wired(rendered.stdout);
   });
 
   test('When the helm-unittest suites run, then all pass', () => {

@@ -9,10 +9,11 @@ import calculateSlot from 'cluster-key-slot';
 import { eventKeys } from '../../src/redis/keys.ts';
 import { nodeName, primaries } from '../../src/redis/topology.ts';
 import {
-  type ServiceProcess, apply, closePool, createEvent, query, spawnApi, spawnWorker, waitFor, waitForPersisted,
+  type ServiceProcess, apply, createEvent, query, waitFor, waitForPersisted,
 } from '../support/harness.ts';
+import { countBy, percentile } from '../support/load.ts';
 import { checkPersisted, recordFigures, toldSequence } from '../support/observe.ts';
-import { type OwnRedisCluster, type SlotMove, eventIdsOnEveryShard, moveSlot, ownerOf, startOwnRedisCluster } from '../support/redis-cluster.ts';
+import { type OwnRedisCluster, type SlotMove, eventIdsOnEveryShard, moveSlot, ownerOf, useClusterServices } from '../support/redis-cluster.ts';
 
 const TOTAL = 1_000;
 const REQUESTS = 1_500;
@@ -24,30 +25,12 @@ const IN_FLIGHT = 32;
  */
 const PAUSES_MS = [150, 700];
 
-let own: OwnRedisCluster;
-let apis: ServiceProcess[];
-let workers: ServiceProcess[];
-
-beforeAll(async () => {
-  own = await startOwnRedisCluster('redis-cluster-migration');
-  apis = await Promise.all([spawnApi(own.env), spawnApi(own.env)]);
-  workers = await Promise.all([spawnWorker(own.env), spawnWorker(own.env)]);
-}, 90_000);
-afterAll(async () => {
-  await Promise.all([...(apis ?? []), ...(workers ?? [])].map((process) => process.stop()));
-  await own?.stop();
-  await closePool();
-});
+const services = useClusterServices('redis-cluster-migration');
 
 interface Answer { userId: string; status: number; sequence?: number; startedAt: number; ms: number }
 
-const percentile = (values: number[], p: number) => {
-  const sorted = [...values].sort((a, b) => a - b);
-  return sorted.length === 0 ? 0 : sorted[Math.min(sorted.length - 1, Math.floor((p / 100) * sorted.length))]!;
-};
-
 test.each(PAUSES_MS)('when an event\'s slot is migrated to another primary mid-burst (%i ms between keys), then it answers 202 or 503 at worst and nothing is lost, doubled or over N', async (pauseMs) => {
-  const client = own.client as OwnRedisCluster['client'] & { slots: string[][] };
+  const client = services.own.client as OwnRedisCluster['client'] & { slots: string[][] };
   // The moving event, and one on every shard beside it that keeps selling meanwhile.
   // To the primary that owns slot 0: its state marker (kept in its lowest slot) stays where it is, so the move
   // does not make it compare every event of the suite's shared MySQL (see startOwnRedisCluster).
@@ -58,7 +41,7 @@ test.each(PAUSES_MS)('when an event\'s slot is migrated to another primary mid-b
   const others = spread.filter((eventId) => eventId !== moving);
   const slot = calculateSlot(eventKeys(moving!).meta);
   const from = masters.find((node) => nodeName(node) === ownerOf(client, moving!))!;
-  for (const eventId of [moving!, ...others]) await createEvent(apis[0]!.url, { id: eventId, totalQuantity: TOTAL });
+  for (const eventId of [moving!, ...others]) await createEvent(services.apis[0]!.url, { id: eventId, totalQuantity: TOTAL });
 
   const answers: Answer[] = [];
   const send = async (eventId: string, userId: string, api: ServiceProcess): Promise<Answer> => {
@@ -72,12 +55,12 @@ test.each(PAUSES_MS)('when an event\'s slot is migrated to another primary mid-b
     for (let i = next++; i < REQUESTS; i = next++) {
       // The migration starts once a fifth of the burst is answered.
       if (i === REQUESTS / 5) move = moveSlot(client, slot, from, to, pauseMs);
-      answers.push(await send(moving!, `user-${i}`, apis[lane % 2]!));
+      answers.push(await send(moving!, `user-${i}`, services.apis[lane % 2]!));
     }
   }));
   const othersSold = Promise.all(others.map(async (eventId) => {
     const sold: Answer[] = [];
-    for (let i = 0; i < 50; i += 1) sold.push(await send(eventId, `other-${i}`, apis[i % 2]!));
+    for (let i = 0; i < 50; i += 1) sold.push(await send(eventId, `other-${i}`, services.apis[i % 2]!));
     return sold;
   }));
   await burst;
@@ -87,8 +70,8 @@ test.each(PAUSES_MS)('when an event\'s slot is migrated to another primary mid-b
 
   // The 503s are unknown outcomes: their users ask again, as a client would, and learn what happened.
   const unknown = answers.filter((answer) => answer.status === 503);
-  const retried = await Promise.all(unknown.map((answer) => send(moving!, answer.userId, apis[0]!)));
-  const byStatus = (list: Answer[]) => list.reduce<Record<number, number>>((counts, answer) => ({ ...counts, [answer.status]: (counts[answer.status] ?? 0) + 1 }), {});
+  const retried = await Promise.all(unknown.map((answer) => send(moving!, answer.userId, services.apis[0]!)));
+  const byStatus = (list: Answer[]) => countBy(list, (answer) => answer.status);
   expect(Object.keys(byStatus(answers)).sort()).toEqual(expect.arrayContaining(['202']));
   for (const status of Object.keys(byStatus(answers))) expect(['202', '410', '503']).toContain(status);
   for (const answer of retried) expect([202, 409, 410]).toContain(answer.status);

@@ -5,34 +5,21 @@
  */
 import { EVENT_REGISTRY_KEY, eventKeys } from '../../src/redis/keys.ts';
 import {
-  type ServiceProcess, apply, closePool, createEvent, query, request, spawnApi, spawnWorker, uniqueEventId, waitForPersisted,
+  type ServiceProcess, apply, createEvent, query, request, uniqueEventId, waitForPersisted,
 } from '../support/harness.ts';
 import { checkPersisted, scrapeMetric, toldSequence } from '../support/observe.ts';
-import { type OwnRedisCluster, eventIdsOnEveryShard, ownerOf, startOwnRedisCluster } from '../support/redis-cluster.ts';
+import { eventIdsOnEveryShard, ownerOf, useClusterServices } from '../support/redis-cluster.ts';
 
 const TOTAL = 30;
 const USERS_PER_EVENT = 60;
 const IN_FLIGHT = 48;
 
-let own: OwnRedisCluster;
-let apis: ServiceProcess[];
-let workers: ServiceProcess[];
-
-beforeAll(async () => {
-  own = await startOwnRedisCluster('redis-cluster');
-  apis = await Promise.all([spawnApi(own.env), spawnApi(own.env)]);
-  workers = await Promise.all([spawnWorker(own.env), spawnWorker(own.env)]);
-}, 90_000);
-afterAll(async () => {
-  await Promise.all([...(apis ?? []), ...(workers ?? [])].map((process) => process.stop()));
-  await own?.stop();
-  await closePool();
-});
+const services = useClusterServices('redis-cluster');
 
 test('when 9 events spread over 3 shards get a burst through 2 apis and 2 workers, then each issues exactly N and every 202 is a row', async () => {
-  const eventIds = eventIdsOnEveryShard(own.client, 'cluster', 3);
-  expect(new Set(eventIds.map((eventId) => ownerOf(own.client, eventId))).size).toBe(3);
-  for (const [i, eventId] of eventIds.entries()) await createEvent(apis[i % 2]!.url, { id: eventId, totalQuantity: TOTAL });
+  const eventIds = eventIdsOnEveryShard(services.own.client, 'cluster', 3);
+  expect(new Set(eventIds.map((eventId) => ownerOf(services.own.client, eventId))).size).toBe(3);
+  for (const [i, eventId] of eventIds.entries()) await createEvent(services.apis[i % 2]!.url, { id: eventId, totalQuantity: TOTAL });
 
   // Every event's users interleaved, half through each api, IN_FLIGHT requests at a time.
   // User ids of this run alone: the suite's shared MySQL holds other tests' coupons of `user-0` and the like.
@@ -52,13 +39,13 @@ test('when 9 events spread over 3 shards get a burst through 2 apis and 2 worker
   const unknown: typeof calls = [];
   await Promise.all(Array.from({ length: IN_FLIGHT }, async () => {
     for (let call = calls[next++]; call; call = calls[next++]) {
-      const answer = await apply(apis[next % 2]!.url, call.eventId, call.userId);
+      const answer = await apply(services.apis[next % 2]!.url, call.eventId, call.userId);
       // A 503 (the gate's deadline passed on a loaded machine) tells nothing: the client asks again below.
       if (answer.status === 503) unknown.push(call);
       else record(call, answer);
     }
   }));
-  for (const call of unknown) record(call, await apply(apis[0]!.url, call.eventId, call.userId));
+  for (const call of unknown) record(call, await apply(services.apis[0]!.url, call.eventId, call.userId));
 
   for (const eventId of eventIds) {
     expect({ eventId, answers: answers.get(eventId) }).toEqual({ eventId, answers: { 202: TOTAL, 410: USERS_PER_EVENT - TOTAL } });
@@ -67,26 +54,26 @@ test('when 9 events spread over 3 shards get a burst through 2 apis and 2 worker
       rows: TOTAL, distinctUsers: TOTAL, distinctSequences: TOTAL, minSequence: 1, maxSequence: TOTAL, issuedButMissing: [],
     });
     // The event's keys (the outbox among them) live on its shard alone; the registry, one key, names it.
-    expect(await own.client.xlen(eventKeys(eventId).outbox)).toBeGreaterThan(0);
-    expect(await own.client.sismember(EVENT_REGISTRY_KEY, eventId)).toBe(1);
+    expect(await services.own.client.xlen(eventKeys(eventId).outbox)).toBeGreaterThan(0);
+    expect(await services.own.client.sismember(EVENT_REGISTRY_KEY, eventId)).toBe(1);
   }
   // Both workers drained streams of the Cluster, and both apis answered.
-  const persistedBy = await Promise.all(workers.map((worker) => scrapeMetric(worker.url, 'coupon_persisted_total')));
+  const persistedBy = await Promise.all(services.workers.map((worker) => scrapeMetric(worker.url, 'coupon_persisted_total')));
   expect(persistedBy.reduce((a, b) => a + b, 0)).toBe(9 * TOTAL);
   for (const count of persistedBy) expect(count).toBeGreaterThan(0);
 
   // One user's coupons across the shards: the read asks each event's users hash on its own shard.
   const holder = issued.get(eventIds[0]!)![0]!.userId;
   const held = eventIds.filter((eventId) => issued.get(eventId)!.some((coupon) => coupon.userId === holder));
-  const listed = await request<{ coupons: Array<{ eventId: string }> }>(`${apis[1]!.url}/v1/users/${holder}/coupons`);
+  const listed = await request<{ coupons: Array<{ eventId: string }> }>(`${services.apis[1]!.url}/v1/users/${holder}/coupons`);
   expect(listed.status).toBe(200);
   expect(listed.body.coupons.map((coupon) => coupon.eventId).sort()).toEqual([...held].sort());
 }, 180_000);
 
 test('when an event is created on a Cluster, then an unknown event id on any shard answers 404 without waiting for a restore', async () => {
-  const unknown = eventIdsOnEveryShard(own.client, 'nowhere', 1);
+  const unknown = eventIdsOnEveryShard(services.own.client, 'nowhere', 1);
   for (const eventId of unknown) {
-    const answer = await apply(apis[0]!.url, eventId, 'someone');
+    const answer = await apply(services.apis[0]!.url, eventId, 'someone');
     expect({ eventId, status: answer.status, error: answer.body.error }).toEqual({ eventId, status: 404, error: 'event_not_found' });
   }
 });

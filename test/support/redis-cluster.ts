@@ -9,7 +9,7 @@ import { type LocalRedisCluster, startRedisCluster } from '../../scripts/local-s
 import { type CouponRedis, createRedis, serverIdentity } from '../../src/redis/client.ts';
 import { eventKeys } from '../../src/redis/keys.ts';
 import { markerKeyOf, primaries } from '../../src/redis/topology.ts';
-import { uniqueEventId } from './harness.ts';
+import { type ServiceProcess, closePool, spawnApi, spawnWorker, uniqueEventId } from './harness.ts';
 
 export interface OwnRedisCluster {
   readonly cluster: LocalRedisCluster;
@@ -39,6 +39,32 @@ export async function startOwnRedisCluster(name: string, options: { replicas?: n
       await rm(dir, { recursive: true, force: true });
     },
   };
+}
+
+/** What useClusterServices gives a test file: its Cluster, and 2 apis and 2 workers on it. */
+export interface ClusterServices {
+  own: OwnRedisCluster;
+  apis: ServiceProcess[];
+  workers: ServiceProcess[];
+}
+
+/**
+ * A Cluster of the test file's own (startOwnRedisCluster) with 2 apis and 2 workers on it, started before the
+ * file's tests and stopped after them; the fields are set once beforeAll has run.
+ */
+export function useClusterServices(name: string): ClusterServices {
+  const services = {} as ClusterServices;
+  beforeAll(async () => {
+    services.own = await startOwnRedisCluster(name);
+    services.apis = await Promise.all([spawnApi(services.own.env), spawnApi(services.own.env)]);
+    services.workers = await Promise.all([spawnWorker(services.own.env), spawnWorker(services.own.env)]);
+  }, 90_000);
+  afterAll(async () => {
+    await Promise.all([...(services.apis ?? []), ...(services.workers ?? [])].map((process) => process.stop()));
+    await services.own?.stop();
+    await closePool();
+  });
+  return services;
 }
 
 export function clusterClient(env: { REDIS_URL: string; REDIS_CLUSTER_NODES: string }): CouponRedis {
