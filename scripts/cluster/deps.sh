@@ -39,8 +39,17 @@ if [ -f "$STATE/deps.tag" ] && [ "$(cat "$STATE/deps.tag")" != "$deps_tag" ]; th
 fi
 echo "$deps_tag" >"$STATE/deps.tag"
 for s in redis mysql postgres; do
-  kubectl -n "$DEPS_NAMESPACE" rollout status "statefulset/$s" --timeout=300s >/dev/null ||
-    { kubectl -n "$DEPS_NAMESPACE" describe pod "$s-0" | tail -25; kubectl -n "$DEPS_NAMESPACE" logs "$s-0" --tail=30 || true
-      die "statefulset $s did not become ready"; }
+  # A pod the scheduler saw before its claim (FailedScheduling "unbound immediate PersistentVolumeClaims. not
+  # found") may wait for the scheduler's 5-minute sweep of unschedulable pods although its claim is bound by
+  # then: such a pod, still Pending after 60 s, is deleted once and its StatefulSet makes it again.
+  if ! kubectl -n "$DEPS_NAMESPACE" rollout status "statefulset/$s" --timeout=60s >/dev/null 2>&1; then
+    if [ "$(kubectl -n "$DEPS_NAMESPACE" get pod "$s-0" -o jsonpath='{.status.phase}' 2>/dev/null)" = Pending ]; then
+      say "pod $s-0 still Pending after 60 s ($(kubectl -n "$DEPS_NAMESPACE" get pvc "data-$s-0" -o jsonpath='{.status.phase}' 2>/dev/null) claim): deleting it once"
+      kubectl -n "$DEPS_NAMESPACE" delete pod "$s-0" --wait=false >/dev/null
+    fi
+    kubectl -n "$DEPS_NAMESPACE" rollout status "statefulset/$s" --timeout=300s >/dev/null ||
+      { kubectl -n "$DEPS_NAMESPACE" describe pod "$s-0" | tail -25; kubectl -n "$DEPS_NAMESPACE" logs "$s-0" --tail=30 || true
+        die "statefulset $s did not become ready"; }
+  fi
 done
 say "dependencies Ready: $(kubectl -n "$DEPS_NAMESPACE" get pods --no-headers | awk '{printf "%s %s; ", $1, $3}')"
