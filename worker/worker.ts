@@ -29,11 +29,18 @@ export async function createWorker(config: Config, logger: Logger) {
   // One connection for the consumer loop (its XREADGROUP blocks up to OUTBOX_BLOCK_MS), one for everything else.
   // On a Cluster it reads each stream alone (no blocking read across slots): those reads go out auto-pipelined,
   // one write per node.
+  // No command may wait for ever: ioredis keeps a command queued for a node that went away until that node's
+  // connection is ready again, and a Cluster client that drops the node from its map (its replica promoted) stops
+  // reconnecting it without failing the queue (ioredis 6.0.0). A worker whose read waited on such a queue stopped
+  // persisting altogether (reliability.md, scenario 16). The command timeout fails it instead; the loop backs off
+  // and reads again from the node that owns the stream now.
   const loopRedis = createRedis(config.redis, {
-    connectionName: 'coupon-worker-loop', socketTimeoutMs: OUTBOX_BLOCK_MS + config.redisSocketTimeoutMs,
-    autoPipelining: config.redis.kind === 'cluster',
+    connectionName: 'coupon-worker-loop', autoPipelining: config.redis.kind === 'cluster',
+    socketTimeoutMs: OUTBOX_BLOCK_MS + config.redisSocketTimeoutMs, commandTimeoutMs: OUTBOX_BLOCK_MS + config.redisSocketTimeoutMs,
   });
-  const redis = createRedis(config.redis, { connectionName: 'coupon-worker', socketTimeoutMs: config.redisSocketTimeoutMs });
+  const redis = createRedis(config.redis, {
+    connectionName: 'coupon-worker', socketTimeoutMs: config.redisSocketTimeoutMs, commandTimeoutMs: config.redisSocketTimeoutMs,
+  });
   for (const client of [loopRedis, redis]) client.on('error', (error: Error) => logger.debug({ err: error }, 'redis connection error'));
   const orm = await createOrm(config.mysqlUrl);
   const store = new CouponStore(orm);
