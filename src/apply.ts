@@ -12,7 +12,7 @@ import { markerKeyFor } from './redis/topology.ts';
 import type { ReplicaAcks } from './redis/replica-acks.ts';
 
 export type ApplyDecision =
-  | Exclude<ApplyOutcome, { kind: 'state_missing' } | { kind: 'issued' } | { kind: 'repeated' } | { kind: 'already_applied' }>
+  | Exclude<ApplyOutcome, { kind: 'state_missing' } | { kind: 'unchecked_server' } | { kind: 'issued' } | { kind: 'repeated' } | { kind: 'already_applied' }>
   | { kind: 'issued'; sequence: number }
   | { kind: 'already_applied'; sequence: number; userId: string }
   | { kind: 'event_not_found' }
@@ -35,8 +35,11 @@ export interface ApplyRequest {
 export interface ApplyDeps {
   redis: CouponRedis;
   soldOut: { isSoldOut(eventId: string, nowMs: number): boolean; markSoldOut(eventId: string, nowMs: number): void };
-  /** whether the Redis server holding a key (an event's shard) was compared with MySQL: nothing is issued on one that was not */
-  server: { checkedFor(key: string): boolean };
+  /**
+   * whether the Redis server holding a key (an event's shard) was compared with MySQL: nothing is issued on one that
+   * was not; on a Cluster also the ids of those primaries, for the gate script to check where it runs
+   */
+  server: { checkedFor(key: string): boolean; readonly checkedNodes: string };
   /** does the event exist in MySQL (asked only while Redis may have lost state) */
   events: { exists(eventId: string): Promise<boolean> };
   identity?: { resolve(authorization: string | undefined): Promise<{ kind: 'user'; userId: string } | { kind: 'rejected'; message: string }> };
@@ -95,7 +98,9 @@ export class ApplyForCoupon {
     if (!server.checkedFor(eventKeys(request.eventId).meta)) return { kind: 'restoring' };
     // Generated ids start with `~`, which a client's key cannot contain: the two never meet.
     const requestId = request.idempotencyKey ?? this.#requestIdPrefix + (++this.#requestCount).toString(36);
-    const outcome = await applyForCoupon(redis, request.eventId, userId, requestId, this.#gateTimeoutMs, replicas);
+    const outcome = await applyForCoupon(redis, request.eventId, userId, requestId, {
+      timeoutMs: this.#gateTimeoutMs, replicas, checkedNodes: server.checkedNodes,
+    });
     metrics.countGate(outcome.kind);
     switch (outcome.kind) {
       case 'issued':
@@ -108,6 +113,9 @@ export class ApplyForCoupon {
         return outcome;
       case 'state_missing':
         return this.#missingState(request.eventId);
+      case 'unchecked_server':
+        // The client followed a redirect to a primary not compared with MySQL yet: the script did nothing there.
+        return { kind: 'restoring' };
       default:
         return outcome;
     }

@@ -16,8 +16,10 @@ export class CheckedServer {
   readonly #redis: CouponRedis;
   readonly #keeper: GateStateKeeper;
   readonly #logger: Logger;
-  /** the primaries checked and not disconnected since */
-  #checked = new Set<string>();
+  /** the primaries checked and not disconnected since: name -> Cluster node id */
+  #checked = new Map<string, string>();
+  /** their node ids, comma-separated, on a Cluster: what the gate script checks where it runs ('' on one server) */
+  #checkedNodes = '';
   #everChecked = false;
   /** bumped on every close, so a check that began on the previous connection cannot vouch for the next */
   #connection = 0;
@@ -36,6 +38,14 @@ export class CheckedServer {
     if (!isCluster(this.#redis)) return this.#checked.size > 0;
     const owner = this.#redis.slots[calculateSlot(key)]?.[0];
     return owner !== undefined && this.#checked.has(owner);
+  }
+
+  /**
+   * On a Cluster, the node ids of the checked primaries, for the gate script: the client may follow a redirect to
+   * another primary than the one checkedFor() looked at, and the script then refuses to run there. '' on one server.
+   */
+  get checkedNodes(): string {
+    return this.#checkedNodes;
   }
 
   /** Whether any server was checked since this process started: until then it is not ready for traffic. */
@@ -73,6 +83,12 @@ export class CheckedServer {
     this.#connection += 1;
     if (name === undefined) this.#checked.clear();
     else this.#checked.delete(name);
+    this.#setChecked(this.#checked);
+  }
+
+  #setChecked(checked: Map<string, string>): void {
+    this.#checked = checked;
+    this.#checkedNodes = isCluster(this.#redis) ? [...checked.values()].join(',') : '';
   }
 
   async #poll(): Promise<void> {
@@ -84,7 +100,7 @@ export class CheckedServer {
         try {
           const checked = await this.#keeper.checkPrimaries();
           if (connection === this.#connection) {
-            this.#checked = checked;
+            this.#setChecked(checked);
             if (checked.size > 0) this.#everChecked = true;
             done = allPrimariesChecked(this.#redis, checked);
           }

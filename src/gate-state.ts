@@ -6,7 +6,7 @@ import { type CouponRedis, serverIdentity } from './redis/client.ts';
 import { installEventState, markBitmapComplete, markPersisted } from './redis/event-state.ts';
 import { encodeUserEntry } from './redis/formats.ts';
 import { STATE_CHECK_LOCK_KEY, eventKeys } from './redis/keys.ts';
-import { allPrimariesChecked, markerKeyOf, nodeName, primaries } from './redis/topology.ts';
+import { allPrimariesChecked, isCluster, markerKeyOf, nodeName, primaries } from './redis/topology.ts';
 
 /**
  * Keeps the Redis gate state no older than MySQL. Redis can lose writes it acknowledged: a flush or an empty
@@ -38,16 +38,18 @@ export class GateStateKeeper {
   /**
    * Checks and repairs every primary (the one server, or each Cluster shard) not checked since it last lost data.
    * One process works at a time (a lock); the others see what was checked so far and ask again shortly. Returns
-   * the names of the primaries checked (see topology.ts nodeName).
+   * the primaries checked: name (see topology.ts nodeName) -> Cluster node id (CLUSTER MYID; '' on one server).
    */
-  async checkPrimaries(): Promise<Set<string>> {
+  async checkPrimaries(): Promise<Map<string, string>> {
     const redis = this.#redis;
     const states = await Promise.all(primaries(redis).map(async (node) => {
       const key = markerKeyOf(redis, node);
-      const [identity, marker] = await Promise.all([serverIdentity(node), key === undefined ? null : node.get(key)]);
-      return { node, key, identity, checked: marker === identity };
+      const [identity, marker, id] = await Promise.all([
+        serverIdentity(node), key === undefined ? null : node.get(key), isCluster(redis) ? node.call('CLUSTER', 'MYID') as Promise<string> : '',
+      ]);
+      return { node, key, identity, id, checked: marker === identity };
     }));
-    const checked = new Set(states.filter((state) => state.checked).map((state) => nodeName(state.node)));
+    const checked = new Map(states.filter((state) => state.checked).map((state) => [nodeName(state.node), state.id]));
     // A Cluster node that owns no slot (yet) holds no event: nothing to check there.
     const unchecked = states.filter((state) => !state.checked && state.key !== undefined);
     if (unchecked.length === 0) return checked;
@@ -56,11 +58,11 @@ export class GateStateKeeper {
     try {
       const started = Date.now();
       const changed = await this.restore('all');
-      for (const { node, key, identity } of unchecked) {
+      for (const { node, key, identity, id } of unchecked) {
         // A failover during the check leaves the new server unchecked: it is compared on the next round.
         if ((await serverIdentity(node)) !== identity) continue;
         await node.set(key!, identity);
-        checked.add(nodeName(node));
+        checked.set(nodeName(node), id);
         this.#logger.info({ server: identity, node: nodeName(node), changed, ms: Date.now() - started }, 'gate state compared with MySQL');
       }
       return checked;

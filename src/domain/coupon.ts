@@ -48,7 +48,9 @@ export type ApplyOutcome =
   | { kind: 'paused' }
   | { kind: 'not_started' }
   | { kind: 'ended' }
-  | { kind: 'state_missing' };
+  | { kind: 'state_missing' }
+  /** on a Cluster, the call reached a primary the caller has not compared with MySQL (see gate.lua): nothing done */
+  | { kind: 'unchecked_server' };
 
 /** One issued coupon as it travels from the gate, through the outbox, to MySQL. */
 export interface IssuedCoupon {

@@ -12,6 +12,10 @@
   ARGV[3] requestId: recorded with the user, so a caller whose reply timed out can learn whether it was its
           own request that got the coupon; a client's Idempotency-Key when it sent one, so a retry of the
           request that got the coupon gets the same answer again
+  ARGV[4] on a Cluster: the ids (CLUSTER MYID) of the primaries the caller has compared with MySQL, comma-separated;
+          the script runs only on one of them. The caller picks the node from its slot map, but its client follows
+          MOVED and ASK to whichever node owns the slot now, which may be one not compared yet (a promoted replica,
+          a slot moved). Empty or absent: one server, nothing to check.
 
   Returns {code, sequence, issuedAtMs}:
     0 issued (sequence, issuedAtMs)   1 already applied (sequence)   2 sold out
@@ -19,9 +23,15 @@
     6 a repeat of the request that was issued this user's coupon (sequence, issuedAtMs): its entry is written
       again, unchanged, so that a replica acknowledging this call also holds the original write
     7 paused: an operator stopped issuing (the kill switch)
+    8 this node is not one the caller has compared with MySQL (ARGV[4]): nothing was read or written
 
   Time is Redis TIME, never the caller's clock, so every api pod judges the window alike.
 ]]
+local checked = ARGV[4]
+if checked and checked ~= '' and not string.find(checked, redis.call('CLUSTER', 'MYID'), 1, true) then
+  return {8, 0, 0}
+end
+
 local meta = redis.call('HMGET', KEYS[1], 'total', 'startsAt', 'endsAt', 'paused')
 local total = tonumber(meta[1])
 if not total then

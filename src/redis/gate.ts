@@ -20,26 +20,38 @@ export class GateTimeoutError extends Error {
   }
 }
 
+export interface GateOptions {
+  /** how long the gate waits for Redis (500 ms by default) */
+  timeoutMs?: number;
+  /** GATE_MIN_REPLICAS > 0: a coupon is answered only once replicas hold it */
+  replicas?: ReplicaAcks;
+  /** on a Cluster: the ids of the primaries compared with MySQL; the script runs on no other (see gate.lua) */
+  checkedNodes?: string;
+}
+
 /**
  * One round trip: window, per-user check, INCR, record the user, XADD the outbox.
  * `requestId` must be unique per request (or be the client's Idempotency-Key, unique per user): it is how a
  * timed-out call finds out what happened, and how a retry is recognised.
  */
 export async function applyForCoupon(
-  redis: CouponRedis, eventId: string, userId: string, requestId: string, timeoutMs = 500, replicas?: ReplicaAcks,
+  redis: CouponRedis, eventId: string, userId: string, requestId: string, options: GateOptions = {},
 ): Promise<ApplyOutcome> {
-  const outcome = await runGate(redis, eventId, userId, requestId, timeoutMs);
+  const { timeoutMs = 500, replicas, checkedNodes = '' } = options;
+  const outcome = await runGate(redis, eventId, userId, requestId, timeoutMs, checkedNodes);
   // GATE_MIN_REPLICAS: an issued coupon is answered only once replicas hold it (NotReplicatedError otherwise).
   // A repeat wrote its entry again, so the acknowledgement covers the original write too.
   if ((outcome.kind === 'issued' || outcome.kind === 'repeated') && replicas) await replicas.confirm(eventKeys(eventId).meta);
   return outcome;
 }
 
-async function runGate(redis: CouponRedis, eventId: string, userId: string, requestId: string, timeoutMs: number): Promise<ApplyOutcome> {
+async function runGate(
+  redis: CouponRedis, eventId: string, userId: string, requestId: string, timeoutMs: number, checkedNodes: string,
+): Promise<ApplyOutcome> {
   const keys = eventKeys(eventId);
   let reply: [number, number, number];
   try {
-    reply = await withTimeout(redis.gate(keys.meta, keys.issued, keys.users, keys.outbox, eventId, userId, requestId), timeoutMs);
+    reply = await withTimeout(redis.gate(keys.meta, keys.issued, keys.users, keys.outbox, eventId, userId, requestId, checkedNodes), timeoutMs);
   } catch (error) {
     // One deadline for both calls: the gate's wait, then half of it again to settle, so a hung Redis is
     // answered 503 in 1.5x REDIS_COMMAND_TIMEOUT_MS (750 ms by default), well within a second.
@@ -51,6 +63,7 @@ async function runGate(redis: CouponRedis, eventId: string, userId: string, requ
   if (code === 1) return { kind: 'already_applied', sequence };
   if (code === 6) return { kind: 'repeated', sequence, issuedAtMs };
   if (code === 7) return { kind: 'paused' };
+  if (code === 8) return { kind: 'unchecked_server' };
   return OUTCOMES[code - 2] ?? { kind: 'state_missing' };
 }
 

@@ -44,7 +44,7 @@ export function markerKeyFor(redis: CouponRedis, key: string): string | undefine
 }
 
 /** Whether every primary that owns slots is among `checked` (false while a Cluster's nodes are not known yet). */
-export function allPrimariesChecked(redis: CouponRedis, checked: ReadonlySet<string>): boolean {
+export function allPrimariesChecked(redis: CouponRedis, checked: { has(name: string): boolean }): boolean {
   const nodes = primaries(redis);
   return nodes.length > 0 && nodes.every((node) => checked.has(nodeName(node)) || markerKeyOf(redis, node) === undefined);
 }

@@ -132,8 +132,8 @@ describe('the gate script', () => {
       const busy = blocker.eval("local t = redis.call('TIME'); local s = t[1] * 1000000 + t[2]; repeat t = redis.call('TIME') until t[1] * 1000000 + t[2] - s > 400000; return 1", 0);
       await new Promise((resolve) => setTimeout(resolve, 20));
       const [mine, theirs, plain] = await Promise.allSettled([
-        applyForCoupon(impatient, eventId, 'ann', 'request-1', timeoutMs),
-        applyForCoupon(impatient, eventId, 'ann', 'request-2', timeoutMs),
+        applyForCoupon(impatient, eventId, 'ann', 'request-1', { timeoutMs }),
+        applyForCoupon(impatient, eventId, 'ann', 'request-2', { timeoutMs }),
         probe.get(eventKeys(eventId).issued),
       ]);
       // The same wait makes an ordinary command fail: the gate calls above really did time out.
