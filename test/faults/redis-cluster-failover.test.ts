@@ -201,6 +201,9 @@ describeFault('Redis Cluster replicas and primary failover', { folder: 'redis-cl
     }
     // The killed shard's event answered 503 for a while; the others did not wait for it.
     expect(statusesOf(answers.get(victim)!.filter((answer) => answer.attempt === 'first'))[503]).toBeGreaterThan(0);
+    for (const eventId of eventIds.filter((eventId) => eventId !== victim)) {
+      expect({ eventId, answered503: statusesOf(answers.get(eventId)!)[503] ?? 0 }).toEqual({ eventId, answered503: 0 });
+    }
     await recordFigures('redis-cluster-failover', {
       total: TOTAL, usersPerEvent: USERS, killAtMs: Math.round(at.kill!), promotedAfterKillMs: Math.round(at.promoted! - at.kill!),
       rejoinedAfterKillMs: Math.round(at.rejoined! - at.kill!), ...figures,
