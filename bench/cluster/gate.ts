@@ -6,7 +6,7 @@ import { cpus } from 'node:os';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { binary } from '../../scripts/local-servers/processes.ts';
 import { eventKeys } from '../../src/redis/keys.ts';
-import { nodeName, primaryOf } from '../../src/redis/topology.ts';
+import { isCluster, nodeName, primaryOf } from '../../src/redis/topology.ts';
 import { cpuPerCall, nodeWindows, placeRedis, sampleAll } from './nodes.ts';
 import { type ClusterBenchSettings, type GateRun, type GateVariant, type NodeWindow, REDIS_TARGETS, type RedisTargetName } from './report.ts';
 import { type ClusterBenchContext, type Target, rotate } from './targets.ts';
@@ -56,12 +56,16 @@ async function driveGate(
   const connections = Math.max(1, Math.floor(settings.gateConnections / target.events.length));
   // redis-benchmark draws the same random numbers in every run: the user ids of each run need a prefix of their own.
   const run = `${label}.${(gateRunCount += 1)}`;
+  // As the api calls it: on a Cluster with the ids of the primaries it checked (the script runs on no other).
+  const checkedNodes = isCluster(target.client)
+    ? (await Promise.all(target.nodes.map((node) => node.client.call('CLUSTER', 'MYID') as Promise<string>))).join(',')
+    : '';
   const generators = await Promise.all(target.events.map((id) => {
     const keys = eventKeys(id);
     const port = target.nodes.find((node) => node.name === nodeName(primaryOf(target.client, keys.meta)!))!.port;
     const args = [
       '-h', '127.0.0.1', '-p', String(port), '-c', String(connections), '-P', String(variant.pipeline), '-l', '-q', '-r', '2000000000',
-      'EVALSHA', sha, '4', keys.meta, keys.issued, keys.users, keys.outbox, id, `${run}.__rand_int__`, `${run}.__rand_int__`,
+      'EVALSHA', sha, '4', keys.meta, keys.issued, keys.users, keys.outbox, id, `${run}.__rand_int__`, `${run}.__rand_int__`, checkedNodes,
     ];
     const child = spawn(pinned ? 'taskset' : binary('redis-benchmark'), pinned ? ['-c', String(cores - 1), binary('redis-benchmark'), ...args] : args, { stdio: 'ignore' });
     const exited = once(child, 'exit');
