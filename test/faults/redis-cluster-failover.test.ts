@@ -64,7 +64,7 @@ describeFault('Redis Cluster replicas and primary failover', { folder: 'redis-cl
   afterEach(async () => {
     const name = expect.getState().currentTestName ?? '';
     const test = name.includes('SIGKILLed') ? 'primary-killed' : name.includes('for good') ? 'primary-gone' : 'replica-down';
-    await keepLogs(`redis-cluster-failover-${test}-${process.pid}`, [
+    await keepLogs(`redis-cluster-failover-${test}`, [
       ...apis.map((api, i): [string, ServiceProcess] => [`api-${i}`, api]),
       ...workers.map((worker, i): [string, ServiceProcess] => [`worker-${i}`, worker]),
       ...cluster.servers.map((server): [string, LocalServer] => [`redis-${server.port}`, server]),
