@@ -1,6 +1,6 @@
 /**
- * A Redis Cluster with a replica per primary (3 + 3 servers), GATE_MIN_REPLICAS=1 (replica timeout 1 s), 2 apis and 2 workers on the
- * fault stack's own MySQL and PostgreSQL.
+ * A Redis Cluster with a replica per primary (3 + 3 servers), GATE_MIN_REPLICAS=1 (replica timeout 1 s), 2 apis and
+ * 2 workers on the fault stack's own MySQL and PostgreSQL (test/support/fault-cluster.ts).
  *
  * 1. GATE_MIN_REPLICAS applies per shard: with one shard's replica down, that shard's events answer 503 (no
  *    replica can acknowledge their writes) while the other shards' events go on issuing; the replica back, its
@@ -9,21 +9,16 @@
  *    checks the promoted server against MySQL before it issues there, and the killed node comes back as the new
  *    primary's replica. History check: every answer a client got, on every shard, against MySQL at the end.
  */
-import { mkdtemp, rm } from 'node:fs/promises';
-import { tmpdir } from 'node:os';
-import { join } from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
-import type { LocalServer } from '../../scripts/local-servers/index.ts';
-import { type LocalRedisCluster, inSync, startRedisCluster } from '../../scripts/local-servers/redis-cluster.ts';
+import { inSync } from '../../scripts/local-servers/redis-cluster.ts';
 import { redisCommand } from '../../scripts/local-servers/redis.ts';
-import type { ServiceProcess } from '../../scripts/services.ts';
-import type { CouponRedis } from '../../src/redis/client.ts';
 import { PERSIST_BUCKET_KEY, eventKeys } from '../../src/redis/keys.ts';
-import { createEvent, waitFor } from '../support/harness.ts';
+import { useFaultCluster } from '../support/fault-cluster.ts';
 import { describeFault } from '../support/fault-stack.ts';
+import { createEvent, waitFor } from '../support/harness.ts';
 import { type ApplyResult, applyLoad, countBy, percentile, users } from '../support/load.ts';
-import { checkPersisted, keepLogs, recordFigures, scrapeMetric, toldSequence } from '../support/observe.ts';
-import { clusterClient, eventIdsOnEveryShard, ownerOf, ready } from '../support/redis-cluster.ts';
+import { checkPersisted, recordFigures, scrapeMetric, toldSequence } from '../support/observe.ts';
+import { eventIdsOnEveryShard, ownerOf } from '../support/redis-cluster.ts';
 
 const TOTAL = 400;
 const USERS = 800;
@@ -34,62 +29,18 @@ const RETRY_AFTER_MS = 1_500;
 const WORKER_COUNTERS = ['coupon_moved_to_retry_total', 'coupon_sequence_conflicts_total', 'coupon_fenced_total', 'coupon_persist_failures_total'];
 
 describeFault('Redis Cluster replicas and primary failover', { folder: 'redis-cluster-failover' }, (stack) => {
-  let dir: string;
-  let cluster: LocalRedisCluster;
-  let client: CouponRedis & { slots: string[][] };
-  let env: Record<string, string>;
-  let apis: ServiceProcess[];
-  let workers: ServiceProcess[];
-
-  beforeAll(async () => {
-    dir = await mkdtemp(join(tmpdir(), 'coupon-cluster-failover-'));
-    cluster = await startRedisCluster({ dir, replicas: 1 });
-    const clusterEnv = { REDIS_URL: `redis://${cluster.nodes[0]}`, REDIS_CLUSTER_NODES: cluster.nodes.join(',') };
-    client = clusterClient(clusterEnv) as typeof client;
-    await ready(client);
-    env = {
-      // A replica that is up acknowledges well within a second even on a loaded CI machine: a 503 then means
-      // no replica, not a slow one.
-      ...clusterEnv, GATE_MIN_REPLICAS: '1', GATE_REPLICA_TIMEOUT_MS: '1000', LOG_LEVEL: 'info',
-      // Only to bound the test: entries a worker held when a primary died are taken over after this long.
-      CLAIM_IDLE_MS: '3000',
-    };
-  }, 120_000);
-  /** Each test's own 2 apis and 2 workers (describeFault kills them after it). */
-  const startServices = async (extra: Record<string, string> = {}) => {
-    apis = [await stack.spawnApi({ ...env, ...extra }), await stack.spawnApi({ ...env, ...extra })];
-    workers = [await stack.spawnWorker({ ...env, ...extra }), await stack.spawnWorker({ ...env, ...extra })];
-  };
-  // What each process said, kept under .stack/faults/logs/ for whoever reads a failure.
-  afterEach(async () => {
-    const name = expect.getState().currentTestName ?? '';
-    const test = name.includes('SIGKILLed') ? 'primary-killed' : name.includes('for good') ? 'primary-gone' : 'replica-down';
-    await keepLogs(`redis-cluster-failover-${test}`, [
-      ...apis.map((api, i): [string, ServiceProcess] => [`api-${i}`, api]),
-      ...workers.map((worker, i): [string, ServiceProcess] => [`worker-${i}`, worker]),
-      ...cluster.servers.map((server): [string, LocalServer] => [`redis-${server.port}`, server]),
-    ]);
-  });
-  // Before describeFault stops the stack's servers.
-  afterAll(async () => {
-    await stack.stopProcesses();
-    client?.disconnect();
-    await cluster?.stop();
-    if (dir) await rm(dir, { recursive: true, force: true });
-  }, 60_000);
-
-  /** The server of the node host:port, and its replica. */
-  const serverOf = (node: string) => cluster.servers.find((server) => `127.0.0.1:${server.port}` === node)!;
-  const replicaOf = async (primary: LocalServer): Promise<LocalServer> => {
-    for (const server of cluster.servers) {
-      if (new RegExp(`master_port:${primary.port}\\b`).test(await redisCommand(server.port, 'INFO', 'replication'))) return server;
-    }
-    throw new Error(`no replica of ${primary.port}`);
-  };
+  const shards = useFaultCluster(stack, 'redis-cluster-failover', {
+    // A replica that is up acknowledges well within a second even on a loaded CI machine: a 503 then means
+    // no replica, not a slow one.
+    GATE_MIN_REPLICAS: '1', GATE_REPLICA_TIMEOUT_MS: '1000', LOG_LEVEL: 'info',
+    // Only to bound the test: entries a worker held when a primary died are taken over after this long.
+    CLAIM_IDLE_MS: '3000',
+  }, (name) => (name.includes('SIGKILLed') ? 'primary-killed' : 'replica-down'));
   const statusesOf = (results: ApplyResult[]) => countBy(results, (result) => result.status);
 
   test('GATE_MIN_REPLICAS per shard: one shard\'s replica down makes only that shard\'s events answer 503, and their users learn their coupons once it is back', async () => {
-    await startServices();
+    await shards.startServices();
+    const { client, apis, serverOf, replicaOf } = shards;
     const eventIds = eventIdsOnEveryShard(client, 'replica-down', 1);
     for (const eventId of eventIds) await createEvent(apis[0]!.url, { id: eventId, totalQuantity: 100 });
     const [quiet, ...others] = eventIds;
@@ -117,7 +68,8 @@ describeFault('Redis Cluster replicas and primary failover', { folder: 'redis-cl
   }, 120_000);
 
   test('when a shard\'s primary is SIGKILLed mid-burst, then its replica is promoted, issuing resumes after the check, and every 202 on every shard is a MySQL row', async () => {
-    await startServices();
+    await shards.startServices();
+    const { client, apis, serverOf, replicaOf } = shards;
     const eventIds = eventIdsOnEveryShard(client, 'failover', 1);
     for (const eventId of eventIds) await createEvent(apis[0]!.url, { id: eventId, totalQuantity: TOTAL });
     const victim = eventIds[0]!;
@@ -176,7 +128,7 @@ describeFault('Redis Cluster replicas and primary failover', { folder: 'redis-cl
         const now = await checkPersisted(stack.query, eventId, issued);
         if (now.issuedButMissing.length === 0 && now.rows >= Math.min(TOTAL, issued.length)) return now;
         const counters = Object.fromEntries(await Promise.all(WORKER_COUNTERS.map(async (name) =>
-          [name, (await Promise.all(workers.map((worker) => scrapeMetric(worker.url, name)))).reduce((a, b) => a + b, 0)] as const)));
+          [name, (await Promise.all(shards.workers.map((worker) => scrapeMetric(worker.url, name)))).reduce((a, b) => a + b, 0)] as const)));
         const outbox = eventKeys(eventId).outbox;
         const [groups, length, timeline, time] = await Promise.all([
           client.xinfo('GROUPS', outbox).catch(String), client.xlen(outbox).catch(String), client.get(PERSIST_BUCKET_KEY), client.time(),
@@ -209,63 +161,4 @@ describeFault('Redis Cluster replicas and primary failover', { folder: 'redis-cl
       rejoinedAfterKillMs: Math.round(at.rejoined! - at.kill!), ...figures,
     });
   }, 180_000);
-
-  test('when a shard\'s primary dies for good, then its replica takes over and the workers, whose reads were waiting on the dead node, persist every 202 on every shard', async () => {
-    // No replica is left to the promoted one: with GATE_MIN_REPLICAS its shard could not issue at all.
-    await startServices({ GATE_MIN_REPLICAS: '0' });
-    const eventIds = eventIdsOnEveryShard(client, 'gone', 1);
-    for (const eventId of eventIds) await createEvent(apis[0]!.url, { id: eventId, totalQuantity: 100 });
-    const victim = eventIds[0]!;
-    const primary = serverOf(ownerOf(client, victim));
-    const replica = await replicaOf(primary);
-    const sell = (prefix: string) => Promise.all(eventIds.map((eventId) =>
-      applyLoad({ urls: () => apis.map((api) => api.url), eventId, users: users(`${prefix}-${eventId}`, 20), concurrency: 4 })));
-    const before = await sell('before');
-    for (const results of before) expect(statusesOf(results)).toEqual({ 202: 20 });
-
-    // Killed and never started again: the workers keep asking for the victim's stream while it is away (their
-    // client queues those reads for the node), and the Cluster drops the node from its map once the replica is
-    // promoted.
-    const killedAt = performance.now();
-    await primary.kill();
-    await waitFor(async () => /role:master/.test(await redisCommand(replica.port, 'INFO', 'replication')) || undefined,
-      { timeoutMs: 30_000, intervalMs: 20, what: 'the Cluster to promote the replica' });
-    const promotedMs = performance.now() - killedAt;
-    // One new user at a time until each api issues there again (it checks the promoted replica against MySQL first).
-    const probes: ApplyResult[] = [];
-    for (const api of apis) {
-      await waitFor(async () => {
-        const [result] = await applyLoad({ urls: () => [api.url], eventId: victim, users: [`probe-${probes.length}`], concurrency: 1 });
-        probes.push(result!);
-        return result!.status === 202 || undefined;
-      }, { timeoutMs: 30_000, intervalMs: 200, what: 'the api to issue on the promoted replica' });
-    }
-    const probed = countBy(probes, (result) => result.status);
-    expect(Object.keys(probed).sort()).toEqual(expect.arrayContaining(['202']));
-    for (const status of Object.keys(probed)) expect(['202', '503']).toContain(status);
-    const issuingAfterKillMs = performance.now() - killedAt;
-    const after = await sell('after');
-    for (const results of after) expect(statusesOf(results)).toEqual({ 202: 20 });
-
-    // History check: every 202 (the last probe's too) is a row with its sequence; no other row but a 503'd probe's.
-    const persisted = await Promise.all(eventIds.map((eventId, i) => waitFor(async () => {
-      const told = [...before[i]!, ...after[i]!, ...(eventId === victim ? probes.filter((result) => result.status === 202) : [])]
-        .map((result) => ({ userId: result.userId, sequence: toldSequence(result.status, result.body)! }));
-      const check = await checkPersisted(stack.query, eventId, told);
-      if (check.issuedButMissing.length === 0) return check;
-      throw new Error(`${check.rows} rows, ${check.issuedButMissing.length} of ${told.length} answered 202 missing`);
-    }, { timeoutMs: 30_000, intervalMs: 250, what: `every 202 of ${eventId} persisted` })));
-    const persistedAfterKillMs = performance.now() - killedAt;
-    for (const [i, check] of persisted.entries()) {
-      expect(check.rows).toBe(check.distinctUsers);
-      expect(check.rows).toBe(check.distinctSequences);
-      const told = 40 + (eventIds[i] === victim ? probed[202]! : 0);
-      expect(check.rows - told).toBeLessThanOrEqual(eventIds[i] === victim ? probed[503] ?? 0 : 0);
-    }
-    await recordFigures('redis-cluster-primary-gone', {
-      promotedAfterKillMs: Math.round(promotedMs), issuingAfterKillMs: Math.round(issuingAfterKillMs), persistedAfterKillMs: Math.round(persistedAfterKillMs),
-      rows: Object.fromEntries(eventIds.map((eventId, i) => [eventId === victim ? 'killedShard' : `otherShard${i}`, persisted[i]!.rows])),
-      probes: probed,
-    });
-  }, 120_000);
 });
