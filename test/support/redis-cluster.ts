@@ -106,6 +106,17 @@ export interface SlotMove {
  */
 export async function moveSlot(client: CouponRedis, slot: number, from: Redis, to: Redis, pauseMs: number): Promise<SlotMove> {
   const startedAt = Date.now();
+  const keys = await migrateSlotKeys(slot, from, to, pauseMs);
+  await assignSlot(client, slot, from, to);
+  return { keys, startedAt, endedAt: Date.now() };
+}
+
+/**
+ * The first part of a move: the target IMPORTING, the source MIGRATING, every key MIGRATEd (`pauseMs` apart). The
+ * slot is still the source's: it answers ASK for the moved keys, and clients follow to the target. Returns how many
+ * keys moved.
+ */
+export async function migrateSlotKeys(slot: number, from: Redis, to: Redis, pauseMs: number): Promise<number> {
   const [fromId, toId] = await Promise.all([from.call('CLUSTER', 'MYID'), to.call('CLUSTER', 'MYID')]) as [string, string];
   await to.call('CLUSTER', 'SETSLOT', slot, 'IMPORTING', fromId);
   await from.call('CLUSTER', 'SETSLOT', slot, 'MIGRATING', toId);
@@ -117,8 +128,13 @@ export async function moveSlot(client: CouponRedis, slot: number, from: Redis, t
     keys += batch.length;
     await sleep(pauseMs);
   }
+  return keys;
+}
+
+/** The last part of a move: the slot assigned to the target, on it, on the source and on every other primary. */
+export async function assignSlot(client: CouponRedis, slot: number, from: Redis, to: Redis): Promise<void> {
+  const toId = (await to.call('CLUSTER', 'MYID')) as string;
   await to.call('CLUSTER', 'SETSLOT', slot, 'NODE', toId);
   await from.call('CLUSTER', 'SETSLOT', slot, 'NODE', toId);
   for (const node of primaries(client)) if (node !== from && node !== to) await node.call('CLUSTER', 'SETSLOT', slot, 'NODE', toId);
-  return { keys, startedAt, endedAt: Date.now() };
 }
