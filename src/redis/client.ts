@@ -16,7 +16,7 @@ const SCRIPTS = {
 } as const;
 
 interface ScriptCommands {
-  gate(meta: string, issued: string, users: string, outbox: string, eventId: string, userId: string, requestId: string, checkedNodes: string): Promise<[number, number, number]>;
+  gate(meta: string, issued: string, users: string, outbox: string, eventId: string, userId: string, requestId: string, checkedNodes: string): Promise<[number, number, number, string?]>;
   installEvent(...keysAndArgs: string[]): Promise<number>;
   checkHolders(meta: string, users: string, ...userIds: string[]): Promise<Array<number | string | null>>;
   updateEvent(meta: string, issued: string, total: string, endsAt: string, paused: string): Promise<[number, number]>;

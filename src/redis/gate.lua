@@ -17,7 +17,8 @@
           MOVED and ASK to whichever node owns the slot now, which may be one not compared yet (a promoted replica,
           a slot moved). Empty or absent: one server, nothing to check.
 
-  Returns {code, sequence, issuedAtMs}:
+  Returns {code, sequence, issuedAtMs}, and for 0 and 6 the id of the node that ran it (on a Cluster; '' otherwise):
+  the caller's WAIT must go to that node, which may not be the one its slot map names (ASK).
     0 issued (sequence, issuedAtMs)   1 already applied (sequence)   2 sold out
     3 not started                     4 ended                        5 gate state missing (Redis lost it)
     6 a repeat of the request that was issued this user's coupon (sequence, issuedAtMs): its entry is written
@@ -28,8 +29,12 @@
   Time is Redis TIME, never the caller's clock, so every api pod judges the window alike.
 ]]
 local checked = ARGV[4]
-if checked and checked ~= '' and not string.find(checked, redis.call('CLUSTER', 'MYID'), 1, true) then
-  return {8, 0, 0}
+local node = ''
+if checked and checked ~= '' then
+  node = redis.call('CLUSTER', 'MYID')
+  if not string.find(checked, node, 1, true) then
+    return {8, 0, 0}
+  end
 end
 
 local meta = redis.call('HMGET', KEYS[1], 'total', 'startsAt', 'endsAt', 'paused')
@@ -43,7 +48,7 @@ if previous then
   local sequence, issuedAt, requestId = string.match(previous, '^(%d+):(%d+):?(.*)$')
   if requestId == ARGV[3] then
     redis.call('HSET', KEYS[3], ARGV[2], previous)
-    return {6, tonumber(sequence), tonumber(issuedAt)}
+    return {6, tonumber(sequence), tonumber(issuedAt), node}
   end
 end
 
@@ -73,4 +78,4 @@ end
 local sequence = redis.call('INCR', KEYS[2])
 redis.call('HSET', KEYS[3], ARGV[2], sequence .. ':' .. now .. ':' .. ARGV[3])
 redis.call('XADD', KEYS[4], '*', 'eventId', ARGV[1], 'userId', ARGV[2], 'sequence', sequence, 'issuedAt', now)
-return {0, sequence, now}
+return {0, sequence, now, node}

@@ -38,33 +38,35 @@ export async function applyForCoupon(
   redis: CouponRedis, eventId: string, userId: string, requestId: string, options: GateOptions = {},
 ): Promise<ApplyOutcome> {
   const { timeoutMs = 500, replicas, checkedNodes = '' } = options;
-  const outcome = await runGate(redis, eventId, userId, requestId, timeoutMs, checkedNodes);
-  // GATE_MIN_REPLICAS: an issued coupon is answered only once replicas hold it (NotReplicatedError otherwise).
-  // A repeat wrote its entry again, so the acknowledgement covers the original write too.
-  if ((outcome.kind === 'issued' || outcome.kind === 'repeated') && replicas) await replicas.confirm(eventKeys(eventId).meta);
+  const { outcome, ranOn } = await runGate(redis, eventId, userId, requestId, timeoutMs, checkedNodes);
+  // GATE_MIN_REPLICAS: an issued coupon is answered only once replicas of the primary that wrote it hold it
+  // (NotReplicatedError otherwise). A repeat wrote its entry again, so the acknowledgement covers the original too.
+  if ((outcome.kind === 'issued' || outcome.kind === 'repeated') && replicas) await replicas.confirm(eventKeys(eventId).meta, ranOn);
   return outcome;
 }
 
 async function runGate(
   redis: CouponRedis, eventId: string, userId: string, requestId: string, timeoutMs: number, checkedNodes: string,
-): Promise<ApplyOutcome> {
+): Promise<{ outcome: ApplyOutcome; ranOn?: string }> {
   const keys = eventKeys(eventId);
-  let reply: [number, number, number];
+  let reply: [number, number, number, string?];
   try {
     reply = await withTimeout(redis.gate(keys.meta, keys.issued, keys.users, keys.outbox, eventId, userId, requestId, checkedNodes), timeoutMs);
   } catch (error) {
     // One deadline for both calls: the gate's wait, then half of it again to settle, so a hung Redis is
     // answered 503 in 1.5x REDIS_COMMAND_TIMEOUT_MS (750 ms by default), well within a second.
-    if (error instanceof GateTimeoutError) return settleTimedOut(redis, keys.users, userId, requestId, timeoutMs / 2);
+    // The settle read does not tell which node wrote the entry: the WAIT goes to the one the slot map names.
+    if (error instanceof GateTimeoutError) return { outcome: await settleTimedOut(redis, keys.users, userId, requestId, timeoutMs / 2) };
     throw error;
   }
-  const [code, sequence, issuedAtMs] = reply;
-  if (code === 0) return { kind: 'issued', sequence, issuedAtMs };
-  if (code === 1) return { kind: 'already_applied', sequence };
-  if (code === 6) return { kind: 'repeated', sequence, issuedAtMs };
-  if (code === 7) return { kind: 'paused' };
-  if (code === 8) return { kind: 'unchecked_server' };
-  return OUTCOMES[code - 2] ?? { kind: 'state_missing' };
+  const [code, sequence, issuedAtMs, node] = reply;
+  const ranOn = node || undefined;
+  if (code === 0) return { outcome: { kind: 'issued', sequence, issuedAtMs }, ranOn };
+  if (code === 6) return { outcome: { kind: 'repeated', sequence, issuedAtMs }, ranOn };
+  if (code === 1) return { outcome: { kind: 'already_applied', sequence } };
+  if (code === 7) return { outcome: { kind: 'paused' } };
+  if (code === 8) return { outcome: { kind: 'unchecked_server' } };
+  return { outcome: OUTCOMES[code - 2] ?? { kind: 'state_missing' } };
 }
 
 /**

@@ -1,6 +1,6 @@
-import type { Redis } from 'ioredis';
+import type { Cluster, Redis } from 'ioredis';
 import type { CouponRedis } from './client.ts';
-import { primaryOf } from './topology.ts';
+import { isCluster, nodeName, primaryOf } from './topology.ts';
 
 /** The gate's write was not acknowledged by enough replicas in time: answered 503, its state is the primary's. */
 export class NotReplicatedError extends Error {
@@ -15,7 +15,7 @@ export class NotReplicatedError extends Error {
  * them cannot lose it. Redis WAIT covers every write the connection made before it, and blocks the connection
  * while it waits; so one WAIT at a time serves every request issued before it was sent (group commit), and the
  * requests issued meanwhile share the next one. Under a burst that is one WAIT per replication round trip, not
- * one per coupon. On a Cluster the WAIT goes to the primary that holds the event (each shard's replicas count for
+ * one per coupon. On a Cluster the WAIT goes to the primary that ran the gate (each shard's replicas count for
  * its own events), one group per primary.
  */
 export class ReplicaAcks {
@@ -23,6 +23,9 @@ export class ReplicaAcks {
   readonly #replicas: number;
   readonly #timeoutMs: number;
   readonly #groups = new WeakMap<Redis, WaitGroup>();
+  /** Cluster node id -> host:port, learnt when a gate reply names a node not seen yet */
+  readonly #names = new Map<string, string>();
+  #learning: Promise<void> | undefined;
 
   constructor(redis: CouponRedis, replicas: number, timeoutMs: number) {
     this.#redis = redis;
@@ -32,15 +35,34 @@ export class ReplicaAcks {
 
   /**
    * Resolves once enough replicas hold every write made before the call on the connection to the primary that
-   * holds `key`; throws otherwise.
+   * wrote it: the node `ranOn` (a Cluster node id, as the gate script returns it), or else the primary that holds
+   * `key` in the slot map. The two differ when the client followed ASK during a slot move. Throws otherwise.
    */
-  async confirm(key: string): Promise<void> {
-    const primary = primaryOf(this.#redis, key);
+  async confirm(key: string, ranOn?: string): Promise<void> {
+    const primary = ranOn === undefined ? primaryOf(this.#redis, key) : await this.#nodeWithId(ranOn);
     if (!primary) throw new NotReplicatedError(this.#replicas, 0);
     let group = this.#groups.get(primary);
     if (!group) this.#groups.set(primary, (group = new WaitGroup(primary, this.#replicas, this.#timeoutMs)));
     const acked = await group.nextWait();
     if (acked < this.#replicas) throw new NotReplicatedError(this.#replicas, acked);
+  }
+
+  /** The connection to the Cluster node with this id; the ids of the nodes are asked (CLUSTER MYID) when one is new. */
+  async #nodeWithId(id: string): Promise<Redis | undefined> {
+    const redis = this.#redis;
+    if (!isCluster(redis)) return undefined;
+    if (!this.#names.has(id)) {
+      this.#learning ??= this.#learnIds(redis).finally(() => { this.#learning = undefined; });
+      await this.#learning;
+    }
+    const name = this.#names.get(id);
+    return name === undefined ? undefined : redis.nodes('all').find((node) => nodeName(node) === name);
+  }
+
+  async #learnIds(redis: Cluster): Promise<void> {
+    await Promise.all(redis.nodes('master').map(async (node) => {
+      this.#names.set((await node.call('CLUSTER', 'MYID')) as string, nodeName(node));
+    }));
   }
 }
 
