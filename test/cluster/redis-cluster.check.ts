@@ -70,7 +70,12 @@ test('8. Redis Cluster (k8s/deps/redis-cluster/): the release pointed at it, a b
   try {
     const cm = kubectlJson(['-n', NS, 'get', 'configmap', '-l', `app.kubernetes.io/instance=${RELEASE}`]).items[0];
     log(`release upgraded: REDIS_CLUSTER_NODES has ${String(cm?.data?.REDIS_CLUSTER_NODES ?? '').split(',').length} nodes, GATE_MIN_REPLICAS ${cm?.data?.GATE_MIN_REPLICAS}`);
-    await waitFor('2 ready api pods on the Cluster', 180_000, () => pods('api').filter((p) => p.ready && !p.deleting).length >= 2 || undefined);
+    // Not before the old pods are gone: draining, they still serve for a few seconds against the old Redis, and an
+    // event created through one of them would exist there only (its burst on the new pods then answered 404 in CI).
+    await waitFor('2 ready api pods on the Cluster, the old ones gone', 180_000, () => {
+      const api = pods('api');
+      return (api.every((p) => !p.deleting) && api.filter((p) => p.ready).length >= 2) || undefined;
+    });
 
     // Which primary serves each event's slot: the master lines of CLUSTER NODES end with their slot ranges.
     const masters = redisCli('redis-cluster-0', 'cluster nodes')
