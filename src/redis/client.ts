@@ -106,13 +106,13 @@ function keepConnecting(redis: Redis): void {
 
 /**
  * A Cluster client. Each node connection gets the same options as a single server's (timeouts, keepalive); the
- * Cluster itself re-reads the slot map every second, and follows MOVED at once and TRYAGAIN (a script whose keys
+ * slot map is re-read every second, and the client follows MOVED at once and TRYAGAIN (a script whose keys
  * are mid-migration) after 50 ms, for at most 16 redirections: the gate's own deadline bounds the wait.
  */
 function clusterClient(target: Extract<RedisTarget, { kind: 'cluster' }>, redisOptions: RedisOptions, options: RedisClientOptions): Cluster {
   const url = new URL(target.url);
   const { retryStrategy: _single, enableOfflineQueue: _queue, ...nodeOptions } = redisOptions;
-  return new Cluster(target.nodes.map(({ host, port }) => ({ host, port })), {
+  const cluster = new Cluster(target.nodes.map(({ host, port }) => ({ host, port })), {
     redisOptions: {
       ...nodeOptions,
       ...(url.username && { username: decodeURIComponent(url.username) }),
@@ -126,10 +126,18 @@ function clusterClient(target: Extract<RedisTarget, { kind: 'cluster' }>, redisO
     clusterNodeRetryStrategy: (attempt) => Math.min(attempt * 100, 1_000),
     retryDelayOnTryAgain: 50,
     retryDelayOnFailover: 100,
-    slotsRefreshInterval: 1_000,
+    // Re-read by the timer below instead: ioredis's own (6.0.0) re-arms itself when disconnect() meets a refresh in
+    // flight, and then keeps a closed client's process alive for ever (a jest run that never exited).
+    slotsRefreshInterval: 0,
     slotsRefreshTimeout: 1_000,
   });
+  const refresh = setInterval(() => cluster.refreshSlotsCache(), SLOTS_REFRESH_MS).unref();
+  cluster.once('end', () => clearInterval(refresh));
+  return cluster;
 }
+
+/** How often a Cluster client re-reads the slot map (besides on every MOVED and connection error). */
+const SLOTS_REFRESH_MS = 1_000;
 
 /** Sentinel settings for ioredis; the primary's credentials, database and TLS come from REDIS_URL. */
 function sentinelOptions(target: Extract<RedisTarget, { kind: 'sentinel' }>): RedisOptions {
