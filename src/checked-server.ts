@@ -48,6 +48,12 @@ export class CheckedServer {
     return this.#checkedNodes;
   }
 
+  /** The name (host:port) of the checked primary with this Cluster node id, as the gate script returns it. */
+  nameOf(nodeId: string): string | undefined {
+    for (const [name, id] of this.#checked) if (id === nodeId) return name;
+    return undefined;
+  }
+
   /** Whether any server was checked since this process started: until then it is not ready for traffic. */
   get everChecked(): boolean {
     return this.#everChecked;

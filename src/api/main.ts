@@ -53,7 +53,7 @@ const app = createApp({
   isDraining: () => draining,
   gateTimeoutMs: config.redisCommandTimeoutMs,
   server: redisServer,
-  ...(config.gateMinReplicas > 0 && { replicas: new ReplicaAcks(redis, config.gateMinReplicas, config.gateReplicaTimeoutMs) }),
+  ...(config.gateMinReplicas > 0 && { replicas: new ReplicaAcks(redis, config.gateMinReplicas, config.gateReplicaTimeoutMs, (nodeId) => redisServer.nameOf(nodeId)) }),
 });
 app.on('error', (error: Error) => logger.error({ err: error }, 'koa error'));
 

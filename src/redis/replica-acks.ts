@@ -1,6 +1,6 @@
-import type { Cluster, Redis } from 'ioredis';
+import type { Redis } from 'ioredis';
 import type { CouponRedis } from './client.ts';
-import { isCluster, nodeName, primaryOf } from './topology.ts';
+import { primaryNamed, primaryOf } from './topology.ts';
 
 /** The gate's write was not acknowledged by enough replicas in time: answered 503, its state is the primary's. */
 export class NotReplicatedError extends Error {
@@ -23,23 +23,24 @@ export class ReplicaAcks {
   readonly #replicas: number;
   readonly #timeoutMs: number;
   readonly #groups = new WeakMap<Redis, WaitGroup>();
-  /** Cluster node id -> host:port, learnt when a gate reply names a node not seen yet */
-  readonly #names = new Map<string, string>();
-  #learning: Promise<void> | undefined;
+  /** the host:port of a Cluster node id, among the primaries compared with MySQL (CheckedServer.nameOf) */
+  readonly #nameOf: (nodeId: string) => string | undefined;
 
-  constructor(redis: CouponRedis, replicas: number, timeoutMs: number) {
+  constructor(redis: CouponRedis, replicas: number, timeoutMs: number, nameOf: (nodeId: string) => string | undefined = () => undefined) {
     this.#redis = redis;
     this.#replicas = replicas;
     this.#timeoutMs = timeoutMs;
+    this.#nameOf = nameOf;
   }
 
   /**
    * Resolves once enough replicas hold every write made before the call on the connection to the primary that
    * wrote it: the node `ranOn` (a Cluster node id, as the gate script returns it), or else the primary that holds
-   * `key` in the slot map. The two differ when the client followed ASK during a slot move. Throws otherwise.
+   * `key` in the slot map. The two differ when the client followed ASK during a slot move. The script runs only on
+   * checked primaries, so `ranOn` is one of them; one unchecked since counts as no acknowledgement. Throws otherwise.
    */
   async confirm(key: string, ranOn?: string): Promise<void> {
-    const primary = ranOn === undefined ? primaryOf(this.#redis, key) : await this.#nodeWithId(ranOn);
+    const primary = ranOn === undefined ? primaryOf(this.#redis, key) : this.#primaryWithId(ranOn);
     if (!primary) throw new NotReplicatedError(this.#replicas, 0);
     let group = this.#groups.get(primary);
     if (!group) this.#groups.set(primary, (group = new WaitGroup(primary, this.#replicas, this.#timeoutMs)));
@@ -47,22 +48,9 @@ export class ReplicaAcks {
     if (acked < this.#replicas) throw new NotReplicatedError(this.#replicas, acked);
   }
 
-  /** The connection to the Cluster node with this id; the ids of the nodes are asked (CLUSTER MYID) when one is new. */
-  async #nodeWithId(id: string): Promise<Redis | undefined> {
-    const redis = this.#redis;
-    if (!isCluster(redis)) return undefined;
-    if (!this.#names.has(id)) {
-      this.#learning ??= this.#learnIds(redis).finally(() => { this.#learning = undefined; });
-      await this.#learning;
-    }
-    const name = this.#names.get(id);
-    return name === undefined ? undefined : redis.nodes('all').find((node) => nodeName(node) === name);
-  }
-
-  async #learnIds(redis: Cluster): Promise<void> {
-    await Promise.all(redis.nodes('master').map(async (node) => {
-      this.#names.set((await node.call('CLUSTER', 'MYID')) as string, nodeName(node));
-    }));
+  #primaryWithId(nodeId: string): Redis | undefined {
+    const name = this.#nameOf(nodeId);
+    return name === undefined ? undefined : primaryNamed(this.#redis, name);
   }
 }
 

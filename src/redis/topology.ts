@@ -22,7 +22,12 @@ export const nodeName = (node: Redis): string => `${node.options.host}:${node.op
 export function primaryOf(redis: CouponRedis, key: string): Redis | undefined {
   if (!isCluster(redis)) return redis as Redis;
   const owner = redis.slots[calculateSlot(key)]?.[0];
-  return owner === undefined ? undefined : redis.nodes('master').find((node) => nodeName(node) === owner);
+  return owner === undefined ? undefined : primaryNamed(redis, owner);
+}
+
+/** The connection to the primary named host:port (see nodeName); the one server when it is not a Cluster. */
+export function primaryNamed(redis: CouponRedis, name: string): Redis | undefined {
+  return isCluster(redis) ? redis.nodes('master').find((node) => nodeName(node) === name) : redis as Redis;
 }
 
 /**

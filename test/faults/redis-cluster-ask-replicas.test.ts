@@ -13,13 +13,12 @@ import { nodeName, primaries } from '../../src/redis/topology.ts';
 import { useFaultCluster } from '../support/fault-cluster.ts';
 import { describeFault } from '../support/fault-stack.ts';
 import { createEvent, waitFor } from '../support/harness.ts';
-import { type ApplyResult, applyLoad, countBy, users } from '../support/load.ts';
+import { applyLoad, statusesOf, users } from '../support/load.ts';
 import { checkPersisted, recordFigures, toldSequence } from '../support/observe.ts';
 import { assignSlot, eventIdsOnEveryShard, migrateSlotKeys, ownerOf } from '../support/redis-cluster.ts';
 
 describeFault('Redis Cluster: GATE_MIN_REPLICAS on a slot half moved', { folder: 'redis-cluster-ask-replicas' }, (stack) => {
   const shards = useFaultCluster(stack, 'redis-cluster-ask-replicas', { GATE_MIN_REPLICAS: '1', GATE_REPLICA_TIMEOUT_MS: '1000', LOG_LEVEL: 'info' }, () => 'test');
-  const statusesOf = (results: ApplyResult[]) => countBy(results, (result) => result.status);
 
   test('when the gate follows ASK to an importing primary whose replica is down, then it answers 503, not 202, and the users learn their coupons once the replica is back', async () => {
     await shards.startServices();

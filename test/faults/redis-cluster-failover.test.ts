@@ -16,7 +16,7 @@ import { PERSIST_BUCKET_KEY, eventKeys } from '../../src/redis/keys.ts';
 import { useFaultCluster } from '../support/fault-cluster.ts';
 import { describeFault } from '../support/fault-stack.ts';
 import { createEvent, waitFor } from '../support/harness.ts';
-import { type ApplyResult, applyLoad, countBy, percentile, users } from '../support/load.ts';
+import { type ApplyResult, applyLoad, percentile, statusesOf, users } from '../support/load.ts';
 import { checkPersisted, recordFigures, scrapeMetric, toldSequence } from '../support/observe.ts';
 import { eventIdsOnEveryShard, ownerOf } from '../support/redis-cluster.ts';
 
@@ -36,7 +36,6 @@ describeFault('Redis Cluster replicas and primary failover', { folder: 'redis-cl
     // Only to bound the test: entries a worker held when a primary died are taken over after this long.
     CLAIM_IDLE_MS: '3000',
   }, (name) => (name.includes('SIGKILLed') ? 'primary-killed' : 'replica-down'));
-  const statusesOf = (results: ApplyResult[]) => countBy(results, (result) => result.status);
 
   test('GATE_MIN_REPLICAS per shard: one shard\'s replica down makes only that shard\'s events answer 503, and their users learn their coupons once it is back', async () => {
     await shards.startServices();

@@ -9,14 +9,13 @@ import { redisCommand } from '../../scripts/local-servers/redis.ts';
 import { useFaultCluster } from '../support/fault-cluster.ts';
 import { describeFault } from '../support/fault-stack.ts';
 import { createEvent, waitFor } from '../support/harness.ts';
-import { type ApplyResult, applyLoad, countBy, users } from '../support/load.ts';
+import { type ApplyResult, applyLoad, countBy, statusesOf, users } from '../support/load.ts';
 import { checkPersisted, recordFigures, toldSequence } from '../support/observe.ts';
 import { eventIdsOnEveryShard, ownerOf } from '../support/redis-cluster.ts';
 
 describeFault('Redis Cluster: a shard\'s primary gone for good', { folder: 'redis-cluster-primary-gone' }, (stack) => {
   // No replica is left to the promoted one: with GATE_MIN_REPLICAS its shard could not issue at all.
   const shards = useFaultCluster(stack, 'redis-cluster-primary-gone', { GATE_MIN_REPLICAS: '0', LOG_LEVEL: 'info' }, () => 'test');
-  const statusesOf = (results: ApplyResult[]) => countBy(results, (result) => result.status);
 
   test('when a shard\'s primary dies for good, then its replica takes over and the workers, whose reads were waiting on the dead node, persist every 202 on every shard', async () => {
     await shards.startServices();

@@ -13,6 +13,7 @@ import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { type LocalRedisCluster, startRedisCluster } from '../../scripts/local-servers/redis-cluster.ts';
 import { redisCommand } from '../../scripts/local-servers/redis.ts';
+import { waitFor } from '../support/harness.ts';
 
 const CLIENT = fileURLToPath(new URL('../../src/redis/client.ts', import.meta.url));
 
@@ -44,9 +45,10 @@ test('when a Cluster client is disconnected while its slot-map refresh is in fli
   let output = '';
   child.stdout.on('data', (chunk: Buffer) => { output += chunk.toString(); });
   try {
-    await waitForOutput(() => output, 'ready', 10_000);
+    const printed = (line: string) => waitFor(() => output.split('\n').includes(line) || undefined, { timeoutMs: 10_000, intervalMs: 20, what: `the child to print "${line}"` });
+    await printed('ready');
     await redisCommand(Number(port), 'CLIENT', 'PAUSE', '2500', 'ALL');
-    await waitForOutput(() => output, 'disconnected', 10_000);
+    await printed('disconnected');
     const exitedInTime = await Promise.race([exited.then(() => true), new Promise<boolean>((resolve) => setTimeout(() => resolve(false), 8_000))]);
     expect({ exitedWithin8sOfDisconnect: exitedInTime }).toEqual({ exitedWithin8sOfDisconnect: true });
   } finally {
@@ -54,11 +56,3 @@ test('when a Cluster client is disconnected while its slot-map refresh is in fli
     await exited;
   }
 }, 40_000);
-
-async function waitForOutput(output: () => string, line: string, timeoutMs: number): Promise<void> {
-  const deadline = Date.now() + timeoutMs;
-  while (!output().split('\n').includes(line)) {
-    if (Date.now() > deadline) throw new Error(`the child did not print "${line}" within ${timeoutMs} ms; it printed: ${output()}`);
-    await new Promise((resolve) => setTimeout(resolve, 20));
-  }
-}

@@ -102,3 +102,6 @@ export function countBy<T>(items: T[], key: (item: T) => string | number): Recor
   for (const item of items) counts[String(key(item))] = (counts[String(key(item))] ?? 0) + 1;
   return counts;
 }
+
+/** How many answers of each HTTP status, e.g. { 202: 40, 410: 40 }. */
+export const statusesOf = (results: ApplyResult[]): Record<string, number> => countBy(results, (result) => result.status);
