@@ -4,6 +4,7 @@
  *   node bench/run.ts [--quick] [--api-only [--rounds N] [--processes 1,2]] [--profile] [--out DIR] [--dir SERVERS_DIR]
  *                     [--designs naive,incr-direct,outbox]
  *   node bench/run.ts --cluster [--quick] [--rounds N] [--processes 1,2] [--out DIR] [--dir SERVERS_DIR]
+ *   node bench/run.ts --overload [--quick] [--out DIR] [--dir SERVERS_DIR]
  *
  * --quick runs a few seconds per design with small events (the test suite runs it); the default is the full run.
  * --api-only runs only the hot-path comparison (bench/hot-path.ts: hello, minimal, open and sold-out apply), the
@@ -12,11 +13,15 @@
  * --cluster runs only the Redis Cluster capacity bench (bench/cluster.ts, docs/bench/cluster.md): the gate's Redis
  * cost per call and apply throughput on a standalone Redis, a 1-shard and a 3-shard Cluster, the memory of an
  * event, and the capacity model; about 4 minutes (--quick: a smoke run of under a minute).
+ * --overload runs only the overload bench (bench/overload.ts, docs/bench/overload.md): one api process in a
+ * 512 MiB memory cgroup under a closed loop of 64 to 10,000 connections and an open loop of 0.5x to 50x its
+ * measured capacity, each step with and without admission control; about 5 minutes (--quick: under a minute).
  */
 import { join, resolve } from 'node:path';
 import { parseArgs } from 'node:util';
 import type { ClusterBenchSettings } from './cluster/report.ts';
 import type { HotPathSettings } from './hot-path.ts';
+import type { OverloadSettings } from './overload.ts';
 import type { DesignName, Settings } from './report.ts';
 
 export const DESIGNS: DesignName[] = ['naive', 'incr-direct', 'outbox'];
@@ -54,6 +59,18 @@ const CLUSTER: Record<'full' | 'quick', ClusterBenchSettings> = {
   },
 };
 
+/** The overload bench (--overload): about 5 minutes in all; --quick a smoke run. */
+const OVERLOAD: Record<'full' | 'quick', OverloadSettings> = {
+  full: {
+    mode: 'full', seconds: 3, openSeconds: 2, warmupSeconds: 1, connections: [64, 256, 1000, 2500, 5000, 10_000], honorFrom: 2500,
+    rateFactors: [0.5, 1, 2, 10, 50], maxConnections: 10_000, memoryLimitMiB: 512,
+  },
+  quick: {
+    mode: 'quick', seconds: 1, openSeconds: 1, warmupSeconds: 0.5, connections: [64, 2000], honorFrom: 2000,
+    rateFactors: [0.5, 5], maxConnections: 5000, memoryLimitMiB: 512,
+  },
+};
+
 export interface BenchOptions {
   settings: Settings;
   hotPath: HotPathSettings;
@@ -62,6 +79,9 @@ export interface BenchOptions {
   /** only the Redis Cluster capacity bench */
   cluster: boolean;
   clusterBench: ClusterBenchSettings;
+  /** only the overload bench */
+  overload: boolean;
+  overloadBench: OverloadSettings;
   /** CPU profiles of the api under an open and a sold-out burst */
   profile: boolean;
   designs: DesignName[];
@@ -79,6 +99,7 @@ export function parseBenchArgs(argv: string[], root: string): BenchOptions {
       quick: { type: 'boolean', default: false },
       'api-only': { type: 'boolean', default: false },
       cluster: { type: 'boolean', default: false },
+      overload: { type: 'boolean', default: false },
       profile: { type: 'boolean', default: false },
       rounds: { type: 'string' },
       processes: { type: 'string' },
@@ -99,13 +120,17 @@ export function parseBenchArgs(argv: string[], root: string): BenchOptions {
   const clusterBench = { ...CLUSTER[settings.mode] };
   if (args.rounds) clusterBench.rounds = Number(args.rounds);
   if (args.processes) clusterBench.processCounts = args.processes.split(',').map(Number);
-  const results = cluster ? `cluster-${settings.mode}` : apiOnly ? `api-only-${settings.mode}` : settings.mode;
+  const overload = args.overload;
+  if (overload && (cluster || apiOnly)) throw new Error('--overload, --cluster and --api-only are separate runs: choose one');
+  const results = overload ? `overload-${settings.mode}` : cluster ? `cluster-${settings.mode}` : apiOnly ? `api-only-${settings.mode}` : settings.mode;
   return {
     settings,
     hotPath,
     apiOnly,
     cluster,
     clusterBench,
+    overload,
+    overloadBench: { ...OVERLOAD[settings.mode] },
     profile: args.profile,
     designs,
     outDir: resolve(args.out ?? join(root, '.bench', 'results', results)),

@@ -5,6 +5,8 @@
  *   minimal   the minimal one-round-trip design (bench/servers/minimal.ts): Koa, the JSON body, one EVALSHA of INCR
  *   open      the product's api (src/api/main.ts), an open event: every request a new user, every answer a 202
  *   sold-out  the product's api, a sold-out event: every answer a 410 from the process's local flag
+ *   bare      the bare one-round-trip design (bench/servers/bare.ts): Koa without router or body parser, one EVALSHA
+ *   open-batched  the product's api with GATE_BATCH=on (src/redis/gate-batcher.ts), the open event
  * The load is wrk (C, one thread, keep-alive connections, a POST with a JSON body per request, each from a new
  * user), run in rounds that interleave the cases, so drift on a shared machine touches all of them alike; each
  * figure is the median over the rounds. CPU µs per request is the api process's CPU time over the requests it
@@ -14,6 +16,7 @@
 import { readFileSync } from 'node:fs';
 import { cpus } from 'node:os';
 import { join } from 'node:path';
+import { Redis } from 'ioredis';
 import { freePort } from '../scripts/local-servers/index.ts';
 import { type ServiceProcess, cpuTimeMs, startApi, startService } from '../scripts/services.ts';
 import { pidFromFile, pinTo } from './layout.ts';
@@ -21,7 +24,7 @@ import type { Running } from './processes.ts';
 import { round } from './stats.ts';
 import { type WrkTotals, wrkBurst, wrkTotals } from './wrk.ts';
 
-export const HOT_PATH_CASES = ['hello', 'minimal', 'open', 'sold-out'] as const;
+export const HOT_PATH_CASES = ['hello', 'minimal', 'open', 'sold-out', 'bare', 'open-batched'] as const;
 export type HotPathCase = (typeof HOT_PATH_CASES)[number];
 
 export interface HotPathSettings {
@@ -40,6 +43,8 @@ export interface HotPathRun extends WrkTotals {
   cpuUsPerRequest: number;
   /** Redis's CPU time per request */
   redisCpuUsPerRequest: number;
+  /** script calls (EVALSHA and EVAL) Redis ran per request: 1 for a gate call each, less when batched */
+  redisScriptsPerRequest: number;
   /** pinned: how busy core 0 (wrk and Redis) was, 0..1; the api's core is the other */
   loadCoreBusy: number | null;
 }
@@ -53,6 +58,7 @@ export interface HotPathSummary {
   p99Us: number;
   cpuUsPerRequest: number;
   redisCpuUsPerRequest: number;
+  redisScriptsPerRequest: number;
   loadCoreBusy: number | null;
   unexpected: number;
 }
@@ -66,6 +72,10 @@ export interface HotPathReport {
     processes: number; openVsMinimal: number; soldOutVsHello: number; openP99VsMinimalP99: number;
     /** api CPU per request, open over minimal and sold-out over hello */
     openCpuVsMinimal: number; soldOutCpuVsHello: number;
+    /** issue 21: against the bare one-round-trip design, single gate and batched */
+    openVsBare: number; openBatchedVsBare: number; openBatchedP99VsBareP99: number;
+    /** Redis CPU µs per issued coupon (every open answer is one), single gate and batched */
+    openRedisUsPerCoupon: number; openBatchedRedisUsPerCoupon: number;
   }>;
 }
 
@@ -79,7 +89,14 @@ export interface HotPathContext {
   log(message: string): void;
 }
 
-export const EXPECTED_STATUS: Record<HotPathCase, number> = { hello: 202, minimal: 202, open: 202, 'sold-out': 410 };
+export const EXPECTED_STATUS: Record<HotPathCase, number> = {
+  hello: 202, minimal: 202, open: 202, 'sold-out': 410, bare: 202, 'open-batched': 202,
+};
+
+/** The cases the product's api serves, and the environment each adds: GATE_BATCH, default off, on for open-batched. */
+export const API_CASES: Partial<Record<HotPathCase, Record<string, string>>> = {
+  open: {}, 'sold-out': {}, 'open-batched': { GATE_BATCH: 'on' },
+};
 
 /** Runs every case at every process count, interleaved in rounds; returns the runs, their medians and the ratios. */
 export async function measureHotPath(ctx: HotPathContext, settings: HotPathSettings): Promise<HotPathReport> {
@@ -127,7 +144,11 @@ async function startServers(ctx: HotPathContext, count: number): Promise<Map<Hot
   const hello = await ctx.running.track(start((port) => startService('hello', 'bench/servers/hello.ts', { port, env })));
   const minimal = await ctx.running.track(start((port) => startService('minimal', 'bench/servers/minimal.ts', { port, env })));
   const api = await ctx.running.track(start((port) => startApi({ port, env })));
-  return new Map<HotPathCase, Servers>([['hello', hello], ['minimal', minimal], ['open', api], ['sold-out', api]]);
+  const bare = await ctx.running.track(start((port) => startService('bare', 'bench/servers/bare.ts', { port, env })));
+  const batched = await ctx.running.track(start((port) => startApi({ port, env: { ...env, ...API_CASES['open-batched'] } })));
+  return new Map<HotPathCase, Servers>([
+    ['hello', hello], ['minimal', minimal], ['open', api], ['sold-out', api], ['bare', bare], ['open-batched', batched],
+  ]);
 }
 
 /** An open event large enough for every round, and a sold-out one (quantity 1, its coupon taken). */
@@ -153,7 +174,7 @@ export const pinServer = (pid: number) => pinTo(pid, String(cpus().length - 1));
 
 /** The apply path each case is sent to. */
 export function casePath(kase: HotPathCase, events: { open: string; soldOut: string }): string {
-  return `/v1/events/${kase === 'sold-out' ? events.soldOut : kase === 'open' ? events.open : 'bench'}/apply`;
+  return `/v1/events/${kase === 'sold-out' ? events.soldOut : kase === 'open' || kase === 'open-batched' ? events.open : 'bench'}/apply`;
 }
 
 /** One wrk run per process (its share of the connections), all at once; the figures of the case together. */
@@ -165,6 +186,7 @@ async function load(
   const cpuBefore = servers.processes.map((p) => cpuTimeMs(p.child.pid!));
   const redisPid = pidFromFile(join(ctx.redisDir, 'redis.pid'));
   const redisBefore = cpuTimeMs(redisPid);
+  const scriptsBefore = await scriptCalls(ctx.env.REDIS_URL!);
   const coreBefore = coreTicks(0);
   const connections = Math.max(1, Math.floor(settings.connections / servers.urls.length));
   const results = await Promise.all(servers.urls.map((url, i) => wrkBurst(ctx, {
@@ -172,6 +194,7 @@ async function load(
   })));
   const cpuMs = servers.processes.reduce((sum, p, i) => sum + cpuTimeMs(p.child.pid!) - cpuBefore[i]!, 0);
   const redisMs = cpuTimeMs(redisPid) - redisBefore;
+  const scripts = (await scriptCalls(ctx.env.REDIS_URL!)) - scriptsBefore;
   const coreAfter = coreTicks(0);
   const totals = wrkTotals(results);
   return {
@@ -180,8 +203,20 @@ async function load(
     ...totals,
     cpuUsPerRequest: round((cpuMs * 1000) / Math.max(totals.requests, 1), 1),
     redisCpuUsPerRequest: round((redisMs * 1000) / Math.max(totals.requests, 1), 1),
+    redisScriptsPerRequest: round(scripts / Math.max(totals.requests, 1), 3),
     loadCoreBusy: pinned ? round(1 - (coreAfter.idle - coreBefore.idle) / Math.max(coreAfter.total - coreBefore.total, 1), 2) : null,
   };
+}
+
+/** Script calls Redis has run (INFO commandstats: evalsha and eval), on a connection of its own. */
+async function scriptCalls(redisUrl: string): Promise<number> {
+  const redis = new Redis(redisUrl, { lazyConnect: true, maxRetriesPerRequest: 1 });
+  try {
+    const stats = await redis.info('commandstats');
+    return [...stats.matchAll(/^cmdstat_eval(?:sha)?:calls=(\d+)/gm)].reduce((sum, match) => sum + Number(match[1]), 0);
+  } finally {
+    redis.disconnect();
+  }
 }
 
 /** Ticks of one core from /proc/stat: all of them, and those spent idle (idle + iowait). */
@@ -205,6 +240,7 @@ function summarise(runs: HotPathRun[], settings: HotPathSettings): HotPathSummar
       rps: Math.round(median(mine.map((r) => r.rps))), p50Us: Math.round(median(mine.map((r) => r.p50Us))),
       p99Us: Math.round(median(mine.map((r) => r.p99Us))), cpuUsPerRequest: round(median(mine.map((r) => r.cpuUsPerRequest)), 1),
       redisCpuUsPerRequest: round(median(mine.map((r) => r.redisCpuUsPerRequest)), 1),
+      redisScriptsPerRequest: round(median(mine.map((r) => r.redisScriptsPerRequest)), 3),
       loadCoreBusy: mine[0]?.loadCoreBusy === null ? null : round(median(mine.map((r) => r.loadCoreBusy ?? 0)), 2),
       unexpected: mine.reduce((sum, r) => sum + r.unexpected, 0),
     };
@@ -228,6 +264,11 @@ function ratios(runs: HotPathRun[], settings: HotPathSettings): HotPathReport['r
       openP99VsMinimalP99: perRound((of) => of('open').p99Us / of('minimal').p99Us),
       openCpuVsMinimal: perRound((of) => of('open').cpuUsPerRequest / of('minimal').cpuUsPerRequest),
       soldOutCpuVsHello: perRound((of) => of('sold-out').cpuUsPerRequest / of('hello').cpuUsPerRequest),
+      openVsBare: perRound((of) => of('open').rps / of('bare').rps),
+      openBatchedVsBare: perRound((of) => of('open-batched').rps / of('bare').rps),
+      openBatchedP99VsBareP99: perRound((of) => of('open-batched').p99Us / of('bare').p99Us),
+      openRedisUsPerCoupon: perRound((of) => of('open').redisCpuUsPerRequest),
+      openBatchedRedisUsPerCoupon: perRound((of) => of('open-batched').redisCpuUsPerRequest),
     };
   });
 }
@@ -238,15 +279,21 @@ export function hotPathMarkdown(report: HotPathReport): string {
   const lines = [
     `Hot path: ${settings.rounds} interleaved rounds of ${settings.seconds} s per case, wrk with ${settings.connections} connections; medians.`,
     '',
-    '| processes | case | req/s | p50 µs | p99 µs | api CPU µs/req | Redis CPU µs/req | core of wrk and Redis busy | unexpected answers |',
-    '| --- | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: |',
-    ...report.summary.map((s) => `| ${s.processes}${s.pinned ? ' (pinned)' : ''} | ${s.case} | ${s.rps.toLocaleString('en-US')} | ${s.p50Us} | ${s.p99Us} | ${s.cpuUsPerRequest} | ${s.redisCpuUsPerRequest} | ${s.loadCoreBusy === null ? '-' : `${Math.round(s.loadCoreBusy * 100)}%`} | ${s.unexpected} |`),
+    '| processes | case | req/s | p50 µs | p99 µs | api CPU µs/req | Redis CPU µs/req | Redis scripts/req | core of wrk and Redis busy | unexpected answers |',
+    '| --- | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |',
+    ...report.summary.map((s) => `| ${s.processes}${s.pinned ? ' (pinned)' : ''} | ${s.case} | ${s.rps.toLocaleString('en-US')} | ${s.p50Us} | ${s.p99Us} | ${s.cpuUsPerRequest} | ${s.redisCpuUsPerRequest} | ${s.redisScriptsPerRequest} | ${s.loadCoreBusy === null ? '-' : `${Math.round(s.loadCoreBusy * 100)}%`} | ${s.unexpected} |`),
     '',
     'Ratios within each round, median over the rounds:',
     '',
     '| processes | open / minimal req/s (target >= 0.90) | sold-out / hello req/s (>= 0.95) | open p99 / minimal p99 (<= 1.5) | CPU µs/req open / minimal | CPU µs/req sold-out / hello |',
     '| --- | ---: | ---: | ---: | ---: | ---: |',
     ...report.ratios.map((r) => `| ${r.processes} | ${r.openVsMinimal} | ${r.soldOutVsHello} | ${r.openP99VsMinimalP99} | ${r.openCpuVsMinimal} | ${r.soldOutCpuVsHello} |`),
+    '',
+    'Issue 21, single gate against batched (GATE_BATCH=on), both against the bare one-round-trip design:',
+    '',
+    '| processes | open / bare req/s | open-batched / bare req/s (target >= 1.2) | open-batched p99 / bare p99 (<= 1.0) | Redis CPU µs per coupon, single | batched (<= 8) |',
+    '| --- | ---: | ---: | ---: | ---: | ---: |',
+    ...report.ratios.map((r) => `| ${r.processes} | ${r.openVsBare} | ${r.openBatchedVsBare} | ${r.openBatchedP99VsBareP99} | ${r.openRedisUsPerCoupon} | ${r.openBatchedRedisUsPerCoupon} |`),
   ];
   return `${lines.join('\n')}\n`;
 }

@@ -11,7 +11,7 @@ import { cpus } from 'node:os';
 import { join } from 'node:path';
 import { freePort } from '../scripts/local-servers/index.ts';
 import { startApi, startService } from '../scripts/services.ts';
-import { EXPECTED_STATUS, HOT_PATH_CASES, type HotPathContext, casePath, pinServer, prepareEvents } from './hot-path.ts';
+import { API_CASES, EXPECTED_STATUS, HOT_PATH_CASES, type HotPathContext, casePath, pinServer, prepareEvents } from './hot-path.ts';
 import { wrkBurst } from './wrk.ts';
 import { round } from './stats.ts';
 
@@ -93,13 +93,14 @@ export async function profileApi(ctx: HotPathContext, dir: string): Promise<stri
   for (const kase of HOT_PATH_CASES) {
     const profileDir = join(dir, kase);
     await rm(profileDir, { recursive: true, force: true });
-    const options = { port: await freePort(), env: { ...ctx.env, LOG_LEVEL: 'warn', NODE_OPTIONS: `--cpu-prof --cpu-prof-dir=${profileDir}` } };
-    const server = await ctx.running.track(kase === 'open' || kase === 'sold-out'
+    const apiEnv = API_CASES[kase];
+    const options = { port: await freePort(), env: { ...ctx.env, ...apiEnv, LOG_LEVEL: 'warn', NODE_OPTIONS: `--cpu-prof --cpu-prof-dir=${profileDir}` } };
+    const server = await ctx.running.track(apiEnv
       ? startApi(options)
       : startService(kase, `bench/servers/${kase}.ts`, options));
     let requests = 0;
     try {
-      if (!prepared && (kase === 'open' || kase === 'sold-out')) {
+      if (!prepared && apiEnv) {
         await prepareEvents(server.url, ctx.env.ADMIN_TOKEN!, events);
         prepared = true;
       }

@@ -9,11 +9,13 @@
  * against the same MySQL and the global insert counters are sampled. Writes report.json, report.md and SVG plots.
  *
  * `--api-only` runs only the hot-path comparison (bench/hot-path.ts), `--cluster` only the Redis Cluster capacity
- * bench (bench/cluster.ts). The command line is in cli.ts, the phases in phases.ts, the numbers in summary.ts; this
- * file runs them in order and stops everything it started when it ends, fails or is interrupted.
+ * bench (bench/cluster.ts), `--overload` only the overload bench (bench/overload.ts). The command line is in
+ * cli.ts, the phases in phases.ts, the numbers in summary.ts; this file runs them in order and stops everything it
+ * started when it ends, fails or is interrupted.
  */
+import { readFileSync } from 'node:fs';
 import { mkdir, mkdtemp, rm, writeFile } from 'node:fs/promises';
-import { tmpdir } from 'node:os';
+import { loadavg, tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { fileURLToPath } from 'node:url';
@@ -28,6 +30,9 @@ import { measureClusterCapacity } from './cluster.ts';
 import { clusterMarkdown } from './cluster/markdown.ts';
 import type { ClusterReport } from './cluster/report.ts';
 import { hotPathMarkdown, measureHotPath } from './hot-path.ts';
+import { type OverloadReport, listenQueueLimits, measureOverload } from './overload.ts';
+import { overloadMarkdown } from './overload/markdown.ts';
+import { renderOverloadPlots } from './overload/plots.ts';
 import { profileApi } from './profile.ts';
 import { type MachineFacts, machineFacts } from './machine.ts';
 import { CounterSampler, prepareTables } from './mysql.ts';
@@ -39,7 +44,7 @@ import { type BenchReport, type BurstResult, type CeilingRun, evaluateTargets, m
 import { bystanderAgainstIdle, bystanderWindow, finishResult } from './summary.ts';
 
 const ROOT = fileURLToPath(new URL('..', import.meta.url));
-const { settings, hotPath, apiOnly, cluster, clusterBench, profile, designs, outDir, serversDir } = parseBenchArgs(process.argv.slice(2), ROOT);
+const { settings, hotPath, apiOnly, cluster, clusterBench, overload, overloadBench, profile, designs, outDir, serversDir } = parseBenchArgs(process.argv.slice(2), ROOT);
 
 const log = (message: string) => console.error(`[bench ${new Date().toISOString().slice(11, 19)}] ${message}`);
 const now = () => performance.timeOrigin + performance.now();
@@ -50,9 +55,10 @@ let workDir = '';
 
 async function main(): Promise<void> {
   const startedAt = new Date();
-  await ensureOrExit({ redis: true, mysql: true, postgres: !apiOnly, packages: ['wrk'] }, { root: ROOT, command: 'npm run bench' });
+  await ensureOrExit({ redis: true, mysql: true, postgres: !apiOnly && !overload, packages: overload ? [] : ['wrk'] }, { root: ROOT, command: 'npm run bench' });
   workDir = await mkdtemp(join(tmpdir(), 'coupon-bench-'));
   if (apiOnly) return apiOnlyRun();
+  if (overload) return overloadRun();
   if (cluster) return clusterRun();
   log(`mode ${settings.mode}; servers under ${serversDir}; results to ${outDir}`);
   const [redis, mariadb, postgres] = await Promise.all([
@@ -207,6 +213,60 @@ async function clusterRun(): Promise<void> {
   } finally {
     redisClient.disconnect();
     await pool.end().catch(() => {});
+  }
+}
+
+/**
+ * --overload: Redis and MariaDB (the api reads its events there), one api process at a time under the overload
+ * steps (bench/overload.ts); report.json, report.md and the plots (SVG, and PNG where rsvg-convert is installed).
+ */
+async function overloadRun(): Promise<void> {
+  const startedAt = new Date();
+  log(`overload (${settings.mode}); servers under ${serversDir}; results to ${outDir}`);
+  const [redis, mariadb] = await Promise.all([
+    startRedis({ dir: join(serversDir, 'redis') }),
+    startMariadb({ dir: join(serversDir, 'mariadb'), database: 'coupon' }),
+  ]);
+  servers.push(redis, mariadb);
+  await migrateUp(mariadb.url);
+  const pool = mysql.createPool({ uri: mariadb.url, connectionLimit: 2 });
+  const gateRedis = createRedis(redis.url);
+  try {
+    const machine = await emptyAndDescribe(pool, gateRedis);
+    const measured = await measureOverload({
+      env: { REDIS_URL: redis.url, MYSQL_URL: mariadb.url, ADMIN_TOKEN },
+      redis: gateRedis, redisDir: join(serversDir, 'redis'), adminToken: ADMIN_TOKEN, running, log,
+    }, overloadBench);
+    const finishedAt = new Date();
+    const report: OverloadReport = {
+      ...measured,
+      mode: settings.mode,
+      startedAt: startedAt.toISOString(),
+      finishedAt: finishedAt.toISOString(),
+      runSeconds: Math.round((finishedAt.getTime() - startedAt.getTime()) / 1000),
+      machine: { ...machine, loadAverage1mAtEnd: Math.round(loadavg()[0]! * 100) / 100, openFilesLimit: openFilesLimit(), ...listenQueueLimits() },
+    };
+    const markdown = overloadMarkdown(report);
+    await mkdir(outDir, { recursive: true });
+    await writeFile(join(outDir, 'report.json'), `${JSON.stringify(report, null, 2)}\n`);
+    await writeFile(join(outDir, 'report.md'), markdown);
+    const plots = await renderOverloadPlots(report);
+    for (const [name, content] of Object.entries(plots.files)) await writeFile(join(outDir, name), content);
+    if (plots.note) log(plots.note);
+    console.log(markdown);
+    log(`wrote ${join(outDir, 'report.json')}, report.md and ${Object.keys(plots.files).join(', ')} in ${report.runSeconds} s`);
+  } finally {
+    gateRedis.disconnect();
+    await pool.end().catch(() => {});
+  }
+}
+
+/** The soft limit on open files of this process (and so of the api and load generator it starts). */
+function openFilesLimit(): string {
+  try {
+    return /Max open files\s+(\S+)/.exec(readFileSync('/proc/self/limits', 'utf8'))?.[1] ?? 'unknown';
+  } catch {
+    return 'unknown';
   }
 }
 

@@ -6,7 +6,9 @@
  *
  * The api must run with AUTH_JWT_SECRET set (user tokens are minted from it, subject "fuzz-user") and ADMIN_TOKEN:
  *   AUTH_JWT_SECRET=$(openssl rand -hex 32) ADMIN_TOKEN=$(openssl rand -hex 16) npm run stack
- *   AUTH_JWT_SECRET=... ADMIN_TOKEN=... npm run fuzz -- --url http://127.0.0.1:8080 [--max-examples 30] [--seed 1]
+ *   AUTH_JWT_SECRET=... ADMIN_TOKEN=... npm run fuzz -- --url http://127.0.0.1:8080 [--ops-url http://127.0.0.1:9464] [--max-examples 30] [--seed 1]
+ * The operations tagged `operations` (/healthz, /readyz, /metrics) are served on the api's ops port (OPS_PORT),
+ * the rest on its public port: one run each (OPS_TAG_ONLY / WITHOUT_OPS_TAG).
  * test/contract/fuzz.test.ts runs it on every `npm test`.
  */
 import { spawn } from 'node:child_process';
@@ -132,10 +134,15 @@ user-ids = { values = ${JSON.stringify([FUZZ_USER])} }
   }
 }
 
+/** schemathesis filters: the public port's operations, and the ops port's (docs/openapi.yaml tags them `operations`). */
+export const WITHOUT_OPS_TAG = ['--exclude-tag', 'operations'];
+export const OPS_TAG_ONLY = ['--include-tag', 'operations'];
+
 async function main(): Promise<void> {
   const { values } = parseArgs({
     options: {
       url: { type: 'string', default: 'http://127.0.0.1:8080' },
+      'ops-url': { type: 'string', default: 'http://127.0.0.1:9464' },
       'max-examples': { type: 'string', default: '30' },
       seed: { type: 'string', default: String(DEFAULT_SEED) },
     },
@@ -147,12 +154,15 @@ async function main(): Promise<void> {
     process.exit(2);
   }
   const token = await userToken(jwtSecret);
-  const result = await runSchemathesis({
-    apiUrl: values.url, adminToken, userToken: token, events: await prepareFuzzEvents(values.url, adminToken, token),
+  const common = {
+    adminToken, userToken: token, events: await prepareFuzzEvents(values.url, adminToken, token),
     maxExamples: Number(values['max-examples']), seed: Number(values.seed),
-  });
-  process.stdout.write(result.output);
-  process.exit(result.code ?? 1);
+  };
+  const api = await runSchemathesis({ ...common, apiUrl: values.url, extraArgs: WITHOUT_OPS_TAG });
+  process.stdout.write(api.output);
+  const ops = await runSchemathesis({ ...common, apiUrl: values['ops-url'], extraArgs: OPS_TAG_ONLY });
+  process.stdout.write(ops.output);
+  process.exit(api.code === 0 ? (ops.code ?? 1) : (api.code ?? 1));
 }
 
 if (process.argv[1] === fileURLToPath(import.meta.url)) await main();

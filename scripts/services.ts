@@ -8,6 +8,7 @@ import { once } from 'node:events';
 import { readFileSync } from 'node:fs';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { fileURLToPath } from 'node:url';
+import { freePort } from './local-servers/addresses.ts';
 
 const ROOT = fileURLToPath(new URL('..', import.meta.url));
 
@@ -16,6 +17,8 @@ export interface ServiceProcess {
   readonly kind: string;
   readonly url: string;
   readonly port: number;
+  /** where /healthz, /readyz and /metrics are: the api's OPS_PORT; the worker and bench servers serve them on `url` */
+  readonly opsUrl: string;
   readonly child: ChildProcess;
   /** everything the process wrote so far (pino JSON lines) */
   output(): string;
@@ -26,24 +29,38 @@ export interface ServiceProcess {
 
 export interface ServiceOptions {
   port: number;
+  /** OPS_PORT, the port of /healthz, /readyz and /metrics, for a process that has one apart from `port` (the api) */
+  opsPort?: number;
   env: Record<string, string | undefined>;
   /** pipe the child's output through to this process (the stack does; tests keep it) */
   inheritOutput?: boolean;
   readyTimeoutMs?: number;
   /** what start-up waits for: ready for traffic (default), or only alive (/healthz) */
   waitFor?: 'ready' | 'alive';
+  /**
+   * a cgroup folder (v1 or v2, e.g. /sys/fs/cgroup/memory/<name>) the process runs in from its first instruction,
+   * as in a container: it enters the cgroup in a shell that then execs node, so the pid is node's
+   */
+  cgroup?: string;
 }
 
-export const startApi = (options: ServiceOptions) => startService('api', 'src/api/main.ts', options);
+/** The api, with its probes and metrics on a free port of their own unless `opsPort` names one. */
+export const startApi = async (options: ServiceOptions) =>
+  startService('api', 'src/api/main.ts', { ...options, opsPort: options.opsPort ?? await freePort() });
 export const startWorker = (options: ServiceOptions) => startService('worker', 'worker/main.ts', options);
 
 /**
- * `node <entry>` (relative to the repository) with PORT in its environment; resolves once it answers /readyz
- * (or /healthz) with 2xx, fails with its output if it exits or is not ready in time.
+ * `node <entry>` (relative to the repository) with PORT (and OPS_PORT) in its environment; resolves once it
+ * answers /readyz (or /healthz) with 2xx, fails with its output if it exits or is not ready in time.
  */
 export async function startService(kind: string, entry: string, options: ServiceOptions): Promise<ServiceProcess> {
-  const env: NodeJS.ProcessEnv = { ...process.env, ...options.env, PORT: String(options.port) };
-  const child = spawn(process.execPath, [entry], {
+  const env: NodeJS.ProcessEnv = {
+    ...process.env, ...options.env, PORT: String(options.port), ...(options.opsPort !== undefined && { OPS_PORT: String(options.opsPort) }),
+  };
+  const [command, args] = options.cgroup === undefined
+    ? [process.execPath, [entry]]
+    : ['/bin/sh', ['-c', 'echo $$ > "$0/cgroup.procs" && exec "$1" "$2"', options.cgroup, process.execPath, entry]];
+  const child = spawn(command, args, {
     cwd: ROOT, env, stdio: ['ignore', options.inheritOutput ? 'inherit' : 'pipe', options.inheritOutput ? 'inherit' : 'pipe'],
   });
   const chunks: string[] = [];
@@ -51,8 +68,9 @@ export async function startService(kind: string, entry: string, options: Service
   child.stderr?.on('data', (chunk: Buffer) => chunks.push(chunk.toString()));
   const exited = once(child, 'exit').then(([code, signal]) => ({ code: code as number | null, signal: signal as NodeJS.Signals | null }));
   const url = `http://127.0.0.1:${options.port}`;
+  const opsUrl = options.opsPort === undefined ? url : `http://127.0.0.1:${options.opsPort}`;
   const service: ServiceProcess = {
-    kind, url, port: options.port, child, exited,
+    kind, url, port: options.port, opsUrl, child, exited,
     output: () => chunks.join(''),
     async stop(signal = 'SIGTERM') {
       if (child.exitCode === null && child.signalCode === null) child.kill(signal);
@@ -65,7 +83,10 @@ export async function startService(kind: string, entry: string, options: Service
   while (true) {
     if (exitedEarly) throw new Error(`${kind} exited during start-up:\n${service.output()}`);
     try {
-      const response = await fetch(`${url}/${options.waitFor === 'alive' ? 'healthz' : 'readyz'}`, { signal: AbortSignal.timeout(1_000) });
+      // Connection: close, so that no probe stays open in a pool and counts against the process's connection cap.
+      const response = await fetch(`${opsUrl}/${options.waitFor === 'alive' ? 'healthz' : 'readyz'}`, {
+        headers: { connection: 'close' }, signal: AbortSignal.timeout(1_000),
+      });
       if (response.ok) return service;
     } catch {
       // not listening yet

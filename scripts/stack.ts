@@ -6,13 +6,17 @@
  * local one of 3 primaries under .stack/dev/redis-cluster (the events in MySQL are restored into it at start).
  * First it installs the Debian packages of the servers it must start when they are missing (as root with apt;
  * scripts/setup/prerequisites.ts), or stops with the one line that says how.
+ * Once up it writes its URLs and admin token to .stack/dev/stack.json (mode 0600; removed at stop), where
+ * `npm run console` finds them (scripts/console/stack-state.ts).
  */
 import { randomBytes } from 'node:crypto';
 import { readdir, rm } from 'node:fs/promises';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { parseArgs } from 'node:util';
+import { loadConfig } from '../src/config.ts';
 import { migrateUp } from '../src/db/migrate.ts';
+import { removeStackState, stackStateFile, writeStackState } from './console/stack-state.ts';
 import { type LocalStack, startLocalStack, stopLeftoverServer } from './local-servers/index.ts';
 import { type LocalRedisCluster, startRedisCluster } from './local-servers/redis-cluster.ts';
 import { startApi, startWorker, type ServiceProcess } from './services.ts';
@@ -21,9 +25,12 @@ import { ensureOrExit, serversToStart } from './setup/prerequisites.ts';
 const root = fileURLToPath(new URL('..', import.meta.url));
 const apiPort = Number(process.env.PORT ?? 8080);
 const workerPort = Number(process.env.WORKER_PORT ?? 8081);
+/** the api's /healthz, /readyz and /metrics (OPS_PORT): its PORT serves /v1 only */
+const apiOpsPort = Number(process.env.OPS_PORT ?? 9464);
 const adminToken = process.env.ADMIN_TOKEN ?? randomBytes(18).toString('base64url');
 const { values: args } = parseArgs({ options: { cluster: { type: 'boolean', default: false } } });
 
+const stateFile = stackStateFile(root);
 const services: ServiceProcess[] = [];
 let stack: LocalStack | undefined;
 let cluster: LocalRedisCluster | undefined;
@@ -33,6 +40,7 @@ async function stopAll(code: number): Promise<never> {
   if (stopping) process.exit(code);
   stopping = true;
   console.log('\nstopping api, worker and the servers this stack started...');
+  removeStackState(stateFile);
   await Promise.all(services.map((service) => service.stop('SIGTERM')));
   await cluster?.stop();
   await stack?.stop();
@@ -75,17 +83,22 @@ try {
     SHUTDOWN_DRAIN_MS: process.env.SHUTDOWN_DRAIN_MS ?? '0',
   };
   services.push(await startWorker({ port: workerPort, env, inheritOutput: true }));
-  services.push(await startApi({ port: apiPort, env, inheritOutput: true }));
+  services.push(await startApi({ port: apiPort, opsPort: apiOpsPort, env, inheritOutput: true }));
 } catch (error) {
   console.error(error instanceof Error ? error.message : error);
   await stopAll(1);
 }
 
+writeStackState(stateFile, {
+  pid: process.pid, apiUrl: `http://127.0.0.1:${apiPort}`, apiMetricsUrl: `http://127.0.0.1:${apiOpsPort}`,
+  workerUrl: `http://127.0.0.1:${workerPort}`, adminToken,
+  mysqlUrl: stack.mysqlUrl, postgresUrl: stack.postgresUrl, persistRatePerSec: loadConfig(process.env, 'worker').persistRatePerSec,
+});
 console.log(`
 coupon stack is up
-  api          http://127.0.0.1:${apiPort}
+  api          http://127.0.0.1:${apiPort}  (/v1; /metrics, /readyz, /healthz on http://127.0.0.1:${apiOpsPort})
   worker       http://127.0.0.1:${workerPort}/metrics
-  admin token  ${adminToken}
+  admin token  ${adminToken}   (in ${stateFile} for npm run console)
   redis        ${redisTarget.REDIS_CLUSTER_NODES ? `Cluster ${redisTarget.REDIS_CLUSTER_NODES}` : stack.redisUrl}
   mysql        ${stack.mysqlUrl}
   postgres     ${stack.postgresUrl}

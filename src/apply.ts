@@ -1,12 +1,14 @@
 /**
  * The apply use case: decides one request for a coupon, without knowing HTTP. Who is applying (the token's
- * subject or the body's userId), the local sold-out flag, the gate (one Redis round trip), and, when Redis has no
- * state for the event, whether the event exists at all. Expected outcomes are returned; only faults (Redis
- * unreachable or too slow, replicas not acknowledging) are thrown. The route maps the outcome to HTTP.
+ * subject or the body's userId), the local sold-out flag (and whether the user holds a coupon all the same), the
+ * gate (one Redis round trip), and, when Redis has no state for the event, whether the event exists at all.
+ * Expected outcomes are returned; only faults (Redis unreachable or too slow, replicas not acknowledging) are
+ * thrown. The route maps the outcome to HTTP.
  */
 import type { ApplyOutcome } from './domain/coupon.ts';
 import { type CouponRedis } from './redis/client.ts';
-import { applyForCoupon } from './redis/gate.ts';
+import { applyForCoupon, heldCoupon } from './redis/gate.ts';
+import { GateBatcher } from './redis/gate-batcher.ts';
 import { eventKeys } from './redis/keys.ts';
 import { markerKeyFor } from './redis/topology.ts';
 import type { ReplicaAcks } from './redis/replica-acks.ts';
@@ -30,18 +32,32 @@ export interface ApplyRequest {
   authorization: string | undefined;
   /** the client's Idempotency-Key, if any: a retry of the request that got the coupon gets the same answer */
   idempotencyKey?: string | undefined;
+  /**
+   * whether the route already looked at the local sold-out flag (soldOutHere) and what it found: looked at once
+   * per request, since a look at an expired flag makes this request the one that asks the gate again
+   */
+  soldOutHere?: boolean;
 }
 
 export interface ApplyDeps {
   redis: CouponRedis;
-  soldOut: { isSoldOut(eventId: string, nowMs: number): boolean; markSoldOut(eventId: string, nowMs: number): void };
+  soldOut: {
+    isSoldOut(eventId: string, nowMs: number): boolean; stamp(): number;
+    markSoldOut(eventId: string, nowMs: number, stamp: number): void; stockSeen(eventId: string): void;
+  };
   /**
    * whether the Redis server holding a key (an event's shard) was compared with MySQL: nothing is issued on one that
    * was not; on a Cluster also the ids of those primaries, for the gate script to check where it runs
    */
   server: { checkedFor(key: string): boolean; readonly checkedNodes: string };
-  /** does the event exist in MySQL (asked only while Redis may have lost state) */
-  events: { exists(eventId: string): Promise<boolean> };
+  /**
+   * does the event exist in MySQL (asked only while Redis may have lost state), and the user's coupon of an
+   * archived event (asked only for those: its gate state is gone)
+   */
+  events: {
+    exists(eventId: string): Promise<boolean>;
+    holder(eventId: string, userId: string): Promise<{ sequence: number; requestId: string | null } | null>;
+  };
   identity?: { resolve(authorization: string | undefined): Promise<{ kind: 'user'; userId: string } | { kind: 'rejected'; message: string }> };
   metrics: { countGate(outcome: ApplyOutcome['kind'] | 'local_sold_out'): void };
   /** GATE_MIN_REPLICAS > 0: a 202 waits until replicas hold the coupon */
@@ -50,12 +66,15 @@ export interface ApplyDeps {
   gateTimeoutMs?: number;
   /** how long a "does this event exist" answer is trusted when Redis has no state for it */
   existenceCacheMs?: number;
+  /** GATE_BATCH=on: one gate script call for the applies of one event in one event-loop turn */
+  gateBatch?: boolean;
 }
 
 export class ApplyForCoupon {
   readonly #deps: ApplyDeps;
   readonly #gateTimeoutMs: number;
   readonly #existence: ExistenceCache;
+  readonly #batch: GateBatcher | undefined;
   readonly #requestIdPrefix = `~${process.pid.toString(36)}.${Date.now().toString(36)}.`;
   #requestCount = 0;
 
@@ -63,18 +82,18 @@ export class ApplyForCoupon {
     this.#deps = deps;
     this.#gateTimeoutMs = deps.gateTimeoutMs ?? 500;
     this.#existence = new ExistenceCache(deps.events, deps.existenceCacheMs ?? 5_000);
+    this.#batch = deps.gateBatch ? new GateBatcher(deps.redis) : undefined;
   }
 
   /**
-   * The fast lane: true when this process already knows the event is sold out, so the request can be answered
-   * before its body is read. Only without JWT identity: with it, the token is checked first, so an
-   * unauthenticated caller learns nothing.
+   * The fast lane: true when this process already knows the event is sold out, so the request needs no slot and
+   * no gate (apply() with `soldOutHere` then only checks whether the user holds a coupon). Undefined with JWT
+   * identity: the token is checked first, so an unauthenticated caller learns nothing.
    */
-  answeredLocally(eventId: string, idempotencyKey: string | undefined): boolean {
+  soldOutHere(eventId: string, idempotencyKey: string | undefined): boolean | undefined {
+    if (this.#deps.identity) return undefined;
     // A retry with a key may be the request that got a coupon before the sell-out: only the gate knows.
-    if (this.#deps.identity || idempotencyKey !== undefined || !this.#deps.soldOut.isSoldOut(eventId, Date.now())) return false;
-    this.#deps.metrics.countGate('local_sold_out');
-    return true;
+    return idempotencyKey === undefined && this.#deps.soldOut.isSoldOut(eventId, Date.now());
   }
 
   async apply(request: ApplyRequest): Promise<ApplyDecision> {
@@ -89,30 +108,32 @@ export class ApplyForCoupon {
     if (userId === undefined) return { kind: 'user_required' };
 
     const now = Date.now();
-    // Without identity answeredLocally() has answered already; with it, the flag counts after the token.
-    if (request.idempotencyKey === undefined && soldOut.isSoldOut(request.eventId, now)) {
-      metrics.countGate('local_sold_out');
-      return { kind: 'sold_out' };
-    }
+    // Without identity the route looked at the flag already; with it, the flag counts after the token.
+    const soldOutHere = request.soldOutHere ?? (request.idempotencyKey === undefined && soldOut.isSoldOut(request.eventId, now));
+    if (soldOutHere) return this.#soldOutUnlessHolder(request.eventId, userId);
     // A server not yet compared with MySQL (just restarted, or a replica just promoted) may be older than it.
     if (!server.checkedFor(eventKeys(request.eventId).meta)) return { kind: 'restoring' };
     // Generated ids start with `~`, which a client's key cannot contain: the two never meet.
     const requestId = request.idempotencyKey ?? this.#requestIdPrefix + (++this.#requestCount).toString(36);
+    const stamp = soldOut.stamp();
     const outcome = await applyForCoupon(redis, request.eventId, userId, requestId, {
-      timeoutMs: this.#gateTimeoutMs, replicas, checkedNodes: server.checkedNodes,
+      timeoutMs: this.#gateTimeoutMs, replicas, checkedNodes: server.checkedNodes, batch: this.#batch,
     });
     metrics.countGate(outcome.kind);
     switch (outcome.kind) {
       case 'issued':
+        // A flag being re-checked (see SoldOutFlags) was stale: the event has stock again.
+        soldOut.stockSeen(request.eventId);
+        return { kind: 'issued', sequence: outcome.sequence };
       case 'repeated':
         return { kind: 'issued', sequence: outcome.sequence };
       case 'already_applied':
         return { ...outcome, userId };
       case 'sold_out':
-        soldOut.markSoldOut(request.eventId, now);
+        soldOut.markSoldOut(request.eventId, now, stamp);
         return outcome;
       case 'state_missing':
-        return this.#missingState(request.eventId);
+        return this.#missingState(request.eventId, userId, requestId);
       case 'unchecked_server':
         // The client followed a redirect to a primary not compared with MySQL yet: the script did nothing there.
         return { kind: 'restoring' };
@@ -122,19 +143,40 @@ export class ApplyForCoupon {
   }
 
   /**
+   * The flag says no stock is left, but a user who holds a coupon must hear so (409 with the sequence), never 410:
+   * their first answer may have been lost, or been a 503 after the gate ran (a replica acknowledging too late). One
+   * read of the user's entry, no script: a sold-out answer stays far cheaper than the gate, and the flag still
+   * keeps the gate's script and its writes away from a sold-out burst.
+   */
+  async #soldOutUnlessHolder(eventId: string, userId: string): Promise<ApplyDecision> {
+    const sequence = await heldCoupon(this.#deps.redis, eventId, userId, this.#gateTimeoutMs);
+    if (sequence === undefined) {
+      this.#deps.metrics.countGate('local_sold_out');
+      return { kind: 'sold_out' };
+    }
+    this.#deps.metrics.countGate('already_applied');
+    return { kind: 'already_applied', sequence, userId };
+  }
+
+  /**
    * Redis has no gate state for the event: either no such event, or Redis lost its data and it is being
    * restored from MySQL; nothing is issued until then, so a flush can never cause over-issue. The marker tells the
    * two apart without MySQL: present, Redis has lost nothing since it was compared with MySQL, so the event does
    * not exist. Only while it is absent is MySQL asked, once per event id for a few seconds. An archived event left
-   * a tombstone: it exists and has ended.
+   * a tombstone: it exists and has ended, and its holders are in MySQL only: a holder still hears its coupon (the
+   * first 202 again for the key it was issued to, 409 with the sequence otherwise), as before the archive.
    */
-  async #missingState(eventId: string): Promise<ApplyDecision> {
+  async #missingState(eventId: string, userId: string, requestId: string): Promise<ApplyDecision> {
     const { redis } = this.#deps;
-    // An archived event left a tombstone: it exists, and it has ended.
     const keys = eventKeys(eventId);
     const markerKey = markerKeyFor(redis, keys.meta);
     const [marker, archived] = await Promise.all([markerKey === undefined ? 0 : redis.exists(markerKey), redis.exists(keys.archived)]);
-    if (archived === 1) return { kind: 'ended' };
+    if (archived === 1) {
+      const holder = await this.#deps.events.holder(eventId, userId);
+      if (holder === null) return { kind: 'ended' };
+      if (holder.requestId === requestId) return { kind: 'issued', sequence: holder.sequence };
+      return { kind: 'already_applied', sequence: holder.sequence, userId };
+    }
     if (marker === 1 || !(await this.#existence.exists(eventId))) return { kind: 'event_not_found' };
     return { kind: 'restoring' };
   }

@@ -12,6 +12,8 @@ export { ConfigError } from './config-kinds.ts';
 
 export interface Config {
   readonly port: number;
+  /** the api's /healthz, /readyz and /metrics: a port of their own, not the public one */
+  readonly opsPort: number;
   readonly redisUrl: string;
   /** where Redis is: REDIS_URL alone, or the Sentinels that name the current primary (credentials still from REDIS_URL) */
   readonly redis: RedisTarget;
@@ -20,6 +22,8 @@ export interface Config {
   /** 202 only once this many replicas acknowledged the gate's write (WAIT); 0 answers on the primary's word */
   readonly gateMinReplicas: number;
   readonly gateReplicaTimeoutMs: number;
+  /** GATE_BATCH=on: the applies of one event in one event-loop turn share one gate script call (gate-batch.lua) */
+  readonly gateBatch: 'on' | 'off';
   readonly mysqlUrl: string;
   readonly postgresUrl: string;
   readonly adminToken: string | undefined;
@@ -35,8 +39,20 @@ export interface Config {
   readonly retryDelaySec: number;
   readonly soldOutCacheMs: number;
   readonly redisCommandTimeoutMs: number;
+  /** admission control of the apply route: applies at once, waiting, and how long one may wait (src/api/admission.ts) */
+  readonly apiMaxInFlight: number;
+  readonly apiLoopDelayTargetMs: number;
+  readonly apiMaxQueued: number;
+  readonly apiQueueTimeoutMs: number;
+  /** open connections per api process; past it a new one is answered 503 and closed (src/api/listener.ts) */
+  readonly apiMaxConnections: number;
   /** how long after its end an event whose coupons are all persisted keeps its Redis state before it is archived */
   readonly eventRetentionMs: number;
+  /** capacity before the sale (worker/presale.ts): 0 is off */
+  readonly presaleReplicas: number;
+  readonly presaleLeadMs: number;
+  readonly presaleHoldMs: number;
+  readonly presaleHpa: string | undefined;
 }
 
 export type RedisTarget =
@@ -85,7 +101,11 @@ export const SETTINGS = {
   port: setting({
     env: 'PORT', kind: integer(0, 65535), default: 8080, readBy: BOTH, chart: 'api.port',
     byProcess: { worker: { default: 8081, chart: 'worker.port' } },
-    doc: 'HTTP port (the worker serves /healthz, /readyz and /metrics on its own)',
+    doc: "HTTP port: the api's serves /v1 only; the worker's serves its /healthz, /readyz and /metrics",
+  }),
+  opsPort: setting({
+    env: 'OPS_PORT', kind: integer(0, 65535), default: 9464, readBy: API, chart: 'api.opsPort',
+    doc: "the api's /healthz, /readyz and /metrics (probes, Prometheus), apart from `PORT`, which an Ingress exposes",
   }),
   logLevel: setting({
     env: 'LOG_LEVEL', kind: oneOf(['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent']), default: 'info',
@@ -123,15 +143,39 @@ export const SETTINGS = {
   }),
   gateMinReplicas: setting({
     env: 'GATE_MIN_REPLICAS', kind: integer(0, 16), default: 0, readBy: API, chart: 'config.gateMinReplicas',
-    doc: "202 only once this many replicas acknowledged the gate's write (`WAIT`), else 503",
+    doc: "202 only once this many replicas acknowledged the gate's write (`WAIT`), else 503; with fewer replicas online (or lagging over 10 s) nothing is issued (503); a PATCH waits for them too",
   }),
   gateReplicaTimeoutMs: setting({
     env: 'GATE_REPLICA_TIMEOUT_MS', kind: integer(10, 10_000), default: 250, readBy: API, chart: 'config.gateReplicaTimeoutMs',
     doc: 'how long the api waits for those acknowledgements; below `REDIS_SOCKET_TIMEOUT_MS`',
   }),
+  gateBatch: setting({
+    env: 'GATE_BATCH', kind: oneOf(['on', 'off']), default: 'off', readBy: API, chart: 'config.gateBatch',
+    doc: "`on`: the applies of one event that arrive in one event-loop turn are decided by one gate script call, each as it would be alone (no added wait)",
+  }),
   soldOutCacheMs: setting({
     env: 'SOLD_OUT_CACHE_MS', kind: integer(0, 3_600_000), default: 5_000, readBy: API, chart: 'config.soldOutCacheMs',
     doc: 'how long an api process answers sold_out without asking Redis',
+  }),
+  apiMaxInFlight: setting({
+    env: 'API_MAX_IN_FLIGHT', kind: integer(1, 100_000), default: 2_048, readBy: API, chart: 'config.apiMaxInFlight',
+    doc: 'applies one api process works on at once, at most (the bound on their memory); the others wait in first-come order',
+  }),
+  apiLoopDelayTargetMs: setting({
+    env: 'API_LOOP_DELAY_TARGET_MS', kind: integer(0, 10_000), default: 100, readBy: API, chart: 'config.apiLoopDelayTargetMs',
+    doc: 'while the event loop runs later than this, fewer applies are admitted at once (at least 128); 0 keeps `API_MAX_IN_FLIGHT`',
+  }),
+  apiMaxQueued: setting({
+    env: 'API_MAX_QUEUED', kind: integer(0, 1_000_000), default: 2_048, readBy: API, chart: 'config.apiMaxQueued',
+    doc: 'applies that may wait for one of those slots; one more is answered 503 with Retry-After at once, its body unread',
+  }),
+  apiQueueTimeoutMs: setting({
+    env: 'API_QUEUE_TIMEOUT_MS', kind: integer(0, 10_000), default: 250, readBy: API, chart: 'config.apiQueueTimeoutMs',
+    doc: 'the longest an apply waits for a slot before it is answered 503 with Retry-After (0: never waits)',
+  }),
+  apiMaxConnections: setting({
+    env: 'API_MAX_CONNECTIONS', kind: integer(1, 1_000_000), default: 10_000, readBy: API, chart: 'config.apiMaxConnections',
+    doc: 'open connections per api process; past it a new connection is answered 503 with Retry-After and closed',
   }),
   shutdownDrainMs: setting({
     env: 'SHUTDOWN_DRAIN_MS', kind: integer(0, 600_000), default: 5_000, readBy: API, chart: 'config.shutdownDrainMs',
@@ -197,6 +241,22 @@ export const SETTINGS = {
     env: 'EVENT_RETENTION', kind: duration(1_000, 365 * 86_400_000), default: 3 * 86_400_000, readBy: WORKER, chart: 'config.eventRetention',
     doc: 'how long after its end an event whose coupons are all persisted keeps its Redis state; then it is archived (MySQL only)',
   }),
+  presaleReplicas: setting({
+    env: 'PRESALE_REPLICAS', kind: integer(0, 1_000), default: 0, readBy: WORKER, chart: 'config.presaleReplicas',
+    doc: 'capacity before the sale: the api HPA\'s minReplicas from PRESALE_LEAD before an event starts until it sells out, ends or PRESALE_HOLD passes (0: off; in Kubernetes only)',
+  }),
+  presaleLeadMs: setting({
+    env: 'PRESALE_LEAD', kind: duration(0, 86_400_000), default: 5 * 60_000, readBy: WORKER, chart: 'config.presaleLead',
+    doc: 'how long before an event\'s start the api is raised to PRESALE_REPLICAS',
+  }),
+  presaleHoldMs: setting({
+    env: 'PRESALE_HOLD', kind: duration(1_000, 7 * 86_400_000), default: 15 * 60_000, readBy: WORKER, chart: 'config.presaleHold',
+    doc: 'how long after its start an event not sold out keeps PRESALE_REPLICAS at most',
+  }),
+  presaleHpa: setting({
+    env: 'PRESALE_HPA', kind: text(), default: undefined, unset: 'the chart names its api HPA when PRESALE_REPLICAS > 0', readBy: WORKER,
+    chart: 'config.presaleHpa', doc: 'the HorizontalPodAutoscaler (in the worker\'s namespace) whose minReplicas PRESALE_REPLICAS raises',
+  }),
 };
 
 type Env = Record<string, string | undefined>;
@@ -222,11 +282,13 @@ export function loadConfig(env: Env = process.env, reader: Process | { port: num
   const redisUrl = read(env, S.redisUrl);
   const config: Config = {
     port: read(env, S.port, defaultPort),
+    opsPort: read(env, S.opsPort),
     redisUrl,
     redis: readRedisTarget(env, redisUrl),
     redisSocketTimeoutMs: read(env, S.redisSocketTimeoutMs),
     gateMinReplicas: read(env, S.gateMinReplicas),
     gateReplicaTimeoutMs: read(env, S.gateReplicaTimeoutMs),
+    gateBatch: read(env, S.gateBatch),
     mysqlUrl: read(env, S.mysqlUrl),
     postgresUrl: read(env, S.postgresUrl),
     adminToken: read(env, S.adminToken),
@@ -242,11 +304,26 @@ export function loadConfig(env: Env = process.env, reader: Process | { port: num
     retryDelaySec: read(env, S.retryDelaySec),
     soldOutCacheMs: read(env, S.soldOutCacheMs),
     redisCommandTimeoutMs: read(env, S.redisCommandTimeoutMs),
+    apiMaxInFlight: read(env, S.apiMaxInFlight),
+    apiLoopDelayTargetMs: read(env, S.apiLoopDelayTargetMs),
+    apiMaxQueued: read(env, S.apiMaxQueued),
+    apiQueueTimeoutMs: read(env, S.apiQueueTimeoutMs),
+    apiMaxConnections: read(env, S.apiMaxConnections),
     eventRetentionMs: read(env, S.eventRetentionMs),
+    presaleReplicas: read(env, S.presaleReplicas),
+    presaleLeadMs: read(env, S.presaleLeadMs),
+    presaleHoldMs: read(env, S.presaleHoldMs),
+    presaleHpa: read(env, S.presaleHpa),
   };
+  if (reader === 'api' && config.opsPort === config.port && config.port !== 0) {
+    throw new ConfigError(`OPS_PORT and PORT are both ${config.port}: the probes and metrics need a port of their own`);
+  }
   if (config.gateMinReplicas > 0 && config.gateReplicaTimeoutMs >= config.redisSocketTimeoutMs) {
     // WAIT keeps the connection silent while it waits: the socket timeout would tear it down first.
     throw new ConfigError('GATE_REPLICA_TIMEOUT_MS must be below REDIS_SOCKET_TIMEOUT_MS');
+  }
+  if (reader === 'worker' && config.presaleReplicas > 0 && !config.presaleHpa) {
+    throw new ConfigError('PRESALE_REPLICAS > 0 needs PRESALE_HPA, the api HorizontalPodAutoscaler to raise (the chart sets it)');
   }
   return Object.freeze(config);
 }

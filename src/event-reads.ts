@@ -4,6 +4,7 @@ import type { CouponStore } from './db/store.ts';
 import { type CouponRedis, redisNowMs } from './redis/client.ts';
 import { parseUserEntry } from './redis/formats.ts';
 import { EVENT_REGISTRY_KEY, eventKeys } from './redis/keys.ts';
+import { outboxGroupState } from './redis/outbox-state.ts';
 import { markerKeyFor } from './redis/topology.ts';
 
 export interface EventView {
@@ -24,6 +25,8 @@ const MISSING_EVENT_CACHE_MS = 5_000;
 /** how long a persisted count read from MySQL is shared, for an event whose bitmap Redis does not have */
 const COUNT_CACHE_MS = 5_000;
 
+/** One live event's outbox and persistence backlog (see EventReads.backlogs). */
+export type EventBacklog = { event: string; lag: number; pending: number; issuedMinusPersisted: number };
 export type CouponView = { userId: string; sequence: number; status: 'pending' | 'persisted' };
 export type UserCouponView = { eventId: string; sequence: number; status: 'pending' | 'persisted' };
 export interface EventPage {
@@ -34,6 +37,8 @@ export interface EventPage {
 /** Events read from MySQL per step of a listing, and at most per request when a status filter skips most of them. */
 const LIST_STEP_ROWS = 100;
 const LIST_MAX_SCANNED = 1_000;
+/** Events the api's backlog gauges cover at most (a registry holds the live events: a few, in practice). */
+const MAX_GAUGED_EVENTS = 200;
 /** Events whose users hash one pipeline asks, when a user's pending coupons are looked up. */
 const USER_LOOKUP_CHUNK = 500;
 
@@ -130,6 +135,26 @@ export class EventReads {
   }
 
 
+
+  /**
+   * Each live event's backlog, for the api's gauges (coupon_outbox_lag, coupon_issued_minus_persisted): read from
+   * Redis when scraped, so the alerts on them still see a backlog when no worker runs to report it (every worker
+   * crashed or scaled to 0). Persisted is the bitmap, or MySQL's count (cached) where the bitmap is incomplete.
+   * At most MAX_GAUGED_EVENTS events, the registry's first in id order.
+   */
+  async backlogs(): Promise<EventBacklog[]> {
+    const ids = (await this.#redis.smembers(EVENT_REGISTRY_KEY)).sort().slice(0, MAX_GAUGED_EVENTS);
+    const backlogs = await Promise.all(ids.map(async (event): Promise<EventBacklog | null> => {
+      const keys = eventKeys(event);
+      const [group, [hasState, complete], issued, bits] = await Promise.all([
+        outboxGroupState(this.#redis, keys.outbox), this.#bitmapState(event), this.#redis.get(keys.issued), this.#redis.bitcount(keys.persisted),
+      ]);
+      if (!group || !hasState) return null;
+      const persisted = complete ? bits : await this.#persistedCount(event);
+      return { event, lag: group.lag, pending: group.pending, issuedMinusPersisted: Math.max(0, Number(issued ?? 0) - persisted) };
+    }));
+    return backlogs.filter((backlog) => backlog !== null);
+  }
 
   /**
    * A user's coupon: pending while it waits in the outbox, persisted once it is in MySQL, both told by Redis (the

@@ -2,12 +2,13 @@ import { pino } from 'pino';
 import type { CouponEvent } from './domain/coupon.ts';
 import type { CouponStore, EventChange } from './db/store.ts';
 import { GateStateKeeper } from './gate-state.ts';
-import { type CouponRedis } from './redis/client.ts';
+import { type CouponRedis, redisNowMs } from './redis/client.ts';
 import { type CouponView, type EventPage, EventReads, type EventView, type UserCouponView } from './event-reads.ts';
 import { installEventState, markBitmapComplete, type UpdateOutcome, updateEventState } from './redis/event-state.ts';
 import { EVENT_CHANGED_CHANNEL, eventKeys } from './redis/keys.ts';
+import type { ReplicaAcks } from './redis/replica-acks.ts';
 
-/** An event to create; without `startsAt` it starts now (and a retry of it matches the event whatever its start). */
+/** An event to create; without `startsAt` it starts now by Redis TIME (and a retry of it matches the event whatever its start). */
 export type NewEvent = Omit<CouponEvent, 'startsAt' | 'paused'> & { startsAt: Date | undefined };
 export type CreateEventResult =
   /** this request created the event, or completed one that an earlier try of the same body left without gate state */
@@ -35,19 +36,23 @@ export class EventService {
   readonly #store: CouponStore;
   readonly #keeper: Pick<GateStateKeeper, 'restore'>;
   readonly #reads: EventReads;
+  readonly #replicas: Pick<ReplicaAcks, 'confirm'> | undefined;
 
   /**
    * @param keeper restores an event's gate state from MySQL, fenced (see GateStateKeeper.restore): how a retried
    *   create completes an event whose first try wrote MySQL but not Redis
+   * @param options.replicas GATE_MIN_REPLICAS > 0: a change is saved (and answered 200) only once replicas hold its
+   *   gate write, as a coupon is answered 202 only then
    */
   constructor(
     redis: CouponRedis, store: CouponStore, keeper: Pick<GateStateKeeper, 'restore'> = new GateStateKeeper(redis, store, pino({ level: 'silent' })),
-    reads: EventReads = new EventReads(redis, store),
+    options: { reads?: EventReads; replicas?: Pick<ReplicaAcks, 'confirm'> | undefined } = {},
   ) {
     this.#redis = redis;
     this.#store = store;
     this.#keeper = keeper;
-    this.#reads = reads;
+    this.#reads = options.reads ?? new EventReads(redis, store);
+    this.#replicas = options.replicas;
   }
 
   /** The reads (EventReads), here too so the routes have one service to ask. */
@@ -63,7 +68,9 @@ export class EventService {
    * as a create. A body that differs from the event of that id is refused.
    */
   async create(asked: NewEvent): Promise<CreateEventResult> {
-    const event: CouponEvent = { ...asked, startsAt: asked.startsAt ?? new Date(), paused: false };
+    // "Now" is Redis's clock, the one the gate judges the window by: an api pod whose clock runs ahead would
+    // otherwise create an event the gate calls not started.
+    const event: CouponEvent = { ...asked, startsAt: asked.startsAt ?? new Date(await redisNowMs(this.#redis)), paused: false };
     if (await this.#store.createEvent(event)) {
       await installEventState(this.#redis, event.id, {
         totalQuantity: event.totalQuantity, startsAtMs: event.startsAt.getTime(), endsAtMs: event.endsAt?.getTime() ?? null, issued: 0,
@@ -120,6 +127,8 @@ export class EventService {
           ...(change.endsAt !== undefined && { endsAtMs: change.endsAt?.getTime() ?? null }),
           ...(change.paused !== undefined && { paused: change.paused }),
         });
+        // Not acknowledged (NotReplicatedError, a 503): the gate is put back and MySQL keeps the record as it was.
+        if (outcome.kind === 'updated') await this.#replicas?.confirm(eventKeys(id).meta);
       } catch (error) {
         await restoreGate();
         throw error;
@@ -143,6 +152,11 @@ export class EventService {
 
   async exists(id: string): Promise<boolean> {
     return (await this.#store.findEvent(id)) !== null;
+  }
+
+  /** The coupon MySQL holds for the user, for applies to an archived event (no gate state left to ask). */
+  holder(eventId: string, userId: string): Promise<{ sequence: number; requestId: string | null } | null> {
+    return this.#store.findCoupon(eventId, userId);
   }
 
 }

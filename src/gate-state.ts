@@ -3,9 +3,9 @@ import type { Logger } from 'pino';
 import type { CouponEvent } from './domain/coupon.ts';
 import type { CouponStore } from './db/store.ts';
 import { type CouponRedis, serverIdentity } from './redis/client.ts';
-import { installEventState, markBitmapComplete, markPersisted } from './redis/event-state.ts';
+import { installEventState, markBitmapComplete, markPersisted, restoreEventSettings } from './redis/event-state.ts';
 import { encodeUserEntry } from './redis/formats.ts';
-import { STATE_CHECK_LOCK_KEY, eventKeys } from './redis/keys.ts';
+import { EVENT_CHANGED_CHANNEL, STATE_CHECK_LOCK_KEY, eventKeys } from './redis/keys.ts';
 import { allPrimariesChecked, isCluster, markerKeyOf, nodeName, primaries } from './redis/topology.ts';
 
 /**
@@ -23,6 +23,8 @@ import { allPrimariesChecked, isCluster, markerKeyOf, nodeName, primaries } from
 const RESTORE_CONCURRENCY = 8;
 /** Sequences per MySQL query when an event's coupons are read back: a few Redis chunks (INSTALL_CHUNK_USERS). */
 const RESTORE_PAGE_ROWS = 2_000;
+/** Archive tombstones written per round trip when a restore puts them back. */
+const TOMBSTONE_CHUNK = 1_000;
 
 export class GateStateKeeper {
   readonly #redis: CouponRedis;
@@ -105,8 +107,10 @@ export class GateStateKeeper {
   /**
    * Raises the events' epochs, then makes each event's gate state hold at least what MySQL holds: a missing
    * state is installed from the rows; an existing one gets the users it lacks and a counter no lower than the
-   * highest persisted sequence. Archived events are never written back: they live in MySQL only. Returns what
-   * changed, by event id.
+   * highest persisted sequence; either way the settings MySQL records (quantity, end, pause) replace Redis's, which
+   * may predate a PATCH Redis lost. Each holder's entry carries the request id MySQL kept, so an Idempotency-Key
+   * retry is still recognised. Archived events are never written back: they live in MySQL only, and get only their
+   * tombstone back (the reads and the gate then know they exist). Returns what changed, by event id.
    */
   async restore(eventIds: readonly string[] | 'all'): Promise<Record<string, string>> {
     const store = this.#store;
@@ -114,8 +118,9 @@ export class GateStateKeeper {
     const [events, summary, archived] = await Promise.all([
       eventIds === 'all' ? store.listLiveEvents() : Promise.all(eventIds.map((id) => store.findEvent(id))),
       store.persistedSummary(eventIds),
-      eventIds === 'all' ? new Set<string>() : store.archivedAmong(eventIds),
+      eventIds === 'all' ? store.listArchivedIds().then((ids) => new Set(ids)) : store.archivedAmong(eventIds),
     ]);
+    await this.#writeTombstones([...archived]);
     const changed: Record<string, string> = {};
     const queue = events.filter((event): event is CouponEvent => event !== null && !archived.has(event.id));
     const failures: unknown[] = [];
@@ -156,7 +161,38 @@ export class GateStateKeeper {
     });
     // Every row was read, and its bit set on the way: the reads may count persisted coupons from the bitmap.
     if (above === 0) await markBitmapComplete(this.#redis, event.id);
+    const settings = outcome === 'superseded' ? 'unchanged' : await this.#restoreSettings(event);
+    return settings === 'unchanged' ? outcome : outcome === 'unchanged' ? 'settings' : `${outcome}+settings`;
+  }
+
+  /**
+   * Puts the settings MySQL records (quantity, end, pause) back into the event's gate state when Redis holds others:
+   * it may predate a PATCH it lost. Read and written again under the event's row lock: a PATCH holds the same lock
+   * across its Redis and MySQL writes, so the record read there is the last one saved and no PATCH lands between
+   * the read and the write. Redis equal to `event` (read before the lock) needs nothing: a PATCH saved since would
+   * have written Redis first. The api processes are told (event-changed) when a setting differed: a sold-out flag
+   * set from a stale quantity must go.
+   */
+  async #restoreSettings(event: CouponEvent): Promise<'restored' | 'unchanged'> {
+    const [total, endsAt, paused] = await this.#redis.hmget(eventKeys(event.id).meta, 'total', 'endsAt', 'paused');
+    if (total === String(event.totalQuantity) && endsAt === (event.endsAt === null ? null : String(event.endsAt.getTime()))
+      && (paused === '1') === event.paused) return 'unchanged';
+    const outcome = await this.#store.withEventLocked(event.id, async (record, _save, archived) =>
+      (record === null || archived ? 'unchanged' : restoreEventSettings(this.#redis, record)));
+    if (outcome === 'state_missing') throw new Error(`the gate state of ${event.id} went missing while its settings were restored; restore it again`);
+    if (outcome === 'restored') await this.#redis.publish(EVENT_CHANGED_CHANNEL, event.id);
     return outcome;
+  }
+
+  /**
+   * The archive tombstones of these events (see archive-event.lua), written again: a flush or a failover may have
+   * lost them, and without one an archived event reads as one that never existed.
+   */
+  async #writeTombstones(eventIds: readonly string[]): Promise<void> {
+    for (let start = 0; start < eventIds.length; start += TOMBSTONE_CHUNK) {
+      // Sent together: auto-pipelined, each to the shard of its event on a Cluster.
+      await Promise.all(eventIds.slice(start, start + TOMBSTONE_CHUNK).map((id) => this.#redis.set(eventKeys(id).archived, '1')));
+    }
   }
 
   /**

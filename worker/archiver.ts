@@ -4,7 +4,7 @@ import type { CouponEvent } from '../src/domain/coupon.ts';
 import type { CouponStore } from '../src/db/store.ts';
 import { deleteEventState } from '../src/redis/archive-event.ts';
 import type { CouponRedis } from '../src/redis/client.ts';
-import { EVENT_REGISTRY_KEY, eventKeys } from '../src/redis/keys.ts';
+import { EVENT_CHANGED_CHANNEL, EVENT_REGISTRY_KEY, eventKeys } from '../src/redis/keys.ts';
 import type { OutboxAdmin } from './outbox-admin.ts';
 
 /** held (SET NX PX) by the one worker that archives, so two replicas never archive the same event at once */
@@ -48,6 +48,9 @@ export class EventArchiver {
       for (const event of await this.#store.listArchivable(endedBy, ARCHIVE_PAGE)) {
         if (await this.#archive(event, endedBy)) removed.push(event.id);
       }
+      // The apis drop their sold-out flags of these events: a holder asking again then reaches the archived path
+      // (its coupon from MySQL) instead of a 410 from a flag set while the event sold.
+      for (const id of removed) await this.#redis.publish(EVENT_CHANGED_CHANNEL, id);
       if (removed.length > 0) this.#logger.info({ events: removed.length, ids: removed.slice(0, 20) }, 'archived ended events');
       return removed;
     } finally {

@@ -8,6 +8,7 @@ import type { EventArchiver } from './archiver.ts';
 import type { JobQueues } from './job-queues.ts';
 import type { WorkerMetrics } from './metrics.ts';
 import type { OutboxAdmin } from './outbox-admin.ts';
+import type { PresaleScaler } from './presale.ts';
 
 /**
  * Housekeeping beside the consumer loop, each task on its own period:
@@ -15,12 +16,14 @@ import type { OutboxAdmin } from './outbox-admin.ts';
  *   repair it from MySQL;
  * - trim acked entries so every outbox stays bounded, and drop consumers of gone processes;
  * - refresh the lag, pending, issued-minus-persisted and dead-letter gauges;
- * - archive ended events whose coupons are all persisted, EVENT_RETENTION after their end, and drop their series.
+ * - archive ended events whose coupons are all persisted, EVENT_RETENTION after their end, and drop their series;
+ * - with PRESALE_REPLICAS, raise the api's floor before each sale and give it back after (worker/presale.ts).
  */
 export class Maintenance {
   readonly #deps: {
     redis: CouponRedis; store: CouponStore; keeper: GateStateKeeper; outbox: OutboxAdmin; jobQueues: JobQueues;
     archiver: EventArchiver; metrics: WorkerMetrics; logger: Logger; claimIdleMs: number; retentionMs: number;
+    presale?: PresaleScaler | undefined;
   };
   readonly #tasks: Array<{ name: string; everyMs: number; run: () => Promise<void>; dueAt: number }>;
   readonly #loop: BackgroundLoop;
@@ -28,6 +31,7 @@ export class Maintenance {
   constructor(deps: {
     redis: CouponRedis; store: CouponStore; keeper: GateStateKeeper; outbox: OutboxAdmin; jobQueues: JobQueues;
     archiver: EventArchiver; metrics: WorkerMetrics; logger: Logger; claimIdleMs: number; retentionMs: number;
+    presale?: PresaleScaler | undefined;
   }) {
     this.#deps = deps;
     this.#tasks = [
@@ -35,10 +39,12 @@ export class Maintenance {
       { name: 'trim outbox', everyMs: 5_000, run: () => this.trimOutbox(), dueAt: 0 },
       { name: 'outbox gauges', everyMs: 2_000, run: () => this.refreshOutboxGauges(), dueAt: 0 },
       { name: 'persisted gauges', everyMs: 10_000, run: () => this.refreshPersistedGauges(), dueAt: 0 },
-      { name: 'dead-letter gauge', everyMs: 10_000, run: () => deps.jobQueues.refreshMetrics(), dueAt: 0 },
+      { name: 'dead-letter gauge', everyMs: 5_000, run: () => deps.jobQueues.refreshMetrics(), dueAt: 0 },
       // A short retention is looked at as often (tests); a retention of days once every half minute.
       { name: 'archive events', everyMs: Math.min(Math.max(deps.retentionMs, 1_000), 30_000), run: () => this.archiveEvents(), dueAt: 0 },
     ];
+    const presale = deps.presale;
+    if (presale) this.#tasks.push({ name: 'pre-sale scaling', everyMs: 5_000, run: async () => { await presale.step(); }, dueAt: 0 });
     this.#loop = new BackgroundLoop({ name: 'maintenance', step: (signal) => this.#runDueTasks(signal), logger: deps.logger });
   }
 

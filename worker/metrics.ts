@@ -12,6 +12,7 @@ export class WorkerMetrics {
   readonly outboxPending: Gauge<'event'>;
   readonly issuedMinusPersisted: Gauge<'event'>;
   readonly deadLetterJobs: Gauge;
+  readonly presaleMinReplicas: Gauge;
 
   constructor(registry: Registry) {
     this.registry = registry;
@@ -38,6 +39,9 @@ export class WorkerMetrics {
       name: 'coupon_issued_minus_persisted', help: 'Coupons issued by the gate and not yet in MySQL', labelNames: ['event'], registers,
     });
     this.deadLetterJobs = new Gauge({ name: 'coupon_dead_letter_jobs', help: 'Jobs waiting in the dead-letter queue', registers });
+    this.presaleMinReplicas = new Gauge({
+      name: 'coupon_presale_min_replicas', help: 'The api HPA minReplicas the pre-sale scaler wants now (PRESALE_REPLICAS while a sale is near or on)', registers,
+    });
   }
 
   /** Drops every series of an event that is gone from Redis (archived): /metrics stays as long as the live events. */

@@ -1,14 +1,7 @@
 import type { CouponRedis } from '../src/redis/client.ts';
 import { PERSIST_GROUP } from '../src/redis/keys.ts';
+import { type GroupState, outboxGroupState, toRecord } from '../src/redis/outbox-state.ts';
 import { OutboxStreams } from './outbox.ts';
-
-/** The state of one stream's consumer group, as housekeeping, gauges and the reconciler read it. */
-export interface GroupState {
-  pending: number;
-  lag: number;
-  lastDelivered: string;
-  oldestPending: string | null;
-}
 
 /**
  * The housekeeping side of the outbox streams (the consumer's side is Outbox): the state of each stream's
@@ -37,24 +30,8 @@ export class OutboxAdmin {
   }
 
   /** Pending, undelivered and trimmable state of one stream's group; null when the stream or group is gone. */
-  async groupState(stream: string): Promise<GroupState | null> {
-    try {
-      const [groups, info, summary] = await Promise.all([
-        this.#redis.xinfo('GROUPS', stream) as Promise<unknown[][]>,
-        this.#redis.xinfo('STREAM', stream) as Promise<unknown[]>,
-        this.#redis.xpending(stream, PERSIST_GROUP) as Promise<[number, string | null, string | null, unknown]>,
-      ]);
-      const group = groups.map(toRecord).find((candidate) => candidate.name === PERSIST_GROUP);
-      if (!group) return null;
-      const stream_ = toRecord(info);
-      const lastDelivered = String(group['last-delivered-id']);
-      const lastGenerated = String(stream_['last-generated-id']);
-      const lag = typeof group.lag === 'number' ? group.lag : lastDelivered === lastGenerated ? 0 : Number(stream_.length);
-      return { pending: Number(group.pending), lag, lastDelivered, oldestPending: summary[1] };
-    } catch (error) {
-      if (error instanceof Error && /no such key|NOGROUP/i.test(error.message)) return null;
-      throw error;
-    }
+  groupState(stream: string): Promise<GroupState | null> {
+    return outboxGroupState(this.#redis, stream);
   }
 
   /**
@@ -85,12 +62,6 @@ export class OutboxAdmin {
       }
     }
   }
-}
-
-function toRecord(flat: unknown[]): Record<string, unknown> {
-  const record: Record<string, unknown> = {};
-  for (let i = 0; i < flat.length; i += 2) record[String(flat[i])] = flat[i + 1];
-  return record;
 }
 
 function compareIds(a: string, b: string): number {

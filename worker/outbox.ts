@@ -140,6 +140,35 @@ export class Outbox {
     return entries;
   }
 
+  /**
+   * Calls `listener` each time the connection is ready (again): a read in flight when it was lost is sent again by
+   * the client, but its first reply, with the entries Redis delivered, is gone.
+   */
+  onReady(listener: () => void): void {
+    this.#redis.on('ready', listener);
+  }
+
+  /**
+   * Entries pending on this consumer, whatever it holds in hand: after a read whose reply was lost (a connection
+   * closed or timed out as the primary failed over or restarted) Redis has delivered them to it, and only this
+   * consumer knows to look before CLAIM_IDLE_MS lets another claim them. Claimed back with one more delivery each.
+   */
+  async ownPending(count: number): Promise<OutboxEntry[]> {
+    const entries: OutboxEntry[] = [];
+    for (const stream of await this.streams()) {
+      const pending = (await this.#redis.xpending(stream, PERSIST_GROUP, '-', '+', count - entries.length, this.consumer)
+        .catch((error: unknown) => {
+          if (error instanceof Error && error.message.startsWith('NOGROUP')) return [];
+          throw error;
+        })) as Array<[string, string, number, number]>;
+      if (pending.length === 0) continue;
+      const claimed = (await this.#redis.call('XCLAIM', stream, PERSIST_GROUP, this.consumer, '0', ...pending.map(([id]) => id))) as RawEntry[];
+      entries.push(...(await this.#withDeliveries(stream, claimed)));
+      if (entries.length >= count) break;
+    }
+    return entries;
+  }
+
   async #withDeliveries(stream: string, claimed: RawEntry[]): Promise<OutboxEntry[]> {
     const live = claimed.filter((entry): entry is [string, string[]] => entry[1] !== null);
     if (live.length === 0) return [];

@@ -136,10 +136,10 @@ export class Persister {
 
   /**
    * Keeps of a batch only the coupons the gate state still vouches for (their user's entry carries their
-   * sequence), with the epoch of the state that said so, for the insert's fence. The others were issued by a
-   * state Redis has since lost (a flush, a failover) and were never persisted: their users were free to apply
-   * again, so writing them now would take a coupon from an answer given since. They are counted, logged and
-   * dropped: the loss the README documents for those cases, never a second coupon.
+   * sequence), each with the request id of that entry, and the epoch of the state that said so, for the insert's
+   * fence. The others were issued by a state Redis has since lost (a flush, a failover) and were never persisted:
+   * their users were free to apply again, so writing them now would take a coupon from an answer given since. They
+   * are counted, logged and dropped: the loss the README documents for those cases, never a second coupon.
    */
   async #currentWord(batch: readonly IssuedCoupon[]): Promise<{ current: IssuedCoupon[]; epochs: Map<string, number>; fenced: IssuedCoupon[] }> {
     const byEvent = Map.groupBy(batch, (coupon) => coupon.eventId);
@@ -150,7 +150,12 @@ export class Persister {
       const word = await checkHolders(this.#redis, eventId, coupons);
       if (!word) throw new GateStateMissingError(eventId);
       epochs.set(eventId, word.epoch);
-      coupons.forEach((coupon, i) => (word.current[i] ? current : fenced).push(coupon));
+      coupons.forEach((coupon, i) => {
+        const entry = word.current[i];
+        if (!entry) fenced.push(coupon);
+        // The request id the gate recorded goes to MySQL with the row, so a restore can put it back in the entry.
+        else current.push(entry.requestId === undefined ? coupon : { ...coupon, requestId: entry.requestId });
+      });
     }
     return { current, epochs, fenced };
   }

@@ -17,6 +17,7 @@ import { WorkerMetrics } from './metrics.ts';
 import { Outbox } from './outbox.ts';
 import { OutboxAdmin } from './outbox-admin.ts';
 import { Persister } from './persister.ts';
+import { inClusterAutoscaler, PresaleScaler } from './presale.ts';
 import { Reconciler } from './reconciler.ts';
 
 /** how long one XREADGROUP waits for new entries */
@@ -66,9 +67,13 @@ export async function createWorker(config: Config, logger: Logger) {
     },
   });
   const archiver = new EventArchiver({ redis, store, outbox: adminOutbox, logger, retentionMs: config.eventRetentionMs });
+  const presale = config.presaleReplicas > 0 ? new PresaleScaler({
+    store, redis, autoscaler: inClusterAutoscaler(config.presaleHpa!), replicas: config.presaleReplicas, metrics, logger,
+    window: { leadMs: config.presaleLeadMs, holdMs: config.presaleHoldMs },
+  }) : undefined;
   const maintenance = new Maintenance({
     redis, store, keeper, outbox: adminOutbox, jobQueues, archiver, metrics, logger,
-    claimIdleMs: config.claimIdleMs, retentionMs: config.eventRetentionMs,
+    claimIdleMs: config.claimIdleMs, retentionMs: config.eventRetentionMs, presale,
   });
 
   let stopping = false;

@@ -6,7 +6,7 @@
 #                 Dockerfile's NODE_IMAGE (localhost/coupon-node-base:<node version>)
 #   dependencies  Debian's redis-server 7.0, MariaDB 10.11 and PostgreSQL 15 in a chroot of the rootfs, with
 #                 entrypoints honouring the official images' variables, tagged with the names k8s/deps uses
-#                 (redis:7.4-bookworm, mysql:8.4, postgres:16-bookworm), so the manifests run unchanged
+#                 (redis:7.4.2-bookworm, mysql:8.4.3, postgres:16.6-bookworm), so the manifests run unchanged
 #   pause         the pod sandbox image (the pause program of binaries.sh)
 #   app           the project's own Dockerfile built by buildah (tag: a hash of the Dockerfile and everything it
 #                 copies, so an unchanged tree is not rebuilt and a changed one gets a new tag)
@@ -124,7 +124,7 @@ deps_sum=$(cat "$ROOT/scripts/cluster/entrypoints/"* | sha256sum | cut -c1-12)
 # One image for the three (see entrypoints/deps-entrypoint.sh), imported once and tagged with the three names.
 DEPS_IMAGE=localhost/coupon-deps:$DEPS_VERSION-$deps_sum
 if [ "$(cat "$IMAGES/deps.tag" 2>/dev/null)" != "$DEPS_IMAGE" ] || [ ! -f "$IMAGES/deps.tar" ]; then
-  say "dependency image $DEPS_IMAGE (stands in for redis:7.4-bookworm, mysql:8.4, postgres:16-bookworm)"
+  say "dependency image $DEPS_IMAGE (stands in for redis:7.4.2-bookworm, mysql:8.4.3, postgres:16.6-bookworm)"
   base=localhost/coupon-deps-rootfs:$DEPS_VERSION
   "${B[@]}" rmi -f "$base" "$DEPS_IMAGE" >/dev/null 2>&1 || true
   image_from_dir "$base" "$deps_rootfs"

@@ -5,7 +5,21 @@
 // ingress-nginx does), reloads nginx on every change and writes the Ingress status (loadBalancer 127.0.0.1).
 // It listens on loopback only. Run by scripts/cluster/ingress.sh; SIGTERM stops nginx and the stand-in.
 //
-// Environment: KUBECTL, KUBECONFIG, STAND_IN_DIR (config, pid, logs), INGRESS_PORT, INGRESS_CLASS.
+// Two ports serve the same Ingress rules: INGRESS_PORT closes each client connection after its answer (a reload,
+// on every endpoint change, closes idle client connections, racing a client that reuses one: the checks' own
+// HTTP client reuses them), and INGRESS_KEEPALIVE_PORT keeps client connections open as a real controller does
+// (75 s, ingress-nginx's default), for a load generator that holds thousands of them (test/cluster/overload).
+// nginx's own counters (stub_status) answer at /.stand-in/nginx-status on both ports for a Host no Ingress names.
+//
+// Open files: each client connection proxied holds two sockets in its nginx worker (the client's and the
+// upstream one), and a process may not open more than RLIMIT_NOFILE (20,000 on the machine this was made on, a
+// hard limit the stand-in cannot raise). So nginx runs 2 workers, each allowed the whole hard limit
+// (worker_rlimit_nofile) and as many connections less a reserve for its files and listening sockets, and the
+// keep-alive port is bound with reuseport (one accept queue per worker, connections spread by the kernel):
+// 10,000 client connections are ~5,000 per worker, ~10,000 sockets each with their upstreams.
+//
+// Environment: KUBECTL, KUBECONFIG, STAND_IN_DIR (config, pid, logs), INGRESS_PORT, INGRESS_KEEPALIVE_PORT,
+// INGRESS_CLASS.
 import { spawn, spawnSync, type ChildProcess } from 'node:child_process';
 import { mkdirSync, readFileSync, writeFileSync, existsSync } from 'node:fs';
 import { join } from 'node:path';
@@ -13,12 +27,28 @@ import { join } from 'node:path';
 const kubectl = process.env.KUBECTL ?? 'kubectl';
 const dir = process.env.STAND_IN_DIR ?? '.cluster/ingress';
 const port = Number(process.env.INGRESS_PORT ?? 18080);
+const keepAlivePort = Number(process.env.INGRESS_KEEPALIVE_PORT ?? port + 1);
 const className = process.env.INGRESS_CLASS ?? 'coupon-stand-in';
 const conf = join(dir, 'nginx.conf');
 const pidFile = join(dir, 'nginx.pid');
 mkdirSync(join(dir, 'tmp'), { recursive: true, mode: 0o1777 });
 
 type Obj = { kind: string; metadata: { name: string; namespace: string; labels?: Record<string, string>; annotations?: Record<string, string> }; spec?: any; status?: any; endpoints?: any[]; ports?: any[] };
+
+/** nginx workers: each holds its share of the client connections and one upstream socket per request in flight */
+const WORKERS = 2;
+/** files and sockets per worker that are not connections (logs, listening sockets, channels), kept free */
+const RESERVED_FILES = 1_000;
+/** the hard RLIMIT_NOFILE this process was started with: nginx (root, but without CAP_SYS_RESOURCE) cannot exceed it */
+function openFilesLimit(): number {
+  const m = /^Max open files\s+(\S+)\s+(\S+)/m.exec(readFileSync('/proc/self/limits', 'utf8'));
+  const hard = m?.[2] === 'unlimited' ? Infinity : Number(m?.[2] ?? 1024);
+  return Math.min(hard, 65_536);
+}
+const nofile = openFilesLimit();
+const workerConnections = Math.max(1_024, nofile - RESERVED_FILES);
+/** the listen backlog of the keep-alive port: the kernel's cap (net.core.somaxconn), as ingress-nginx sets it */
+const backlog = (() => { try { return Number(readFileSync('/proc/sys/net/core/somaxconn', 'utf8').trim()) || 511; } catch { return 511; } })();
 
 const log = (msg: string) => console.log(`${new Date().toISOString()} ingress-stand-in: ${msg}`);
 
@@ -82,10 +112,14 @@ function render(items: Obj[]): { text: string; ingresses: Obj[] } {
   }
   const lines: string[] = [
     '# Written by scripts/cluster/ingress-stand-in.ts from the Ingress objects: do not edit.',
-    'worker_processes 1;', `pid ${pidFile};`, `error_log ${join(dir, 'error.log')} warn;`,
-    'events { worker_connections 4096; }',
+    `worker_processes ${WORKERS};`, `worker_rlimit_nofile ${nofile};`, `pid ${pidFile};`, `error_log ${join(dir, 'error.log')} warn;`,
+    // multi_accept: a worker takes every pending connection at once (ingress-nginx's default), not one per loop.
+    `events { worker_connections ${workerConnections}; multi_accept on; }`,
     'http {',
     '  access_log off;',
+    // The keep-alive port logs each request's times (buffered): what nginx itself added to a burst's latency.
+    // Fields apart by |: the upstream ones list every pod tried ("a, b").
+    "  log_format timing '$msec|$status|$request_time|$upstream_connect_time|$upstream_response_time';",
     // Reloads (every endpoint change) close idle client connections, racing a client that reuses one: the
     // stand-in closes each client connection after its answer instead (loopback; upstreams keep theirs).
     '  keepalive_timeout 0;',
@@ -99,12 +133,24 @@ function render(items: Obj[]): { text: string; ingresses: Obj[] } {
   ];
   for (const [name, eps] of upstreams) {
     if (!eps.length) continue;
-    lines.push(`  upstream ${name} {`, ...eps.map((e) => `    server ${e} max_fails=1 fail_timeout=2s;`), '    keepalive 64;', '  }');
+    // Idle upstream connections kept per worker, and their reuse, as ingress-nginx's defaults (upstream-keepalive-*):
+    // under a burst, fewer connections opened (and closed into TIME_WAIT) per request. max_fails=0: no endpoint is
+    // taken out for a failed connect (ingress-nginx's balancer does not either); with nginx's default, one connect
+    // that timed out under a burst took a pod out for fail_timeout, and with both out every request was a 502.
+    lines.push(`  upstream ${name} {`, ...eps.map((e) => `    server ${e} max_fails=0;`),
+      '    keepalive 320; keepalive_requests 10000; keepalive_timeout 60s;', '  }');
   }
-  lines.push(`  server { listen 127.0.0.1:${port} default_server; return 404 '{"error":"not_found","message":"no Ingress rule for this host (stand-in)"}\\n'; }`);
-  for (const [host, locs] of servers) {
-    if (host === '_') continue;
-    lines.push(`  server {`, `    listen 127.0.0.1:${port};`, `    server_name ${host};`, ...locs, '  }');
+  // The keep-alive port: client connections kept as a controller keeps them (75 s), one accept queue per worker
+  // (reuseport) as long as the kernel allows (backlog), as ingress-nginx listens.
+  const keepAliveServer = `    keepalive_timeout 75s; access_log ${join(dir, 'keepalive-access.log')} timing buffer=256k flush=1s;`;
+  for (const [listen, options, keepAlive] of [[port, '', ''], [keepAlivePort, ` reuseport backlog=${backlog}`, keepAliveServer]] as const) {
+    lines.push(`  server {`, `    listen 127.0.0.1:${listen} default_server${options};`, ...(keepAlive ? [keepAlive] : []),
+      '    location = /.stand-in/nginx-status { stub_status; }',
+      `    location / { return 404 '{"error":"not_found","message":"no Ingress rule for this host (stand-in)"}\\n'; }`, '  }');
+    for (const [host, locs] of servers) {
+      if (host === '_') continue;
+      lines.push(`  server {`, `    listen 127.0.0.1:${listen};`, `    server_name ${host};`, ...(keepAlive ? [keepAlive] : []), ...locs, '  }');
+    }
   }
   lines.push('}', '');
   return { text: lines.join('\n'), ingresses };
@@ -166,7 +212,8 @@ function stop(): void {
 process.on('SIGTERM', stop);
 process.on('SIGINT', stop);
 
-log(`class ${className}, listening on 127.0.0.1:${port}`);
+log(`class ${className}, listening on 127.0.0.1:${port} (a connection per request) and 127.0.0.1:${keepAlivePort} (keep-alive); ` +
+  `nginx: ${WORKERS} workers, worker_rlimit_nofile ${nofile}, worker_connections ${workerConnections}, keep-alive port backlog ${backlog}`);
 sync();
 for (const r of ['ingresses.networking.k8s.io', 'services', 'endpointslices.discovery.k8s.io']) watch(r);
 setInterval(sync, 10_000); // a missed watch event is caught here

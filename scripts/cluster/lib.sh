@@ -36,6 +36,8 @@ NAMESPACE=coupon
 DEPS_NAMESPACE=coupon-deps
 INGRESS_HOST=${INGRESS_HOST:-coupon.local}
 INGRESS_PORT=${INGRESS_PORT:-18080}
+# The same Ingress rules with client keep-alive, for a load generator holding thousands of connections (overload check).
+INGRESS_KEEPALIVE_PORT=${INGRESS_KEEPALIVE_PORT:-18081}
 
 export KUBECONFIG="$STATE/kubeconfig"
 export PATH="$BIN:$ROOT/.tools/bin:/usr/local/go/bin:/usr/sbin:/sbin:$PATH"

@@ -173,7 +173,7 @@ for f in pause deps app; do
   fi
 done
 # The dependency image under the names k8s/deps uses (the manifests run unchanged).
-for name in docker.io/library/redis:7.4-bookworm docker.io/library/mysql:8.4 docker.io/library/postgres:16-bookworm; do
+for name in docker.io/library/redis:7.4.2-bookworm docker.io/library/mysql:8.4.3 docker.io/library/postgres:16.6-bookworm; do
   ctr_ images tag --force "$(cat "$IMAGES/deps.tag")" "$name" >/dev/null
 done
 

@@ -10,6 +10,7 @@
 #   crds      ServiceMonitor, PrometheusRule, ScaledObject CRDs (controller-gen from the upstream Go API types)
 #   deps      k8s/deps on hostPath volumes
 #   install   helm upgrade --install --wait (the migrations hook included)
+#   prometheus  a real Prometheus built from the Go module proxy, scraping the release and evaluating its alerts
 #   env       .cluster/env and how to reach it
 # Phase timings go to .cluster/timings and are printed at the end. Stop it all with npm run cluster:down.
 set -euo pipefail
@@ -39,5 +40,7 @@ timed ingress bash "$here/ingress.sh"
 timed crds bash "$here/crds.sh" || say "warning: the CRDs step failed; check 7 of npm run test:cluster will say so"
 timed deps bash "$here/deps.sh"
 timed install bash "$here/install.sh"
+# Only the alert checks of npm run test:cluster need it: a failure here is said there too.
+timed prometheus bash "$here/prometheus.sh" || say "warning: the prometheus step failed; the alert checks of npm run test:cluster will say so"
 bash "$here/env.sh"
 say "timings (s): $(tr '\n' ' ' <"$STATE/timings")"

@@ -9,7 +9,7 @@ interface EventView {
 }
 
 async function callApi<T>(target: ApiTarget, path: string, init: { method?: string; body?: unknown } = {}): Promise<T> {
-  if (!target.adminToken) throw new ConsoleError('set ADMIN_TOKEN (or --admin-token) to the api\'s admin token');
+  if (!target.adminToken) throw new ConsoleError('set ADMIN_TOKEN (or --admin-token) to the api\'s admin token, or run `npm run stack` (its token is found by itself)');
   const url = new URL(path, target.apiUrl);
   let response: Response;
   try {

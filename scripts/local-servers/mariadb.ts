@@ -14,13 +14,17 @@ export async function startMariadb(opts: { dir: string; port?: number; database?
   const { dir, port } = await serverPlace(opts);
   const database = opts.database ?? 'coupon';
   const dataDir = join(dir, 'data');
+  // Its own folder for temporary tables, not the shared /tmp: a CI run failed when a temporary file of
+  // mariadb-install-db vanished from /tmp under it ("Error on delete of '/tmp/#sql-temptable-...'").
+  const tmpDir = join(dir, 'tmp');
   const logFile = join(dir, 'mariadb.log');
   // mariadbd refuses root unless told to run as root; as anyone else --user is only a no-op warning.
   const user = userInfo().username;
+  await mkdir(tmpDir, { recursive: true });
   await initialiseOnce(dir, dataDir, 'mariadb', logFile, async () => {
     await mkdir(dataDir, { recursive: true });
     await runToCompletion('mariadb', binary('mariadb-install-db'), [
-      '--no-defaults', `--user=${user}`, `--datadir=${dataDir}`, '--auth-root-authentication-method=normal',
+      '--no-defaults', `--user=${user}`, `--datadir=${dataDir}`, `--tmpdir=${tmpDir}`, '--auth-root-authentication-method=normal',
       '--skip-test-db',
     ], { logFile });
   });
@@ -34,7 +38,7 @@ export async function startMariadb(opts: { dir: string; port?: number; database?
     process: MARIADB_PROCESS,
     command: binary('mariadbd'),
     args: [
-      '--no-defaults', `--user=${user}`, `--datadir=${dataDir}`, `--socket=${join(dir, 'mariadbd.sock')}`,
+      '--no-defaults', `--user=${user}`, `--datadir=${dataDir}`, `--tmpdir=${tmpDir}`, `--socket=${join(dir, 'mariadbd.sock')}`,
       `--pid-file=${join(dir, MARIADB_PROCESS.pidFile)}`, `--port=${port}`, `--bind-address=${HOST}`, '--skip-name-resolve',
       '--max-connections=500', '--innodb-flush-log-at-trx-commit=2',
     ],

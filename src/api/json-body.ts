@@ -18,7 +18,7 @@ const JSON_TYPE = /^application\/json[\t ]*(;|$)/i;
 
 /**
  * Reads a request's JSON body into ctx.request.body: a JSON object or array, or `{}` when there is no body.
- * A body of another type is refused (415), one over MAX_BODY or not valid JSON is a 400. The hot path's reader:
+ * A body of another type is refused (415), one over MAX_BODY a 413, one that is not valid JSON a 400. The hot path's reader:
  * raw-body and JSON.parse, without the content-type negotiation, decompression and charset handling of a
  * general body parser, which nothing here needs (a JSON body is UTF-8).
  */
@@ -33,7 +33,9 @@ export async function readJsonBody(ctx: Context): Promise<unknown> {
     text = (await getRawBody(ctx.req, { length, limit: MAX_BODY_BYTES })).toString('utf8');
   } catch (error) {
     const { type, status } = error as { type?: string; status?: number };
-    if (type === 'entity.too.large') throw new HttpError('invalid_request', `the body is larger than ${MAX_BODY}`);
+    if (type === 'entity.too.large') throw new HttpError('payload_too_large', `the body is larger than ${MAX_BODY}`);
+    // The client went away while its request waited (for a slot, say): nobody is left to answer, and it is no fault.
+    if (type === 'stream.not.readable' || ctx.req.socket.destroyed) throw new HttpError('invalid_request', 'the request was closed before its body was read');
     // A body cut short or longer than its Content-Length: the client's fault, said as such.
     if (status !== undefined && status < 500) throw new HttpError('invalid_request', `the body could not be read: ${(error as Error).message}`);
     throw error;

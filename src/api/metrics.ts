@@ -1,5 +1,7 @@
-import { Counter, Histogram, type Registry } from 'prom-client';
+import { Counter, Gauge, Histogram, type Registry } from 'prom-client';
+import type { Shed } from './admission.ts';
 import type { ApplyOutcome } from '../domain/coupon.ts';
+import type { EventBacklog } from '../event-reads.ts';
 
 /** Request and gate metrics. Label children are cached so the hot path does no label hashing. */
 export class ApiMetrics {
@@ -11,6 +13,7 @@ export class ApiMetrics {
   readonly #requestChildren = new Map<string, Map<number, Counter.Internal>>();
   readonly #durationChildren = new Map<string, Histogram.Internal<'route'>>();
   readonly #gateChildren = new Map<string, Counter.Internal>();
+  readonly #shed: Record<Shed, Counter.Internal>;
 
   constructor(registry: Registry) {
     this.registry = registry;
@@ -25,6 +28,57 @@ export class ApiMetrics {
       name: 'coupon_gate_outcomes_total', help: 'Apply decisions by outcome (local_sold_out: answered without Redis)',
       labelNames: ['outcome'], registers: [registry],
     });
+    const shed = new Counter({
+      name: 'coupon_admission_shed_total', help: 'Applies answered 503 by admission control, before their body was read, by reason',
+      labelNames: ['reason'], registers: [registry],
+    });
+    this.#shed = { queue_full: shed.labels('queue_full'), queue_timeout: shed.labels('queue_timeout') };
+  }
+
+  countShed(reason: Shed): void {
+    this.#shed[reason].inc();
+  }
+
+  /** Gauges read when scraped: applies in flight and waiting, open connections and those refused. */
+  observeLoad(load: { limit(): number; inFlight(): number; queued(): number; connections(): number; refusedConnections(): number }): void {
+    const registers = [this.registry];
+    new Gauge({ name: 'coupon_admission_limit', help: 'Applies admitted at once now (adapts to the event loop delay)', registers, collect() { this.set(load.limit()); } });
+    new Gauge({ name: 'coupon_admission_in_flight', help: 'Applies admitted and not yet answered', registers, collect() { this.set(load.inFlight()); } });
+    new Gauge({ name: 'coupon_admission_queued', help: 'Applies waiting for a slot', registers, collect() { this.set(load.queued()); } });
+    new Gauge({ name: 'coupon_http_open_connections', help: 'Open client connections', registers, collect() { this.set(load.connections()); } });
+    new Counter({
+      name: 'coupon_http_refused_connections_total', help: 'Connections answered 503 and closed because API_MAX_CONNECTIONS were open',
+      registers, collect() { this.reset(); this.inc(load.refusedConnections()); },
+    });
+  }
+
+  /**
+   * Each live event's outbox lag and issued-minus-persisted, read from Redis when scraped. The worker exports the
+   * same series; the api does too so that the alerts on them fire when no worker is left to report (every worker
+   * crashed, or scaled to 0). A failed read (Redis unreachable) leaves them out of that scrape, not the scrape.
+   */
+  observeBacklogs(read: () => Promise<EventBacklog[]>, onError: (error: unknown) => void): void {
+    const registers = [this.registry];
+    let last: Promise<EventBacklog[] | null> | undefined;
+    // The gauges of one scrape share one read; null when it failed.
+    const backlogs = (): Promise<EventBacklog[] | null> => {
+      last ??= read().catch((error: unknown) => { onError(error); return null; }).finally(() => setImmediate(() => { last = undefined; }));
+      return last;
+    };
+    new Gauge({
+      name: 'coupon_redis_reachable', help: 'Whether this api read Redis when scraped (0: unreachable; its pods are then not ready, so its own 5xx count stops)',
+      registers, async collect() { this.set((await backlogs()) === null ? 0 : 1); },
+    });
+    const gauge = (name: string, help: string, value: (backlog: EventBacklog) => number) => new Gauge({
+      name, help, labelNames: ['event'], registers,
+      async collect() {
+        this.reset();
+        for (const backlog of (await backlogs()) ?? []) this.set({ event: backlog.event }, value(backlog));
+      },
+    });
+    gauge('coupon_outbox_lag', 'Outbox entries not yet delivered to a worker', (backlog) => backlog.lag);
+    gauge('coupon_outbox_pending', 'Outbox entries delivered but not yet acked', (backlog) => backlog.pending);
+    gauge('coupon_issued_minus_persisted', 'Coupons issued by the gate and not yet in MySQL', (backlog) => backlog.issuedMinusPersisted);
   }
 
   observeRequest(route: string, status: number, seconds: number): void {

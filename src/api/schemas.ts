@@ -14,7 +14,10 @@ export const createEventBody = {
     id: { type: 'string', pattern: EVENT_ID_PATTERN },
     name: { type: 'string', minLength: 1, maxLength: 200 },
     totalQuantity: { type: 'integer', minimum: 1, maximum: MAX_TOTAL_QUANTITY },
-    startsAt: { type: 'string', format: 'date-time', pattern: STORABLE_YEAR_PATTERN },
+    startsAt: {
+      type: 'string', format: 'date-time', pattern: STORABLE_YEAR_PATTERN,
+      description: "When issuing opens; absent, now by the gate's clock (Redis TIME), not the api pod's.",
+    },
     endsAt: { type: ['string', 'null'], format: 'date-time', pattern: STORABLE_YEAR_PATTERN },
   },
 } as const;

@@ -31,6 +31,8 @@ export const CouponSchema = defineEntity({
     userId: p.string().length(64).fieldName('user_id'),
     sequence: p.integer(),
     issuedAt: p.datetime(3).fieldName('issued_at'),
+    /** the request the gate issued it to (see IssuedCoupon.requestId): a restore writes it back into the user entry */
+    requestId: p.string().length(128).fieldName('request_id').nullable(),
     createdAt: p.datetime(3).fieldName('created_at').defaultRaw('current_timestamp(3)').persist(false),
   },
   uniques: [

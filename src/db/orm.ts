@@ -6,6 +6,7 @@ import { Migration20261201000000_exact_ids } from './migrations/Migration2026120
 import { Migration20261201000001_event_epoch } from './migrations/Migration20261201000001_event_epoch.ts';
 import { Migration20261201000002_event_paused } from './migrations/Migration20261201000002_event_paused.ts';
 import { Migration20261201000003_event_archived } from './migrations/Migration20261201000003_event_archived.ts';
+import { Migration20261206000000_coupon_request_id } from './migrations/Migration20261206000000_coupon_request_id.ts';
 
 export type Orm = MikroORM;
 
@@ -26,6 +27,7 @@ export function ormConfig(mysqlUrl: string, options: { poolMax?: number } = {}) 
         { name: 'Migration20261201000001_event_epoch', class: Migration20261201000001_event_epoch },
         { name: 'Migration20261201000002_event_paused', class: Migration20261201000002_event_paused },
         { name: 'Migration20261201000003_event_archived', class: Migration20261201000003_event_archived },
+        { name: 'Migration20261206000000_coupon_request_id', class: Migration20261206000000_coupon_request_id },
       ],
       transactional: false,
       // Migrations are hand-written SQL; no schema snapshot file is kept, and the caller reports what ran.

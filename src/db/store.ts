@@ -84,6 +84,12 @@ export class CouponStore {
     return row?.archivedAt ?? null;
   }
 
+  /** The ids of every archived event: a restore puts their tombstones back (see GateStateKeeper.restore). */
+  async listArchivedIds(): Promise<string[]> {
+    const rows = await this.#em().find(CouponEventSchema, { archivedAt: { $ne: null } }, { fields: ['id'], orderBy: { id: 'asc' } });
+    return rows.map((row) => row.id);
+  }
+
   /** Which of these events are archived. */
   async archivedAmong(ids: readonly string[]): Promise<Set<string>> {
     if (ids.length === 0) return new Set();
@@ -139,6 +145,7 @@ export class CouponStore {
     if (coupons.length === 0) return 0;
     const rows = coupons.map((coupon) => ({
       eventId: coupon.eventId, userId: coupon.userId, sequence: coupon.sequence, issuedAt: new Date(coupon.issuedAtMs),
+      requestId: coupon.requestId ?? null,
     }));
     return this.#em().transactional(async (em) => {
       const ids = [...epochs.keys()].sort();
@@ -188,9 +195,10 @@ export class CouponStore {
     return this.#em().count(CouponSchema, { eventId });
   }
 
-  async findCoupon(eventId: string, userId: string): Promise<{ sequence: number } | null> {
-    const row = await this.#em().findOne(CouponSchema, { eventId, userId }, { fields: ['sequence'] });
-    return row && { sequence: row.sequence };
+  /** A user's coupon of an event, with the request it was issued to (null for coupons persisted before it was kept). */
+  async findCoupon(eventId: string, userId: string): Promise<{ sequence: number; requestId: string | null } | null> {
+    const row = await this.#em().findOne(CouponSchema, { eventId, userId }, { fields: ['sequence', 'requestId'] });
+    return row && { sequence: row.sequence, requestId: row.requestId ?? null };
   }
 
   /** The persisted coupons of an event (those above a sequence), for rebuilding the gate state and for reconciling. */
@@ -208,12 +216,13 @@ export class CouponStore {
    * the index from the event's first row on every page).
    */
   async persistedCouponRange(eventId: string, afterSequence: number, throughSequence: number): Promise<IssuedCoupon[]> {
-    const rows = await this.#em().execute<Array<{ user_id: string; sequence: number; issued_at: Date | string }>>(
-      'select user_id, sequence, issued_at from coupon where event_id = ? and sequence > ? and sequence <= ? order by sequence',
+    const rows = await this.#em().execute<Array<{ user_id: string; sequence: number; issued_at: Date | string; request_id: string | null }>>(
+      'select user_id, sequence, issued_at, request_id from coupon where event_id = ? and sequence > ? and sequence <= ? order by sequence',
       [eventId, afterSequence, throughSequence],
     );
     return rows.map((row) => ({
       eventId, userId: row.user_id, sequence: Number(row.sequence), issuedAtMs: toDate(row.issued_at).getTime(),
+      ...(row.request_id !== null && { requestId: row.request_id }),
     }));
   }
 

@@ -58,6 +58,12 @@ export interface IssuedCoupon {
   userId: string;
   sequence: number;
   issuedAtMs: number;
+  /**
+   * the request it was issued to: the client's Idempotency-Key, or the id the api gave a request without one. Taken
+   * from the user entry when the coupon is written to MySQL, and put back into it by a restore, so a retry with the
+   * same key gets the first 202 again after Redis lost the entry. Absent for coupons persisted before it was kept.
+   */
+  requestId?: string;
 }
 
 /** Whether a coupon read back from the outbox or a job is well-formed; a malformed one must never be written. */

@@ -8,6 +8,8 @@ const script = (name: string): string => readFileSync(new URL(`./${name}.lua`, i
 /** The scripts, loaded once per connection and then called by EVALSHA (ioredis falls back to EVAL on NOSCRIPT). */
 const SCRIPTS = {
   gate: { numberOfKeys: 4, lua: script('gate') },
+  gateBatch: { numberOfKeys: 4, lua: script('gate-batch') },
+  abandonAttempt: { numberOfKeys: 1, lua: script('abandon-attempt') },
   installEvent: { numberOfKeys: 4, lua: script('install-event') },
   checkHolders: { numberOfKeys: 2, lua: script('check-holders') },
   updateEvent: { numberOfKeys: 2, lua: script('update-event') },
@@ -16,14 +18,31 @@ const SCRIPTS = {
 } as const;
 
 interface ScriptCommands {
-  gate(meta: string, issued: string, users: string, outbox: string, eventId: string, userId: string, requestId: string, checkedNodes: string): Promise<[number, number, number, string?]>;
+  gate(
+    meta: string, issued: string, users: string, outbox: string, eventId: string, userId: string, requestId: string, checkedNodes: string,
+    minReplicas: string, replicaMaxLagS: string, attemptId: string,
+  ): Promise<[number, number, number, string?]>;
+  /** GATE_BATCH=on: gate-batch.lua, then per request userId, requestId, attempt id (see gate-batcher.ts). */
+  gateBatch(
+    meta: string, issued: string, users: string, outbox: string, eventId: string, checkedNodes: string, minReplicas: string,
+    replicaMaxLagS: string, ...requests: string[]
+  ): Promise<Array<string | number>>;
+  /** Records a gate call given up (abandon-attempt.lua): the gate never issues for it after; 0 when no state. */
+  abandonAttempt(meta: string, userId: string, attemptId: string): Promise<number>;
   installEvent(...keysAndArgs: string[]): Promise<number>;
   checkHolders(meta: string, users: string, ...userIds: string[]): Promise<Array<number | string | null>>;
-  updateEvent(meta: string, issued: string, total: string, endsAt: string, paused: string): Promise<[number, number]>;
+  updateEvent(meta: string, issued: string, total: string, endsAt: string, paused: string, ofRecord?: string): Promise<[number, number, number]>;
   reservePersistSlot(bucket: string, rows: number, rate: number, horizonMs: number, step: number, end: string): Promise<[number, number, string]>;
   /** Removes a consumer from a group only if it holds no pending entries; 1 when removed. */
   removeConsumerIfIdle(stream: string, group: string, consumer: string): Promise<number>;
 }
+
+/**
+ * Sent on their own, never auto-pipelined: an auto-pipeline waits for the one before it to the same node, and on a
+ * Cluster that may hold gate calls re-sent on TRYAGAIN (their slot half moved) for longer than the gate's deadline.
+ * The settle after a deadline must not wait behind the very call it gives up (see gate.ts).
+ */
+const SETTLE_COMMANDS = ['abandonAttempt'];
 
 /** A client of any topology: one server, a Sentinel-followed primary, or a Redis Cluster (see topology.ts). */
 export type CouponRedis = (Redis | Cluster) & ScriptCommands;
@@ -63,7 +82,7 @@ export function createRedis(target: RedisTargetLike, options: RedisClientOptions
     reconnectOnError: (error) => error.message.startsWith('READONLY'),
     keepAlive: 5_000,
     ...(options.failFast && { enableOfflineQueue: false, maxRetriesPerRequest: 0, autoResendUnfulfilledCommands: false }),
-    ...(options.autoPipelining && { enableAutoPipelining: true }),
+    ...(options.autoPipelining && { enableAutoPipelining: true, autoPipeliningIgnoredCommands: SETTLE_COMMANDS }),
     ...(options.commandTimeoutMs !== undefined && { commandTimeout: options.commandTimeoutMs }),
     ...(options.socketTimeoutMs !== undefined && { socketTimeout: options.socketTimeoutMs }),
   };
@@ -111,7 +130,10 @@ function keepConnecting(redis: Redis): void {
  */
 function clusterClient(target: Extract<RedisTarget, { kind: 'cluster' }>, redisOptions: RedisOptions, options: RedisClientOptions): Cluster {
   const url = new URL(target.url);
-  const { retryStrategy: _single, enableOfflineQueue: _queue, ...nodeOptions } = redisOptions;
+  // The Cluster pipelines by itself (enableAutoPipelining below). A node connection that auto-pipelined too would
+  // send the ASKING of a redirect a tick after the command it is for (ioredis calls node.asking(), then sends the
+  // command): every command sent on its own (see SETTLE_COMMANDS) would meet ASK again until too many redirections.
+  const { retryStrategy: _single, enableOfflineQueue: _queue, enableAutoPipelining: _own, autoPipeliningIgnoredCommands: _ignored, ...nodeOptions } = redisOptions;
   const cluster = new Cluster(target.nodes.map(({ host, port }) => ({ host, port })), {
     redisOptions: {
       ...nodeOptions,
@@ -120,7 +142,7 @@ function clusterClient(target: Extract<RedisTarget, { kind: 'cluster' }>, redisO
       ...(url.protocol === 'rediss:' && { tls: {} }),
     },
     ...(options.failFast && { enableOfflineQueue: false }),
-    ...(options.autoPipelining && { enableAutoPipelining: true }),
+    ...(options.autoPipelining && { enableAutoPipelining: true, autoPipeliningIgnoredCommands: SETTLE_COMMANDS }),
     clusterRetryStrategy: (attempt) => Math.min(attempt * 100, 1_000),
     // A node that restarts keeps its slots: reconnect to it rather than wait for a MOVED to name it again.
     clusterNodeRetryStrategy: (attempt) => Math.min(attempt * 100, 1_000),

@@ -1,7 +1,8 @@
 /** An event's gate state as whole: installed or merged from MySQL, changed by an admin, checked by the worker. */
 import { randomUUID } from 'node:crypto';
+import type { CouponEvent } from '../domain/coupon.ts';
 import type { CouponRedis } from './client.ts';
-import { parseUserEntry } from './formats.ts';
+import { type UserEntry, parseUserEntry } from './formats.ts';
 import { EVENT_REGISTRY_KEY, PERSIST_GROUP, eventKeys } from './keys.ts';
 
 export interface GateState {
@@ -12,10 +13,10 @@ export interface GateState {
   issued: number;
   /** the event's gate epoch in MySQL (see check-holders.lua), 0 for a new event; never lowered in Redis */
   epoch?: number;
-  /** the kill switch as MySQL records it: written into a missing state; an existing state keeps its own */
+  /** the kill switch as MySQL records it: written into a missing state; an existing state keeps its own (see restoreEventSettings) */
   paused?: boolean;
   /**
-   * users already holding a coupon: userId -> "sequence:issuedAtMs". Any number: they are read as they come (a
+   * users already holding a coupon: userId -> user entry (formats.ts). Any number: they are read as they come (a
    * rebuild hands over MySQL's rows page by page) and written a chunk at a time.
    */
   users?: Iterable<readonly [string, string]> | AsyncIterable<readonly [string, string]>;
@@ -102,18 +103,20 @@ async function* chunked(pairs: Iterable<readonly [string, string]> | AsyncIterab
 }
 
 /**
- * The gate's current word on coupons of one event about to be written: its epoch, and which of the coupons their
- * users' entries still carry. Null when the event's gate state is missing (it must be restored first).
+ * The gate's current word on coupons of one event about to be written: its epoch, and for each coupon its user's
+ * entry when that entry still carries the coupon's sequence (undefined otherwise): the entry's request id goes to
+ * MySQL with the row. Null when the event's gate state is missing (it must be restored first).
  */
 export async function checkHolders(
   redis: CouponRedis, eventId: string, coupons: ReadonlyArray<{ userId: string; sequence: number }>,
-): Promise<{ epoch: number; current: boolean[] } | null> {
+): Promise<{ epoch: number; current: Array<UserEntry | undefined> } | null> {
   const keys = eventKeys(eventId);
   const [epoch, ...entries] = await redis.checkHolders(keys.meta, keys.users, ...coupons.map((coupon) => coupon.userId));
   if (epoch === -1) return null;
   const current = coupons.map((coupon, i) => {
     const entry = entries[i];
-    return typeof entry === 'string' && parseUserEntry(entry).sequence === coupon.sequence;
+    const parsed = typeof entry === 'string' ? parseUserEntry(entry) : undefined;
+    return parsed?.sequence === coupon.sequence ? parsed : undefined;
   });
   return { epoch: Number(epoch), current };
 }
@@ -131,6 +134,21 @@ export async function updateEventState(
   if (code === 0) return { kind: 'updated', issued };
   if (code === 1) return { kind: 'quantity_below_issued', issued };
   return { kind: 'state_missing' };
+}
+
+/**
+ * Writes the settings MySQL records for an event (quantity, end, pause) into its gate state, whatever is issued:
+ * how a restore puts back a PATCH that Redis lost (update-event.lua, ARGV[4]). The caller holds the event's row
+ * lock (CouponStore.withEventLocked), as a PATCH does, so the two never interleave. Returns whether a setting differed.
+ */
+export async function restoreEventSettings(
+  redis: CouponRedis, event: Pick<CouponEvent, 'id' | 'totalQuantity' | 'endsAt' | 'paused'>,
+): Promise<'restored' | 'unchanged' | 'state_missing'> {
+  const keys = eventKeys(event.id);
+  const endsAt = event.endsAt === null ? '-' : String(event.endsAt.getTime());
+  const [code, , changed] = await redis.updateEvent(keys.meta, keys.issued, String(event.totalQuantity), endsAt, event.paused ? '1' : '0', '1');
+  if (code === 2) return 'state_missing';
+  return changed > 0 ? 'restored' : 'unchanged';
 }
 
 /**

@@ -7,8 +7,9 @@ import type { IssuedCoupon } from '../domain/coupon.ts';
 
 /**
  * The user entry, `users` hash field value: `sequence:issuedAtMs[:requestId]`. The request id is there when the
- * gate wrote the entry (a timed-out caller reads it to learn whether its own request got the coupon); a state
- * restored from MySQL has none.
+ * gate wrote the entry (a timed-out caller reads it to learn whether its own request got the coupon, a retry with
+ * the same Idempotency-Key is answered the first 202 again); the worker keeps it in MySQL with the coupon, and a
+ * state restored from MySQL has it back. Only coupons persisted before MySQL kept it are restored without one.
  */
 export interface UserEntry {
   sequence: number;

@@ -34,8 +34,9 @@
   ARGV[8] epoch: the event's gate epoch in MySQL; the state never goes back to an older one
   ARGV[9] token of the restorer staging a missing state ('' for install and merge)
   ARGV[10] paused: '1' when MySQL records the event as paused (written with the meta hash of a missing state; a
-           state that exists keeps its own, which a PATCH writes first)
-  ARGV[11..] pairs of userId, "sequence:issuedAtMs" persisted in MySQL
+           state that exists keeps its settings here: the restore puts MySQL's back afterwards, under the event's
+           row lock, with update-event.lua)
+  ARGV[11..] pairs of userId, "sequence:issuedAtMs[:requestId]" persisted in MySQL
 
   Returns
     install          2 installed a missing state, 1 merged something (a user or a higher counter) into an existing

@@ -2,11 +2,16 @@ import type { Redis } from 'ioredis';
 import type { CouponRedis } from './client.ts';
 import { primaryNamed, primaryOf } from './topology.ts';
 
-/** The gate's write was not acknowledged by enough replicas in time: answered 503, its state is the primary's. */
+/**
+ * Answered 503: either the gate's write was not acknowledged by enough replicas in time (`after`: its state is the
+ * primary's), or the gate found too few good replicas and wrote nothing (`before`).
+ */
 export class NotReplicatedError extends Error {
   override name = 'NotReplicatedError';
-  constructor(wanted: number, got: number) {
-    super(`${got} of ${wanted} replicas acknowledged the write in time`);
+  constructor(wanted: number, got: number, when: 'before' | 'after' = 'after') {
+    super(when === 'after'
+      ? `${got} of ${wanted} replicas acknowledged the write in time`
+      : `${got} of ${wanted} replicas are online and current: refused before writing`);
   }
 }
 
@@ -21,6 +26,11 @@ export class NotReplicatedError extends Error {
 export class ReplicaAcks {
   readonly #redis: CouponRedis;
   readonly #replicas: number;
+  /** GATE_MIN_REPLICAS: the gate writes only on a primary with this many good replicas (gate.lua ARGV[5]) */
+  get wanted(): number {
+    return this.#replicas;
+  }
+
   readonly #timeoutMs: number;
   readonly #groups = new WeakMap<Redis, WaitGroup>();
   /** the host:port of a Cluster node id, among the primaries compared with MySQL (CheckedServer.nameOf) */

@@ -113,9 +113,9 @@ test('when a burst is reported, then throughput, latency, MySQL writes, the byst
   expect(report.targets.find((t) => t.id === 'exactly-n')?.met).toBe(true);
 });
 
-test('when the hot path is compared, then hello, minimal, open and sold-out apply each answered as they should, with CPU per request', () => {
+test('when the hot path is compared, then hello, minimal, bare, open, sold-out and batched open apply each answered as they should, with CPU per request', () => {
   const hot = report.hotPath;
-  expect(hot.summary.map((s) => s.case)).toEqual(['hello', 'minimal', 'open', 'sold-out']);
+  expect(hot.summary.map((s) => s.case)).toEqual(['hello', 'minimal', 'open', 'sold-out', 'bare', 'open-batched']);
   for (const s of hot.summary) {
     expect(s.rps).toBeGreaterThan(0);
     expect(s.p99Us).toBeGreaterThanOrEqual(s.p50Us);
@@ -124,6 +124,8 @@ test('when the hot path is compared, then hello, minimal, open and sold-out appl
     expect(s.unexpected).toBe(0);
   }
   expect(hot.ratios[0]!.openVsMinimal).toBeGreaterThan(0);
+  expect(hot.ratios[0]!.openBatchedVsBare).toBeGreaterThan(0);
+  expect(hot.ratios[0]!.openBatchedRedisUsPerCoupon).toBeGreaterThan(0);
 });
 
 test('when the quick benchmark finishes, then it leaves a Markdown table and four SVG plots', async () => {

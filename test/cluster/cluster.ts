@@ -17,7 +17,11 @@ export const NS = 'coupon';
 export const DEPS_NS = 'coupon-deps';
 export const RELEASE = 'coupon';
 
-export interface ClusterEnv { KUBECONFIG: string; INGRESS_URL: string; INGRESS_HOST: string; ADMIN_TOKEN: string }
+export interface ClusterEnv {
+  KUBECONFIG: string; INGRESS_URL: string; INGRESS_HOST: string; ADMIN_TOKEN: string;
+  /** the same Ingress rules with client keep-alive (the overload check's load generator); written since it exists */
+  INGRESS_KEEPALIVE_URL?: string;
+}
 
 export function loadEnv(): ClusterEnv {
   const file = join(root, '.cluster', 'env');
@@ -187,12 +191,15 @@ export async function burst(eventId: string, users: string[], opts: { concurrenc
 
 export const issuedUsers = (r: BurstResult) => [...r.answers].filter(([, a]) => a.status === 202).map(([u]) => u);
 
+/** The api pods' /metrics, /readyz and /healthz: the chart's api.opsPort (OPS_PORT), apart from the /v1 port. */
+export const API_OPS_PORT = 9464;
+
 /** Per api pod: requests its /metrics counts on apply routes (read from the pod's own address on this machine). */
 export async function applyCountsByPod(): Promise<Map<string, number>> {
   const out = new Map<string, number>();
   for (const p of pods('api')) {
     if (!p.ip || p.deleting) continue;
-    const a = await request('GET', '/metrics', undefined, {}, { host: p.ip, port: 8080 });
+    const a = await request('GET', '/metrics', undefined, {}, { host: p.ip, port: API_OPS_PORT });
     let n = 0;
     if (typeof a.body === 'string') {
       for (const line of a.body.split('\n')) {

@@ -7,8 +7,10 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { Redis } from 'ioredis';
 import { startRedis } from '../../scripts/local-servers/index.ts';
+import { createRedis } from '../../src/redis/client.ts';
+import { applyForCoupon } from '../../src/redis/gate.ts';
 import { eventKeys } from '../../src/redis/keys.ts';
-import { ADMIN_TOKEN, closePool, query, serverUrls, spawnApi, spawnWorker, uniqueEventId, waitFor, type ServiceProcess } from '../support/harness.ts';
+import { ADMIN_TOKEN, closePool, query, request, serverUrls, spawnApi, spawnWorker, uniqueEventId, waitFor, type ServiceProcess } from '../support/harness.ts';
 import { call } from '../support/openapi.ts';
 
 let api: ServiceProcess;
@@ -164,10 +166,10 @@ describe('POST /v1/events', () => {
     expect(response.body.message).toMatch(message);
   });
 
-  test('when the body is larger than 4 kB, then it answers 400 invalid_request', async () => {
+  test('when the body is larger than 4 kB, then it answers 413 payload_too_large', async () => {
     const response = await admin('/v1/events', { body: { id: uniqueEventId('ct'), name: 'x', totalQuantity: 1, padding: 'p'.repeat(5_000) } });
-    expect(response.status).toBe(400);
-    expect(response.body).toMatchObject({ error: 'invalid_request', message: expect.stringMatching(/larger than 4kb/) });
+    expect(response.status).toBe(413);
+    expect(response.body).toMatchObject({ error: 'payload_too_large', message: expect.stringMatching(/larger than 4kb/) });
   });
 
   test('when the body is malformed JSON, then it answers 400 invalid_request', async () => {
@@ -351,6 +353,35 @@ describe('POST /v1/events/:eventId/apply', () => {
     }
   });
 
+  test('when a user holds a coupon they were never told of and asks after the sell-out, then they hear 409 already_applied with it, not 410', async () => {
+    const id = await newEvent({ totalQuantity: 2 });
+    // The holder's first answer was lost (a 503 after the gate ran, a dropped connection): the gate issued its coupon.
+    const redis = createRedis(serverUrls().REDIS_URL);
+    try {
+      expect(await applyForCoupon(redis, id, 'untold', 'lost-answer')).toMatchObject({ kind: 'issued', sequence: 1 });
+    } finally {
+      redis.disconnect();
+    }
+    expect(await applyAs(id, { userId: 'last' })).toMatchObject({ status: 202, body: { sequence: 2 } });
+    // The gate's sold_out sets this process's local flag; the next answers come from it.
+    for (const userId of ['late-1', 'late-2']) expect((await applyAs(id, { userId })).status).toBe(410);
+    const holder = await applyAs(id, { userId: 'untold' });
+    expect(holder).toMatchObject({ status: 409, body: { error: 'already_applied', message: expect.stringMatching(/coupon 1\b/) } });
+    expect((await applyAs(id, { userId: 'late-3' })).status).toBe(410);
+  });
+
+  test('when the api\'s clock runs ahead of Redis\'s, then an event created without startsAt is open at once (the gate\'s clock decides)', async () => {
+    // One hour ahead: every Date in the api process, as on a pod whose clock drifted.
+    const skew = 'const R=Date,S=3600000;globalThis.Date=class extends R{constructor(...a){a.length?super(...a):super(R.now()+S)}static now(){return R.now()+S}};';
+    const ahead = await spawnApi({ NODE_OPTIONS: `${process.env.NODE_OPTIONS ?? ''} --import=data:text/javascript,${encodeURIComponent(skew)}` });
+    started.push(ahead);
+    const id = uniqueEventId('clock');
+    const created = await call(`${ahead.url}/v1/events`, { body: { id, name: 'clock', totalQuantity: 1 }, token: ADMIN_TOKEN });
+    expect(created.status).toBe(201);
+    expect(Math.abs(Date.parse(created.body.startsAt as string) - Date.now())).toBeLessThan(60_000);
+    expect(await call(`${ahead.url}/v1/events/${id}/apply`, { body: { userId: 'first' } })).toMatchObject({ status: 202, body: { sequence: 1 } });
+  });
+
   test('when the event has not started, then it answers 409 event_not_open', async () => {
     const id = await newEvent({ totalQuantity: 1, startsAt: isoIn(3_600_000) });
     const response = await applyAs(id, { userId: 'early' });
@@ -387,10 +418,10 @@ describe('POST /v1/events/:eventId/apply', () => {
     expect((await call(`${api.url}/v1/events/${id}`)).body).toMatchObject({ issued: 0 });
   });
 
-  test('when the body is over 4 kB or absent, then it answers 400 saying so, and issues nothing', async () => {
+  test('when the body is over 4 kB (413) or absent (400), then it answers saying so, and issues nothing', async () => {
     const id = await newEvent({ totalQuantity: 1 });
     const large = await applyAs(id, { userId: 'big', padding: 'p'.repeat(5_000) });
-    expect(large).toMatchObject({ status: 400, body: { error: 'invalid_request', message: expect.stringMatching(/larger than 4kb/) } });
+    expect(large).toMatchObject({ status: 413, body: { error: 'payload_too_large', message: expect.stringMatching(/larger than 4kb/) } });
     const absent = await call(`${api.url}/v1/events/${id}/apply`, { method: 'POST' });
     expect(absent).toMatchObject({ status: 400, body: { error: 'invalid_request', message: 'userId is required' } });
     expect((await call(`${api.url}/v1/events/${id}`)).body).toMatchObject({ issued: 0 });
@@ -425,6 +456,13 @@ describe('GET /v1/events/:eventId/coupons/:userId', () => {
       expect(pending.status).toBe(200);
       expect(pending.body).toEqual({ userId: 'holder', sequence: 1, status: 'pending' });
       expect((await call(`${own.url}/v1/events/${id}`)).body).toMatchObject({ issued: 1, persisted: 0 });
+      // With no worker running, the api itself reports the backlog the alerts watch (a worker scaled to 0 reports none).
+      const backlog = async () => {
+        const body = (await call<string>(`${own.opsUrl}/metrics`)).body;
+        return ['coupon_outbox_lag', 'coupon_outbox_pending', 'coupon_issued_minus_persisted'].map((name) => metric(body, name, { event: id }));
+      };
+      expect(await backlog()).toEqual([1, 0, 1]);
+      expect(metric((await call<string>(`${own.opsUrl}/metrics`)).body, 'coupon_redis_reachable', {})).toBe(1);
 
       const worker = await spawnWorker({ REDIS_URL: redis.url });
       started.push(worker);
@@ -434,7 +472,16 @@ describe('GET /v1/events/:eventId/coupons/:userId', () => {
       }, { what: 'the coupon to be persisted' });
       expect(persisted.body).toEqual({ userId: 'holder', sequence: 1, status: 'persisted' });
       expect((await call(`${own.url}/v1/events/${id}`)).body).toMatchObject({ issued: 1, persisted: 1, status: 'open' });
-      await Promise.all([worker.stop(), own.stop()]);
+      expect(await backlog()).toEqual([0, 0, 0]);
+      await worker.stop();
+      // Redis gone: the scrape still answers, with the request counters and without the backlog it cannot read.
+      await redis.stop();
+      const scrape = await call<string>(`${own.opsUrl}/metrics`);
+      expect(scrape.status).toBe(200);
+      expect(metric(scrape.body, 'coupon_http_requests_total', { route: '/v1/events/:eventId/apply', status: '202' })).toBe(1);
+      expect(scrape.body).not.toMatch(/^coupon_outbox_lag\{/m);
+      expect(metric(scrape.body, 'coupon_redis_reachable', {})).toBe(0);
+      await own.stop();
     } finally {
       await redis.stop();
       await rm(dir, { recursive: true, force: true });
@@ -456,9 +503,23 @@ describe('GET /v1/events/:eventId/coupons/:userId', () => {
 });
 
 describe('operations and unknown routes', () => {
-  test('when probed, then /healthz answers ok and /readyz ready', async () => {
-    expect((await call(`${api.url}/healthz`)).body).toEqual({ status: 'ok' });
-    expect((await call(`${api.url}/readyz`)).body).toEqual({ status: 'ready' });
+  test('when probed on the ops port, then /healthz answers ok and /readyz ready', async () => {
+    expect((await call(`${api.opsUrl}/healthz`)).body).toEqual({ status: 'ok' });
+    expect((await call(`${api.opsUrl}/readyz`)).body).toEqual({ status: 'ready' });
+  });
+
+  // `request`, not `call`: docs/openapi.yaml documents these paths on the ops port, where they do exist.
+  test.each(['/metrics', '/readyz', '/healthz'])('when %s is asked for on the public port, then it answers 404: only the ops port serves it', async (path) => {
+    const response = await request(`${api.url}${path}`);
+    expect(response.status).toBe(404);
+    expect(response.body.error).toBe('not_found');
+  });
+
+  test('when the ops port is asked for anything but its three routes, then it answers 404 or 405 and never the api', async () => {
+    expect((await request(`${api.opsUrl}/v1/events`)).status).toBe(404);
+    const post = await call(`${api.opsUrl}/healthz`, { method: 'POST', body: {} });
+    expect(post.status).toBe(405);
+    expect(post.headers.get('allow')).toMatch(/GET/);
   });
 
   test('when traffic has passed, then /metrics counts requests by route and status and gate outcomes', async () => {
@@ -466,7 +527,7 @@ describe('operations and unknown routes', () => {
     await applyAs(id, { userId: 'm1' });
     await applyAs(id, { userId: 'm2' });
     await applyAs(id, { userId: 'm3' });
-    const response = await call<string>(`${api.url}/metrics`);
+    const response = await call<string>(`${api.opsUrl}/metrics`);
     expect(response.status).toBe(200);
     expect(response.headers.get('content-type')).toMatch(/^text\/plain/);
     const body = response.body;
@@ -487,7 +548,6 @@ describe('operations and unknown routes', () => {
     ['DELETE', '/v1/events/some-event', /GET.*PATCH|PATCH.*GET/],
     ['PUT', '/v1/events', /POST/],
     ['GET', '/v1/events/some-event/apply', /POST/],
-    ['POST', '/healthz', /GET/],
     ['DELETE', '/v1/events/some-event/coupons/u1', /GET/],
   ])('when %s %s is sent, then it answers 405 method_not_allowed with an Allow header', async (method, path, allow) => {
     const response = await call(`${api.url}${path}`, { method, ...(method !== 'GET' && method !== 'DELETE' && { body: {} }) });

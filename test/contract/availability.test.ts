@@ -32,7 +32,7 @@ const applyAt = (api: ServiceProcess, eventId: string, userId: string) =>
   call(`${api.url}/v1/events/${eventId}/apply`, { body: { userId } });
 
 const gateOutcome = async (api: ServiceProcess, outcome: string): Promise<number> => {
-  const text = (await call<string>(`${api.url}/metrics`)).body;
+  const text = (await call<string>(`${api.opsUrl}/metrics`)).body;
   const line = text.split('\n').find((candidate) => candidate.startsWith('coupon_gate_outcomes_total{') && candidate.includes(`outcome="${outcome}"`));
   return line ? Number(line.split(' ').at(-1)) : 0;
 };
@@ -81,20 +81,22 @@ describe('when Redis is unreachable', () => {
     await redis.kill();
   });
 
-  test('then apply, readiness and the event answer 503 unavailable', async () => {
+  test('then apply, readiness and the event answer 503 unavailable, each with Retry-After', async () => {
     const applied = await applyAt(api, eventId, 'during');
     expect(applied.status).toBe(503);
     expect(applied.body.error).toBe('unavailable');
-    const ready = await call(`${api.url}/readyz`);
+    const ready = await call(`${api.opsUrl}/readyz`);
     expect(ready.status).toBe(503);
     expect(ready.body.error).toBe('unavailable');
-    expect((await call(`${api.url}/v1/events/${eventId}`)).status).toBe(503);
-    expect((await call(`${api.url}/healthz`)).status).toBe(200);
+    const read = await call(`${api.url}/v1/events/${eventId}`);
+    expect(read.status).toBe(503);
+    for (const answer of [applied, ready, read]) expect(answer.headers.get('retry-after')).toBe('1');
+    expect((await call(`${api.opsUrl}/healthz`)).status).toBe(200);
   });
 
   test('then, once Redis is back empty, apply answers 503 until the api has restored the gate state from MySQL, then issues after the persisted holders', async () => {
     await redis!.start();
-    await waitFor(async () => (await call(`${api.url}/readyz`)).status === 200, { timeoutMs: 15_000, what: 'the api to be ready again' });
+    await waitFor(async () => (await call(`${api.opsUrl}/readyz`)).status === 200, { timeoutMs: 15_000, what: 'the api to be ready again' });
     // No worker runs against this Redis: the api compares the new server with MySQL itself before it issues.
     const answers: number[] = [];
     const applied = await waitFor(async () => {
@@ -112,11 +114,11 @@ test('when an api gets SIGTERM, then /readyz answers 503 while it drains', async
   const api = await spawn({ SHUTDOWN_DRAIN_MS: '2000' });
   api.child.kill('SIGTERM');
   const draining = await waitFor(async () => {
-    const response = await call(`${api.url}/readyz`);
+    const response = await call(`${api.opsUrl}/readyz`);
     return response.status === 503 && response;
   }, { timeoutMs: 5_000, what: '/readyz to fail while draining' });
   expect(draining.body).toEqual({ error: 'unavailable', message: 'draining' });
   // Requests still in flight during the drain are served.
-  expect((await call(`${api.url}/healthz`)).status).toBe(200);
+  expect((await call(`${api.opsUrl}/healthz`)).status).toBe(200);
   expect(await api.exited).toMatchObject({ code: 0 });
 });

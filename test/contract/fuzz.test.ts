@@ -7,7 +7,7 @@ import { writeFile, mkdtemp, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
-import { FUZZ_USER, SCHEMATHESIS, prepareFuzzEvents, runSchemathesis, userToken, type FuzzEvents } from '../../scripts/fuzz.ts';
+import { FUZZ_USER, OPS_TAG_ONLY, SCHEMATHESIS, WITHOUT_OPS_TAG, prepareFuzzEvents, runSchemathesis, userToken, type FuzzEvents } from '../../scripts/fuzz.ts';
 import { ensurePrerequisites } from '../../scripts/setup/prerequisites.ts';
 import { schemathesisPath } from '../../scripts/setup/tools.ts';
 import { ADMIN_TOKEN, closePool, spawnApi, spawnWorker, type ServiceProcess } from '../support/harness.ts';
@@ -39,20 +39,27 @@ afterAll(async () => {
 });
 
 test('when schemathesis fuzzes every operation with all its checks, then it finds no failure', async () => {
-  const result = await runSchemathesis({ apiUrl: api.url, adminToken: ADMIN_TOKEN, userToken: token, events, maxExamples: 30 });
+  // The /v1 operations on the public port, the probes and metrics (tag `operations`) on the ops port.
+  const result = await runSchemathesis({ apiUrl: api.url, adminToken: ADMIN_TOKEN, userToken: token, events, maxExamples: 30, extraArgs: WITHOUT_OPS_TAG });
   if (result.code !== 0) throw new Error(`schemathesis failed (exit ${result.code}):\n${result.output}`);
+  const ops = await runSchemathesis({ apiUrl: api.opsUrl, adminToken: ADMIN_TOKEN, userToken: token, events, maxExamples: 30, extraArgs: OPS_TAG_ONLY });
+  if (ops.code !== 0) throw new Error(`schemathesis failed on the ops port (exit ${ops.code}):\n${ops.output}`);
   expect(result.generated).toBeGreaterThan(200);
-  // Every operation the document names was fuzzed.
-  const operations = Object.values(openapi.paths as Record<string, Record<string, unknown>>)
-    .reduce((count, item) => count + Object.keys(item).filter((key) => ['get', 'post', 'patch', 'put', 'delete'].includes(key)).length, 0);
-  expect(result.output).toMatch(new RegExp(`Operations:\\s+${operations} selected / ${operations} total`));
+  // Every operation the document names was fuzzed, on one port or the other.
+  const methods = (item: Record<string, unknown>) => Object.keys(item).filter((key) => ['get', 'post', 'patch', 'put', 'delete'].includes(key)).length;
+  const paths = Object.values(openapi.paths as Record<string, Record<string, unknown>>);
+  const operations = paths.reduce((count, item) => count + methods(item), 0);
+  const opsOperations = paths.filter((item) => item.servers).reduce((count, item) => count + methods(item), 0);
+  expect(opsOperations).toBe(3);
+  expect(result.output).toMatch(new RegExp(`Operations:\\s+${operations - opsOperations} selected / ${operations} total`));
+  expect(ops.output).toMatch(new RegExp(`Operations:\\s+${opsOperations} selected / ${operations} total`));
   // The api is still healthy and logged no failed request.
-  expect((await call(`${api.url}/readyz`)).status).toBe(200);
+  expect((await call(`${api.opsUrl}/readyz`)).status).toBe(200);
   expect(api.output()).not.toMatch(/request failed|koa error/);
   expect((await call(`${api.url}/v1/events/${events.soldOut}/coupons/${FUZZ_USER}`)).body).toMatchObject({ sequence: 1 });
   // Generated requests got past validation and identity to the gate, with more than one outcome (how many depends
   // on the seed and on the settings file; at least ten shows the gate is reached, not just the validators).
-  const metrics = (await call<string>(`${api.url}/metrics`)).body;
+  const metrics = (await call<string>(`${api.opsUrl}/metrics`)).body;
   const outcomes = [...metrics.matchAll(/^coupon_gate_outcomes_total\{[^}]*outcome="(\w+)"[^}]*\} (\d+)/gm)].map((match) => [match[1], Number(match[2])] as const);
   expect(outcomes.reduce((sum, [, count]) => sum + count, 0)).toBeGreaterThanOrEqual(10);
   expect(outcomes.length).toBeGreaterThanOrEqual(3);

@@ -57,7 +57,8 @@ describe('Idempotency-Key', () => {
     expect((await applyAs(eventId, 'late')).status).toBe(410);
     expect((await applyAs(eventId, 'late')).status).toBe(410);
     expect(await applyAs(eventId, 'winner', 'k-1')).toMatchObject({ status: 202, body: { status: 'issued', sequence: 1 } });
-    expect((await applyAs(eventId, 'winner')).status).toBe(410);
+    // Without a key the holder is not told 410 either: the flag checks whether the user holds a coupon (issue 20).
+    expect(await applyAs(eventId, 'winner')).toMatchObject({ status: 409, body: { error: 'already_applied' } });
     expect((await applyAs(eventId, 'late', 'k-9')).status).toBe(410);
   });
 

@@ -85,6 +85,20 @@ test('when a pause comes with a quantity change, then both apply together, and a
   expect(['already_applied', 'event_paused']).toContain(again.body.error);
 });
 
+test('when a holder applies while the event is paused or after its end, then they hear 409 already_applied with their sequence', async () => {
+  const id = await newEvent(5);
+  expect((await applyAs(apiA, id, 'holder')).status).toBe(202);
+  expect((await patch(apiA, id, { paused: true })).status).toBe(200);
+  for (const api of [apiA, apiB]) {
+    expect(await applyAs(api, id, 'holder')).toMatchObject({ status: 409, body: { error: 'already_applied', message: expect.stringMatching(/coupon 1\b/) } });
+    expect((await applyAs(api, id, 'newcomer')).body.error).toBe('event_paused');
+  }
+  expect((await patch(apiA, id, { paused: false, endsAt: new Date(Date.now() + 1_000).toISOString() })).status).toBe(200);
+  await new Promise((resolve) => setTimeout(resolve, 1_200));
+  expect(await applyAs(apiB, id, 'holder')).toMatchObject({ status: 409, body: { error: 'already_applied', message: expect.stringMatching(/coupon 1\b/) } });
+  expect((await applyAs(apiB, id, 'newcomer')).body.error).toBe('event_not_open');
+});
+
 test('when the paused field is not a boolean, then the PATCH is refused with 400 and nothing changes', async () => {
   const id = await newEvent(2);
   const refused = await patch(apiA, id, { paused: 'yes' });

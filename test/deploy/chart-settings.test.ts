@@ -137,11 +137,14 @@ describe('charts/coupon against the settings table of src/config.ts', () => {
     // AUTH_JWT_SECRET and AUTH_JWKS_URL exclude each other (the chart refuses both), as do the Sentinels and
     // REDIS_CLUSTER_NODES: one render each.
     const second = new Set(['AUTH_JWKS_URL', 'REDIS_CLUSTER_NODES']);
-    const groups = [settings.filter((s) => !second.has(s.env)), settings.filter((s) => second.has(s.env))];
+    // Redis nodes outside k8s/deps make a release production, which must name its own URLs: both renders set them.
+    const urls = new Set(['REDIS_URL', 'MYSQL_URL', 'POSTGRES_URL']);
+    const groups = [settings.filter((s) => !second.has(s.env)), settings.filter((s) => second.has(s.env) || urls.has(s.env))];
     const wrong: string[] = [];
     for (const group of groups) {
       // The longest drain must still fit in the api's grace period.
-      const overrides: Record<string, any> = { api: { terminationGracePeriodSeconds: 700 } };
+      // The largest PRESALE_REPLICAS needs an HPA that may have as many.
+      const overrides: Record<string, any> = { api: { terminationGracePeriodSeconds: 700, autoscaling: { enabled: true, maxReplicas: 1000 } } };
       for (const setting of group) {
         for (const reader of setting.readBy) withValue(overrides, chartPathFor(setting, reader), example(setting).chart);
       }

@@ -8,6 +8,7 @@
 import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { basename, join } from 'node:path';
+import { parseAllDocuments } from 'yaml';
 import { chartDir, ciValuesFiles, kubeconformArgs, repoRoot, run, summaryCounts } from './tools.ts';
 
 const valuesFiles = ciValuesFiles();
@@ -79,6 +80,11 @@ describe('charts/coupon', () => {
       '  redisClusterNodes: [redis-cluster-0.redis-cluster.data.svc:6379]',
       '  redisSentinels: [redis-sentinel-0.redis-sentinel.data.svc:26379]',
       '  redisSentinelMaster: coupon',
+      // Redis nodes outside k8s/deps make the release production: it names its own URLs.
+      'secrets:',
+      '  redisUrl: redis://:secret@redis.data.svc:6379',
+      '  mysqlUrl: mysql://coupon:secret@mysql.data.svc:3306/coupon',
+      '  postgresUrl: postgres://coupon:secret@postgres.data.svc:5432/coupon_jobs',
       '',
     ].join('\n'));
     const lint = run('helm', ['lint', '--strict', chartDir, '-f', both]);
@@ -121,6 +127,102 @@ describe('charts/coupon', () => {
     );
     // existingSecret: the chart renders no Secret of its own.
     expect(kindsOf(rendered.stdout)).not.toContain('Secret');
+  });
+
+  describe('the production values keep the launch promises (issue 23)', () => {
+    type Doc = { kind: string; metadata: { name: string; namespace?: string; annotations?: Record<string, string> }; spec: any; data?: Record<string, string> };
+    const rendered = () => {
+      const result = template([join(chartDir, 'ci', 'production-values.yaml')]);
+      expect({ status: result.status, stderr: result.stderr }).toMatchObject({ status: 0 });
+      return parseAllDocuments(result.stdout).map((doc) => doc.toJS() as Doc).filter(Boolean);
+    };
+    const only = (docs: Doc[], kind: string, name?: string) => {
+      const found = docs.filter((doc) => doc.kind === kind && (name === undefined || doc.metadata.name === name));
+      expect({ kind, name, count: found.length }).toEqual({ kind, name, count: 1 });
+      return found[0]!;
+    };
+
+    test('When rendered, then Redis is found through three Sentinels and every 202 waits for a replica, and KEDA asks the Sentinels too', () => {
+      const docs = rendered();
+      const config = only(docs, 'ConfigMap', 'coupon-config').data!;
+      expect(config.REDIS_SENTINELS!.split(',')).toHaveLength(3);
+      expect(config.REDIS_SENTINEL_MASTER).toBe('coupon');
+      expect(config.GATE_MIN_REPLICAS).toBe('1');
+      const scaled = only(docs, 'ScaledObject');
+      for (const trigger of scaled.spec.triggers) {
+        expect(trigger.type).toBe('redis-sentinel-streams');
+        expect(trigger.metadata).toMatchObject({ addresses: config.REDIS_SENTINELS, sentinelMaster: 'coupon' });
+        expect(trigger.metadata.address).toBeUndefined();
+      }
+      const auth = only(docs, 'TriggerAuthentication');
+      expect(auth.spec.secretTargetRef.map((ref: { parameter: string }) => ref.parameter)).toEqual(['password', 'sentinelPassword']);
+    });
+
+    test('When rendered, then only /v1/ is public, the probes and metrics are on the ops port and Prometheus finds it', () => {
+      const docs = rendered();
+      const ingress = only(docs, 'Ingress');
+      const paths = ingress.spec.rules.flatMap((rule: { http: { paths: unknown[] } }) => rule.http.paths);
+      expect(paths).toEqual([{ path: '/v1/', pathType: 'Prefix', backend: { service: { name: 'coupon-api', port: { name: 'http' } } } }]);
+      // No per-client-IP limits that would turn away buyers behind one address with a 503 like the api's.
+      expect(Object.keys(ingress.metadata.annotations ?? {}).filter((key) => /limit-(rps|rpm|connections|burst)/.test(key))).toEqual([]);
+      const api = only(docs, 'Deployment', 'coupon-api').spec.template.spec.containers[0];
+      expect(api.readinessProbe.httpGet.port).toBe('ops');
+      expect(api.livenessProbe.httpGet.port).toBe('ops');
+      const monitor = only(docs, 'ServiceMonitor');
+      const selected = docs.filter((doc) => doc.kind === 'Service' && ['api', 'worker'].includes((doc.metadata as any).labels['app.kubernetes.io/component']));
+      expect(selected).toHaveLength(2);
+      for (const endpoint of monitor.spec.endpoints) {
+        for (const service of selected) expect(service.spec.ports.map((port: { name: string }) => port.name)).toContain(endpoint.port);
+        expect(endpoint.port).toBe('ops');
+      }
+    });
+
+    test('When rendered, then NetworkPolicies admit the Ingress controller to /v1, Prometheus to the ops ports, and only the service to the data stores', () => {
+      const docs = rendered();
+      const policies = docs.filter((doc) => doc.kind === 'NetworkPolicy');
+      const api = policies.find((doc) => doc.metadata.name === 'coupon-api')!;
+      expect(api.spec.ingress.map((rule: { ports: Array<{ port: string }> }) => rule.ports[0]!.port)).toEqual(['http', 'ops']);
+      for (const rule of api.spec.ingress) expect(rule.from.length).toBeGreaterThan(0);
+      for (const store of ['redis', 'redis-sentinel', 'mysql', 'postgres']) {
+        const policy = policies.find((doc) => doc.metadata.name === `coupon-${store}-clients`)!;
+        expect({ store, namespace: policy?.metadata.namespace }).toEqual({ store, namespace: 'data' });
+        expect(policy.spec.ingress[0].from[0]).toEqual({
+          namespaceSelector: { matchLabels: { 'kubernetes.io/metadata.name': 'shop' } },
+          podSelector: {
+            matchLabels: { 'app.kubernetes.io/name': 'coupon', 'app.kubernetes.io/instance': 'coupon' },
+            matchExpressions: [{ key: 'app.kubernetes.io/component', operator: 'In', values: ['api', 'worker', 'migrations'] }],
+          },
+        });
+      }
+    });
+
+    test('When rendered, then the worker raises the api above its HPA floor before each sale, allowed to patch that HPA alone', () => {
+      const docs = rendered();
+      const config = only(docs, 'ConfigMap', 'coupon-config').data!;
+      const hpa = only(docs, 'HorizontalPodAutoscaler', 'coupon-api');
+      expect(Number(config.PRESALE_REPLICAS)).toBeGreaterThan(hpa.spec.minReplicas);
+      expect(Number(config.PRESALE_REPLICAS)).toBeLessThanOrEqual(hpa.spec.maxReplicas);
+      expect(config.PRESALE_HPA).toBe('coupon-api');
+      expect(hpa.metadata.annotations?.['coupon.dev/base-min-replicas']).toBe(String(hpa.spec.minReplicas));
+      // What comes beyond the floor: scale-up at once, no stabilization window.
+      expect(hpa.spec.behavior.scaleUp.stabilizationWindowSeconds).toBe(0);
+      const role = only(docs, 'Role', 'coupon-presale');
+      expect((role as unknown as { rules: unknown }).rules).toEqual([
+        { apiGroups: ['autoscaling'], resources: ['horizontalpodautoscalers'], resourceNames: ['coupon-api'], verbs: ['get', 'patch'] },
+      ]);
+      expect(only(docs, 'Deployment', 'coupon-worker').spec.template.spec.automountServiceAccountToken).toBe(true);
+      expect(only(docs, 'Deployment', 'coupon-api').spec.template.spec.automountServiceAccountToken).toBe(false);
+    });
+
+    test('When rendered, then the api spreads over untainted nodes per rollout, and its grace period covers preStop + 35 s', () => {
+      const docs = rendered();
+      for (const name of ['coupon-api', 'coupon-worker']) {
+        const spread = only(docs, 'Deployment', name).spec.template.spec.topologySpreadConstraints[0];
+        expect(spread).toMatchObject({ nodeTaintsPolicy: 'Honor', matchLabelKeys: ['pod-template-hash'], whenUnsatisfiable: 'DoNotSchedule' });
+      }
+      const api = only(docs, 'Deployment', 'coupon-api').spec.template.spec;
+      expect(api.terminationGracePeriodSeconds).toBeGreaterThanOrEqual(api.containers[0].lifecycle.preStop.sleep.seconds + 35);
+    });
   });
 
   test('When skaffold deploys the chart (dev and production-like values), then it lints and validates too', () => {
@@ -184,6 +286,60 @@ describe('charts/coupon', () => {
     const checked = run('kubeconform', kubeconformArgs(), { input: rendered.stdout });
     expect({ status: checked.status, output: checked.output }).toMatchObject({ status: 0 });
     expect(summaryCounts(checked.output)).toMatchObject({ invalid: 0, errors: 0, skipped: 0 });
+  });
+
+  describe('secrets and heap across renders (issue 23, item 6)', () => {
+    const annotation = (manifests: string, component: string, key: string) => {
+      const doc = parseAllDocuments(manifests).map((d) => d.toJS() as { kind: string; metadata: { name: string }; spec: any })
+        .find((d) => d.kind === 'Deployment' && d.metadata.name === `coupon-${component}`);
+      return doc?.spec.template.metadata.annotations?.[key] as string | undefined;
+    };
+    const secretToken = (manifests: string) => /^ {2}ADMIN_TOKEN: "([^"]+)"$/m.exec(manifests)?.[1];
+
+    test('When the chart is rendered twice without the cluster (helm template, GitOps) and a generated token, then no pod would roll', () => {
+      const [first, second] = [template([]), template([])];
+      expect([first.status, second.status]).toEqual([0, 0]);
+      // The Secret cannot be kept stable without the cluster (docs/deploy.md says to set secrets.adminToken there)...
+      expect(secretToken(first.stdout)).not.toBe(secretToken(second.stdout));
+      // ...but the pods' checksum does not follow the random token, so a sync does not restart every pod.
+      for (const component of ['api', 'worker']) {
+        expect(annotation(first.stdout, component, 'checksum/secret')).toMatch(/^[0-9a-f]{64}$/);
+        expect(annotation(second.stdout, component, 'checksum/secret')).toBe(annotation(first.stdout, component, 'checksum/secret'));
+      }
+    });
+
+    test('When secrets.adminToken changes, then the pods roll', () => {
+      const [a, b] = ['a', 'b'].map((x) => template([], ['--set', `secrets.adminToken=admin-token-0123456789-${x}`]));
+      expect(annotation(a!.stdout, 'api', 'checksum/secret')).not.toBe(annotation(b!.stdout, 'api', 'checksum/secret'));
+    });
+
+    test('When whoever rotates the existing Secret bumps secretRevision, then the api and worker pods roll', () => {
+      const [one, two] = ['1', '2'].map((revision) => template([join(chartDir, 'ci', 'production-values.yaml')], ['--set-string', `secretRevision=${revision}`]));
+      expect([one!.status, two!.status]).toEqual([0, 0]);
+      for (const component of ['api', 'worker']) {
+        expect(annotation(one!.stdout, component, 'checksum/secret')).toMatch(/^[0-9a-f]{64}$/);
+        expect(annotation(two!.stdout, component, 'checksum/secret')).not.toBe(annotation(one!.stdout, component, 'checksum/secret'));
+      }
+    });
+
+    test('When the production values are rendered with the development URLs, then the chart refuses, naming the value', () => {
+      const rendered = template([join(chartDir, 'ci', 'production-values.yaml')], ['--set', 'secrets.existingSecret=']);
+      expect(rendered.status).not.toBe(0);
+      expect(rendered.stderr).toContain('a production release (production: true) must not use the development default of secrets.redisUrl');
+    });
+
+    test('When a container has a memory limit, then its heap flag is sized from it: the migrations Job gets half of its 256Mi', () => {
+      const rendered = template([]);
+      const heapOf = (kind: string, name: string) => {
+        const doc = parseAllDocuments(rendered.stdout).map((d) => d.toJS() as { kind: string; metadata: { name: string }; spec: any })
+          .find((d) => d.kind === kind && d.metadata.name === name);
+        const env = doc?.spec.template.spec.containers[0].env as { name: string; value: string }[];
+        return env.find((e) => e.name === 'NODE_OPTIONS')?.value;
+      };
+      expect(heapOf('Deployment', 'coupon-api')).toBe('--max-old-space-size=256');
+      expect(heapOf('Deployment', 'coupon-worker')).toBe('--max-old-space-size=256');
+      expect(heapOf('Job', 'coupon-migrations')).toBe('--max-old-space-size=128');
+    });
   });
 
   test('When a required URL is emptied without an existing Secret, then the chart refuses to render naming it', () => {

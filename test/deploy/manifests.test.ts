@@ -51,7 +51,7 @@ describe('k8s/ dev dependencies', () => {
 
   describe('the optional Redis behind Sentinel (k8s/deps/redis-sentinel/)', () => {
     const sentinelDir = join(depsDir, 'redis-sentinel');
-    const docs = ['redis-ha.yaml', 'sentinel.yaml'].flatMap((file) =>
+    const docs = ['redis-ha.yaml', 'sentinel.yaml', 'network-policies.yaml'].flatMap((file) =>
       parseAllDocuments(readFileSync(join(sentinelDir, file), 'utf8')).map((doc) => doc.toJS() as Manifest),
     );
     const find = (kind: string, name: string) => {
@@ -116,7 +116,7 @@ describe('k8s/ dev dependencies', () => {
 
   describe('the optional Redis Cluster (k8s/deps/redis-cluster/)', () => {
     const clusterDir = join(depsDir, 'redis-cluster');
-    const docs = ['redis-cluster.yaml', 'setup-job.yaml'].flatMap((file) =>
+    const docs = ['redis-cluster.yaml', 'setup-job.yaml', 'network-policies.yaml'].flatMap((file) =>
       parseAllDocuments(readFileSync(join(clusterDir, file), 'utf8')).map((doc) => doc.toJS() as Manifest),
     );
     const find = (kind: string, name: string) => {
@@ -200,6 +200,128 @@ describe('k8s/ dev dependencies', () => {
   test('When the versions are read, then they are MySQL 8.4 and PostgreSQL 16', () => {
     expect(readFileSync(join(depsDir, 'mysql.yaml'), 'utf8')).toMatch(/image: mysql:8\.4/);
     expect(readFileSync(join(depsDir, 'postgres.yaml'), 'utf8')).toMatch(/image: postgres:16/);
+  });
+
+  test('When k8s/deps names an image, then it is an exact version, one the local cluster tags its stand-in with (scripts/cluster/node.sh)', () => {
+    // The local cluster has no registry: node.sh tags one dependency image with these exact names, so a manifest
+    // pinned to another tag or a digest would fail to start there. Pin k8s/deps and node.sh together.
+    const tagged = [...readFileSync(join(repoRoot, 'scripts', 'cluster', 'node.sh'), 'utf8').matchAll(/docker\.io\/library\/([a-z0-9.:-]+)/g)]
+      .map((match) => match[1]);
+    expect(tagged.length).toBeGreaterThan(0);
+    const files = ['redis.yaml', 'mysql.yaml', 'postgres.yaml', 'redis-sentinel/redis-ha.yaml', 'redis-sentinel/sentinel.yaml',
+      'redis-cluster/redis-cluster.yaml', 'redis-cluster/setup-job.yaml'];
+    for (const file of files) {
+      for (const [, image] of readFileSync(join(depsDir, file), 'utf8').matchAll(/^\s+image: (\S+)$/gm)) {
+        // Pinned to an exact version (no registry here to read digests from): major.minor.patch, or major.minor
+        // for PostgreSQL, whose versions have two parts.
+        const exact = image!.startsWith('postgres:') ? /:\d+\.\d+(-[a-z]+)?$/ : /:\d+\.\d+\.\d+(-[a-z]+)?$/;
+        expect({ file, image, tagged: tagged.includes(image!), exact: exact.test(image!) })
+          .toEqual({ file, image, tagged: true, exact: true });
+      }
+    }
+  });
+
+  describe('launch readiness (issue 23): every Redis bounded, protected and spread; the stores reachable only by the service', () => {
+    const load = (...parts: string[]) => parseAllDocuments(readFileSync(join(depsDir, ...parts), 'utf8')).map((doc) => doc.toJS() as Manifest);
+    const all = [
+      ...load('00-namespace.yaml'), ...load('redis.yaml'), ...load('mysql.yaml'), ...load('postgres.yaml'), ...load('network-policies.yaml'),
+      ...['redis-ha.yaml', 'sentinel.yaml', 'network-policies.yaml'].flatMap((file) => load('redis-sentinel', file)),
+      ...['redis-cluster.yaml', 'setup-job.yaml', 'network-policies.yaml'].flatMap((file) => load('redis-cluster', file)),
+    ];
+    const get = (kind: string, name: string) => {
+      const found = all.find((doc) => doc.kind === kind && doc.metadata.name === name);
+      expect({ kind, name, found: found !== undefined }).toEqual({ kind, name, found: true });
+      return found as Manifest;
+    };
+    /** bytes of a Kubernetes quantity (512Mi) or a redis.conf size (192mb: Redis reads mb as 1024 * 1024) */
+    const bytes = (size: string): number => {
+      const match = /^(\d+)(Ki|Mi|Gi|kb|mb|gb)?$/i.exec(size.trim());
+      expect({ size, parsed: match !== null }).toEqual({ size, parsed: true });
+      const unit = { ki: 2 ** 10, kb: 2 ** 10, mi: 2 ** 20, mb: 2 ** 20, gi: 2 ** 30, gb: 2 ** 30 }[(match![2] ?? '').toLowerCase() as 'mb'] ?? 1;
+      return Number(match![1]) * unit;
+    };
+    const conf = (configMap: string) => {
+      const text = get('ConfigMap', configMap).data['redis.conf'] as string;
+      return Object.fromEntries(text.split('\n').map((line) => line.trim()).filter((line) => line && !line.startsWith('#'))
+        .map((line) => [line.split(/\s+/)[0], line.split(/\s+/).slice(1).join(' ')]));
+    };
+    // [StatefulSet, ConfigMap of its redis.conf or undefined for the Sentinels, has replicas]
+    const redisSets: Array<[string, string | undefined, boolean]> = [
+      ['redis', 'redis', false], ['redis-ha', 'redis-ha', true], ['redis-cluster', 'redis-cluster', true], ['redis-sentinel', undefined, false],
+    ];
+
+    test.each(redisSets.filter(([, configMap]) => configMap))('When %s fills up, then it refuses writes (noeviction) at a maxmemory that leaves the fork headroom under its limit', (set, configMap) => {
+      const settings = conf(configMap!);
+      const limit = bytes(get('StatefulSet', set).spec.template.spec.containers[0].resources.limits.memory);
+      expect(settings['maxmemory-policy']).toBe('noeviction');
+      expect(settings.maxmemory).toBeDefined();
+      // A fork (AOF rewrite, full resync) can copy every page of the data: twice maxmemory, plus the backlog, must fit.
+      const backlog = settings['repl-backlog-size'] ? bytes(settings['repl-backlog-size']) : 0;
+      expect(2 * bytes(settings.maxmemory!) + backlog).toBeLessThan(limit);
+    });
+
+    test.each(redisSets.filter(([, , replicated]) => replicated))('When %s has replicas, then a primary writes only with a replica in reach, and the backlog covers a burst', (_set, configMap) => {
+      const settings = conf(configMap!);
+      expect(Number(settings['min-replicas-to-write'])).toBeGreaterThanOrEqual(1);
+      expect(Number(settings['min-replicas-max-lag'])).toBeGreaterThan(0);
+      // ~400 bytes replicated per issued coupon, 10,000 issued/s, a replica away for 10 s: 40 MB at least.
+      expect(bytes(settings['repl-backlog-size']!)).toBeGreaterThanOrEqual(400 * 10_000 * 10);
+    });
+
+    test.each(redisSets)('When %s runs, then its memory is reserved (request = limit), its CPU requested and not throttled by a limit, and it has the data priority class, above the api', (set) => {
+      const pod = get('StatefulSet', set).spec.template.spec;
+      for (const container of [...(pod.initContainers ?? []), ...pod.containers]) {
+        expect(container.resources.limits.memory).toBe(container.resources.requests.memory);
+        expect(container.resources.requests.cpu).toBeDefined();
+        expect(container.resources.limits.cpu).toBeUndefined();
+      }
+      expect(pod.priorityClassName).toBe('coupon-data');
+      // It exists before any pod names it: 00-namespace.yaml is applied first.
+      const priority = get('PriorityClass', 'coupon-data');
+      expect(load('00-namespace.yaml').some((doc) => doc.kind === 'PriorityClass')).toBe(true);
+      expect(priority.value).toBeGreaterThan(0);
+      expect(priority.globalDefault).toBe(false);
+    });
+
+    test.each(redisSets.filter(([set]) => set !== 'redis'))('When %s is scheduled, then its pods keep off each other\'s nodes', (set) => {
+      const pod = get('StatefulSet', set).spec.template.spec;
+      const terms = [
+        ...(pod.affinity?.podAntiAffinity?.requiredDuringSchedulingIgnoredDuringExecution ?? []),
+        ...(pod.affinity?.podAntiAffinity?.preferredDuringSchedulingIgnoredDuringExecution ?? []).map((term: { podAffinityTerm: unknown }) => term.podAffinityTerm),
+      ];
+      expect(terms).toContainEqual({ topologyKey: 'kubernetes.io/hostname', labelSelector: { matchLabels: { 'app.kubernetes.io/name': set } } });
+    });
+
+    // The stores, their ports, and who besides the service's pods may connect.
+    const stores: Array<[string, number[], string[]]> = [
+      ['redis', [6379], ['keda-operator']], ['mysql', [3306], []], ['postgres', [5432], []],
+      ['redis-ha', [6379], ['redis-ha', 'redis-sentinel', 'keda-operator']],
+      ['redis-sentinel', [26379], ['redis-ha', 'redis-sentinel', 'keda-operator']],
+      ['redis-cluster', [6379, 16379], ['redis-cluster', 'redis-cluster-create', 'keda-operator']],
+    ];
+    test.each(stores)('When anything connects to %s, then a NetworkPolicy lets in only the api, worker and migrations pods (and its own peers)', (name, ports, peers) => {
+      const policy = get('NetworkPolicy', name).spec;
+      expect(policy.podSelector).toEqual({ matchLabels: { 'app.kubernetes.io/name': name } });
+      expect(policy.policyTypes).toEqual(['Ingress']);
+      const selected = get('StatefulSet', name).spec.template.metadata.labels['app.kubernetes.io/name'];
+      expect(selected).toBe(name);
+      for (const rule of policy.ingress) {
+        // A rule without `from` would admit everyone.
+        expect(rule.from?.length).toBeGreaterThan(0);
+        expect(rule.ports.map((port: { port: number }) => port.port)).toEqual(ports);
+      }
+      const from = policy.ingress.flatMap((rule: { from: unknown[] }) => rule.from) as Array<{ podSelector?: any; namespaceSelector?: any }>;
+      expect(from[0]).toEqual({
+        namespaceSelector: {},
+        podSelector: {
+          matchLabels: { 'app.kubernetes.io/part-of': 'coupon' },
+          matchExpressions: [{ key: 'app.kubernetes.io/component', operator: 'In', values: ['api', 'worker', 'migrations'] }],
+        },
+      });
+      // Every other peer is one named pod kind: no namespace-wide or label-less selector.
+      const others = from.slice(1).map((peer) => peer.podSelector?.matchLabels?.['app.kubernetes.io/name'] ?? peer.podSelector?.matchLabels?.app);
+      expect(others).toEqual(peers);
+    });
   });
 });
 

@@ -4,12 +4,13 @@
  * tests that use it run (test/support/global-setup.ts, through scripts/setup: a test that imports run, toolPath,
  * kubeconformArgs or skaffoldSchemaPath from here is one). A missing tool is a test failure with the command that
  * installs it, never a skip: CI must not pass without these checks.
+ * promtool (scripts/install-prom-tools.sh) is a kit of its own: only a test that imports runPromtool installs it.
  */
 import { spawnSync } from 'node:child_process';
 import { existsSync, readdirSync } from 'node:fs';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
-import { type DeployTool, deployToolPath, toolsDir as toolsDirOf } from '../../scripts/setup/tools.ts';
+import { type DeployTool, deployToolPath, promtoolPath, toolsDir as toolsDirOf } from '../../scripts/setup/tools.ts';
 
 export const repoRoot = fileURLToPath(new URL('../..', import.meta.url));
 export const chartDir = join(repoRoot, 'charts', 'coupon');
@@ -58,6 +59,15 @@ export function run(tool: Tool, args: string[], options: { input?: string; cwd?:
       NO_COLOR: '1',
     },
   });
+  if (result.error) throw result.error;
+  return { status: result.status, stdout: result.stdout, stderr: result.stderr, output: result.stdout + result.stderr };
+}
+
+/** promtool (the alert rules' checks), run like the deploy tools. */
+export function runPromtool(args: string[], options: { cwd?: string } = {}): RunResult {
+  const path = promtoolPath(repoRoot);
+  if (!existsSync(path)) throw new Error(`promtool is missing at ${path}: run \`npm run setup -- prom-tools\` (it builds promtool into .tools/bin)`);
+  const result = spawnSync(path, args, { cwd: options.cwd ?? repoRoot, encoding: 'utf8', maxBuffer: 64 * 1024 * 1024, env: { ...process.env, NO_COLOR: '1' } });
   if (result.error) throw result.error;
   return { status: result.status, stdout: result.stdout, stderr: result.stderr, output: result.stdout + result.stderr };
 }

@@ -42,7 +42,7 @@ describeFault('Redis durability', { folder: 'redis-durability', redisAppendonly:
     await stack.redis.kill();
     await stack.redis.start();
     const afterRestart = await gateState(eventId);
-    await waitFor(async () => (await readyz(api.url)).status === 200 || undefined, { what: 'the api ready again' });
+    await waitFor(async () => (await readyz(api.opsUrl)).status === 200 || undefined, { what: 'the api ready again' });
 
     const again = await apply(api.url, eventId, 'a-0');
     const second = await applyLoad({ urls: () => [api.url], eventId, users: users('b', 300), concurrency: 16 });

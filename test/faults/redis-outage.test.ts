@@ -24,13 +24,13 @@ describeFault('Redis outage', { folder: 'redis-outage' }, (stack) => {
     const stoppedAt = Date.now();
     // Three seconds of paced applies (20/s) against the dead Redis.
     const during = await applyLoad({ urls: () => [api.url], eventId, users: users('b', 60), concurrency: 4, ratePerSec: 20 });
-    const apiReadyDuring = await readyz(api.url);
+    const apiReadyDuring = await readyz(api.opsUrl);
     const workerReadyDuring = await readyz(worker.url);
 
     await stack.redis.start();
     const outageMs = Date.now() - stoppedAt;
     const returnedAt = Date.now();
-    await waitFor(async () => (await readyz(api.url)).status === 200 || undefined, { what: 'the api ready again' });
+    await waitFor(async () => (await readyz(api.opsUrl)).status === 200 || undefined, { what: 'the api ready again' });
     const apiReadyAfterMs = Date.now() - returnedAt;
     await waitFor(async () => (await readyz(worker.url)).status === 200 || undefined, { what: 'the worker ready again' });
     const workerReadyAfterMs = Date.now() - returnedAt;

@@ -43,7 +43,7 @@ describeFault('SIGTERM during load', { folder: 'sigterm' }, (stack) => {
         terminated = (async () => {
           draining!.child.kill('SIGTERM');
           readinessWhileDraining = (await waitFor(async () => {
-            const status = (await readyz(draining!.url)).status;
+            const status = (await readyz(draining!.opsUrl)).status;
             return status === 200 ? undefined : status;
           }, { intervalMs: 20, what: 'the draining api to fail /readyz' }));
           outOfRotation = true;

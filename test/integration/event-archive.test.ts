@@ -81,8 +81,10 @@ describe('archiving ended events', () => {
     const endsAt = new Date(lastEndsAt).toISOString();
     const ids = Array.from({ length: EVENTS }, (_, i) => `${prefix}-${randomBytes(3).toString('hex')}-${i}`);
     for (const id of ids) await createEvent(api.url, { id, totalQuantity: 10, endsAt });
-    const answers = await Promise.all(ids.flatMap((id) =>
-      Array.from({ length: COUPONS_PER_EVENT }, (_, user) => apply(api.url, id, `user-${user}`))));
+    // user-0 sends an Idempotency-Key, as a client that retries would.
+    const answers = await Promise.all(ids.flatMap((id) => Array.from({ length: COUPONS_PER_EVENT }, (_, user) => (user === 0
+      ? request(`${api.url}/v1/events/${id}/apply`, { body: { userId: 'user-0' }, headers: { 'idempotency-key': `key-${id}` } })
+      : apply(api.url, id, `user-${user}`)))));
     expect(answers.map((answer) => answer.status)).toEqual(answers.map(() => 202));
     return ids;
   }
@@ -125,6 +127,14 @@ describe('archiving ended events', () => {
     expect((await request(`${api.url}/v1/events/${ids[1]}/coupons/nobody`)).status).toBe(404);
     // It exists and has ended: an apply is refused as such, and a change is refused with why.
     expect(await apply(api.url, ids[2]!, 'after-archive')).toMatchObject({ status: 409, body: { error: 'event_not_open', message: 'the event has ended' } });
+    // Its holders still hear their coupons, from MySQL: the first 202 again for the key it was issued to, 409 with
+    // the sequence otherwise (before: 409 event_not_open, as to a stranger).
+    const [held0, held1] = await Promise.all(['user-0', 'user-1'].map(async (userId) =>
+      Number((await ownQuery<{ sequence: number }>('select sequence from coupon where event_id = ? and user_id = ?', [ids[2], userId]))[0]?.sequence)));
+    expect(await request(`${api.url}/v1/events/${ids[2]}/apply`, { body: { userId: 'user-0' }, headers: { 'idempotency-key': `key-${ids[2]}` } }))
+      .toMatchObject({ status: 202, body: { status: 'issued', sequence: held0 } });
+    expect(await apply(api.url, ids[2]!, 'user-1')).toMatchObject({ status: 409, body: { error: 'already_applied', message: `user user-1 already holds coupon ${held1}` } });
+    expect(await apply(api.url, ids[2]!, 'user-0')).toMatchObject({ status: 409, body: { error: 'already_applied', message: `user user-0 already holds coupon ${held0}` } });
     const change = await request(`${api.url}/v1/events/${ids[2]}`, { method: 'PATCH', body: { totalQuantity: 20 }, token: ADMIN_TOKEN });
     expect(change).toMatchObject({ status: 409, body: { error: 'event_not_open', message: expect.stringMatching(/archived/) } });
     expect((await store.listLiveEvents()).filter((event) => ids.includes(event.id))).toEqual([]);

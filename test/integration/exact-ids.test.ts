@@ -108,9 +108,9 @@ describe('ids are exact: a database created by the old migration', () => {
     const orm = await createOrm(url, { poolMax: 1 });
     try {
       const store = new CouponStore(orm);
-      expect(await store.findCoupon('spring-sale', 'alice')).toEqual({ sequence: 1 });
-      expect(await store.findCoupon('spring-sale', 'Alice')).toEqual({ sequence: 3 });
-      expect(await store.findCoupon('spring-sale', 'ALICE')).toEqual({ sequence: 4 });
+      expect(await store.findCoupon('spring-sale', 'alice')).toEqual({ sequence: 1, requestId: null });
+      expect(await store.findCoupon('spring-sale', 'Alice')).toEqual({ sequence: 3, requestId: null });
+      expect(await store.findCoupon('spring-sale', 'ALICE')).toEqual({ sequence: 4, requestId: null });
       expect(await store.findCoupon('spring-sale', 'BOB')).toBeNull();
       expect(await store.countPersisted('spring-sale')).toBe(4);
     } finally {

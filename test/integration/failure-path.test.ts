@@ -4,6 +4,7 @@ import {
   type ServiceProcess, apply, closePool, couponRows, createEvent, query, spawnApi, jobsUrlFor, spawnWorker, startBoss, startOwnRedis, uniqueEventId, waitFor,
   waitForPersisted,
 } from '../support/harness.ts';
+import { scrapeMetric } from '../support/observe.ts';
 
 /** MySQL refusing one event's rows, as a broken constraint or a full disk would: a real trigger, not a mock. */
 async function refuseInserts(eventId: string): Promise<string> {
@@ -67,6 +68,30 @@ describe('the pg-boss failure path', () => {
     expect((await couponRows(eventId)).map((row) => [row.user_id, row.sequence])).toEqual([['unlucky', 1]]);
   }, 120_000);
 
+  test('when a coupon is dead-lettered and later redriven, then the worker\'s dead-letter gauge shows it within seconds (pg-boss counts every 10 s, the worker reads every 5 s), and 0 after', async () => {
+    // The alert CouponDeadLetterNotEmpty reads this gauge. It was pg-boss's cached queue count, refreshed by its
+    // monitoring pass every 60 s: in the cluster check the alert fired 67 s after the coupon was refused.
+    const { api, worker, boss } = await onOwnRedis('dlq-gauge', { MAX_DELIVERIES: '1', RETRY_LIMIT: '0', RETRY_DELAY_SEC: '1' });
+    const eventId = uniqueEventId('gauge');
+    await createEvent(api.url, { id: eventId, totalQuantity: 3 });
+    const trigger = await refuseInserts(eventId);
+    try {
+      expect((await apply(api.url, eventId, 'refused')).status).toBe(202);
+      await waitFor(async () => (await boss.findJobs(PERSIST_DEAD_QUEUE, { queued: true })).length === 1,
+        { timeoutMs: 60_000, what: 'the coupon in the dead-letter queue' });
+      const dead = Date.now();
+      await waitFor(async () => (await scrapeMetric(worker.url, 'coupon_dead_letter_jobs')) === 1, { timeoutMs: 25_000, what: 'the gauge at 1' });
+      console.log(`dead-letter gauge: 1 after ${Date.now() - dead} ms`);
+    } finally {
+      await query(`drop trigger if exists ${trigger}`);
+    }
+    expect(await boss.redrive(PERSIST_DEAD_QUEUE)).toBe(1);
+    const redriven = Date.now();
+    await waitForPersisted(eventId, 1, 30_000);
+    await waitFor(async () => (await scrapeMetric(worker.url, 'coupon_dead_letter_jobs')) === 0, { timeoutMs: 25_000, what: 'the gauge back at 0' });
+    console.log(`dead-letter gauge: 0 after ${Date.now() - redriven} ms`);
+  }, 150_000);
+
   test('when a persisted coupon goes missing from MySQL, then the reconcile job re-enqueues it and it is written again', async () => {
     const { api, boss } = await onOwnRedis('reconcile', { RECONCILE_CRON: '*/5 * * * *' });
     const eventId = uniqueEventId('reconcile');
@@ -92,7 +117,7 @@ describe('the pg-boss failure path', () => {
    * An api and a worker on a Redis and jobs database of their own: a reconcile run then compares only this test's
    * event (not the gaps other tests left in the shared Redis), and no other worker takes its jobs.
    */
-  async function onOwnRedis(name: string, workerEnv: Record<string, string>): Promise<{ api: ServiceProcess; boss: PgBoss }> {
+  async function onOwnRedis(name: string, workerEnv: Record<string, string>): Promise<{ api: ServiceProcess; worker: ServiceProcess; boss: PgBoss }> {
     const redis = await startOwnRedis(name);
     const boss = await startBoss(await jobsUrlFor(redis.url));
     const api = await spawnApi({ REDIS_URL: redis.url });
@@ -103,7 +128,7 @@ describe('the pg-boss failure path', () => {
       await boss.stop({ graceful: false, close: true });
       await redis.stop();
     });
-    return { api, boss };
+    return { api, worker, boss };
   }
 
   /** Runs the reconcile job now, as the cron would, and waits until it and every retry of the event have settled. */

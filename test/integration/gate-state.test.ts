@@ -32,7 +32,7 @@ describe('an event Redis knows nothing about', () => {
   test('when nobody could compare this Redis with MySQL yet, then the api is not ready and apply answers 503 rather than guess', async () => {
     const answer = await apply(api.url, uniqueEventId('nowhere'), 'someone');
     expect(answer.status).toBe(503);
-    expect((await request(`${api.url}/readyz`)).status).toBe(503);
+    expect((await request(`${api.opsUrl}/readyz`)).status).toBe(503);
   });
 
   test('when the worker\'s sentinel says Redis lost nothing, then an unknown event is 404 at once, without asking MySQL', async () => {
@@ -48,7 +48,7 @@ describe('an event Redis knows nothing about', () => {
       return reply.status === 503 ? undefined : reply;
     }, { what: 'the api to see the marker', timeoutMs: 5_000 });
     expect(answer).toMatchObject({ status: 404, body: { error: 'event_not_found' } });
-    expect((await request(`${api.url}/readyz`)).status).toBe(200);
+    expect((await request(`${api.opsUrl}/readyz`)).status).toBe(200);
   });
 });
 

@@ -1,7 +1,13 @@
 import { randomUUID } from 'node:crypto';
+import { mkdtemp, rm } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { startRedis } from '../../scripts/local-servers/index.ts';
+import { isDependencyFault } from '../../src/dependency-faults.ts';
 import { createRedis, type CouponRedis } from '../../src/redis/client.ts';
 import { installEventState, updateEventState } from '../../src/redis/event-state.ts';
 import { applyForCoupon } from '../../src/redis/gate.ts';
+import { NotReplicatedError, ReplicaAcks } from '../../src/redis/replica-acks.ts';
 import { encodeOutboxFields, parseUserEntry } from '../../src/redis/formats.ts';
 import { EVENT_REGISTRY_KEY, eventKeys } from '../../src/redis/keys.ts';
 import { serverUrls, uniqueEventId } from '../support/harness.ts';
@@ -92,6 +98,57 @@ describe('the gate script', () => {
     expect(await redis.get(eventKeys(eventId).issued)).toBe('1');
     await redis.hdel(eventKeys(eventId).meta, 'paused');
     expect(await gate(eventId, 'bob')).toMatchObject({ kind: 'issued', sequence: 2 });
+  });
+
+  test('when a holder applies while the event is paused or after its end, then they hear already_applied with their sequence', async () => {
+    const pausedEvent = await openEvent(5);
+    const endedEvent = await openEvent(5, { startsAtMs: Date.now() - 60_000, endsAtMs: Date.now() + 1_000 });
+    await gate(pausedEvent, 'ann');
+    await gate(endedEvent, 'ann');
+    await redis.hset(eventKeys(pausedEvent).meta, 'paused', '1');
+    await redis.hset(eventKeys(endedEvent).meta, 'endsAt', String(Date.now() - 1_000));
+    expect(await gate(pausedEvent, 'ann')).toEqual({ kind: 'already_applied', sequence: 1 });
+    expect(await gate(endedEvent, 'ann')).toEqual({ kind: 'already_applied', sequence: 1 });
+    // everyone else still hears why nothing is issued
+    expect(await gate(pausedEvent, 'bob')).toEqual({ kind: 'paused' });
+    expect(await gate(endedEvent, 'bob')).toEqual({ kind: 'ended' });
+  });
+
+  test('when GATE_MIN_REPLICAS asks for a replica the primary does not have, then the gate refuses before issuing anything', async () => {
+    expect(await redis.info('replication')).toMatch(/connected_slaves:0\b/);
+    const eventId = await openEvent(5);
+    const first = await applyForCoupon(redis, eventId, 'ann', 'ann-key');
+    const replicas = new ReplicaAcks(redis, 1, 50);
+    await expect(applyForCoupon(redis, eventId, 'bob', randomUUID(), { replicas })).rejects.toThrow(NotReplicatedError);
+    // a repeat would write its entry again to be acknowledged: refused alike, and the holder keeps the coupon
+    await expect(applyForCoupon(redis, eventId, 'ann', 'ann-key', { replicas })).rejects.toThrow(NotReplicatedError);
+    expect(await redis.get(eventKeys(eventId).issued)).toBe('1');
+    expect(await redis.hget(eventKeys(eventId).users, 'bob')).toBeNull();
+    expect(await redis.xlen(eventKeys(eventId).outbox)).toBe(1);
+    // answers that write nothing need no replica: a holder still hears their sequence, and sold out stays 410
+    expect(await applyForCoupon(redis, eventId, 'ann', randomUUID(), { replicas })).toEqual({ kind: 'already_applied', sequence: (first as { sequence: number }).sequence });
+    await redis.hset(eventKeys(eventId).meta, 'total', '1');
+    expect(await applyForCoupon(redis, eventId, 'bob', randomUUID(), { replicas })).toEqual({ kind: 'sold_out' });
+  });
+
+  test('when the server itself refuses writes short of replicas (min-replicas-to-write), then the gate fails as a dependency fault and issues nothing', async () => {
+    const dir = await mkdtemp(join(tmpdir(), 'coupon-gate-noreplicas-'));
+    const server = await startRedis({ dir: join(dir, 'redis') });
+    const own = createRedis(server.url);
+    try {
+      const eventId = uniqueEventId('gate');
+      await own.hset(eventKeys(eventId).meta, 'total', '5', 'startsAt', '0');
+      await own.config('SET', 'min-replicas-to-write', '1');
+      const refused = await applyForCoupon(own, eventId, 'ann', randomUUID()).catch((error: unknown) => error);
+      expect(isDependencyFault(refused)).toBe(true);
+      expect(String(refused)).toMatch(/NOREPLICAS/);
+      expect(await own.get(eventKeys(eventId).issued)).toBeNull();
+      expect(await own.hlen(eventKeys(eventId).users)).toBe(0);
+    } finally {
+      own.disconnect();
+      await server.stop();
+      await rm(dir, { recursive: true, force: true });
+    }
   });
 
   test('when Redis has no state for the event, then the gate says so and writes nothing', async () => {

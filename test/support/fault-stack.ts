@@ -99,8 +99,9 @@ export class FaultStack {
     };
   }
 
-  async spawnApi(extra?: Record<string, string>): Promise<ServiceProcess> {
-    return this.#track(await startApi({ port: await freePort(), env: this.env(extra) }));
+  /** an api process; `cgroup` runs it inside that cgroup folder, as a container with a memory limit */
+  async spawnApi(extra?: Record<string, string>, options: { cgroup?: string } = {}): Promise<ServiceProcess> {
+    return this.#track(await startApi({ port: await freePort(), env: this.env(extra), ...options }));
   }
 
   async spawnWorker(extra?: Record<string, string>): Promise<ServiceProcess> {

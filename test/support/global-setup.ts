@@ -4,7 +4,8 @@
  *
  * First it ensures what the selected tests need (scripts/setup/prerequisites.ts): the servers' Debian packages
  * (installed as root with apt when missing), the deploy tools under .tools/ when a selected test runs them
- * (imports run/toolPath/... from test/deploy/tools.ts) and schemathesis when one fuzzes (runSchemathesis).
+ * (imports run/toolPath/... from test/deploy/tools.ts), promtool when one imports runPromtool from there, and
+ * schemathesis when one fuzzes (runSchemathesis).
  * What cannot be installed here stops the run with one line naming the command to run.
  *
  * Each run gets its own folder, .stack/test/run-<jest pid>, and free ports, so a running `npm run stack` or a
@@ -113,7 +114,8 @@ async function removeDeadRuns(testDir: string): Promise<void> {
 
 /**
  * The tool kits the tests about to run use: the deploy tools for a test that imports run, toolPath,
- * kubeconformArgs or skaffoldSchemaPath from test/deploy/tools.ts, schemathesis for one that uses
+ * kubeconformArgs or skaffoldSchemaPath from test/deploy/tools.ts, promtool for one that imports runPromtool from
+ * it, schemathesis for one that uses
  * runSchemathesis. Jest does not tell a global setup its test files, so they are found again here from the
  * path patterns; where jest picks them otherwise (--onlyChanged, --findRelatedTests, ...) every test counts.
  */
@@ -148,6 +150,7 @@ export function kitsForSelectedTests(config: JestGlobalConfig): KitName[] {
     const text = readFileSync(file, 'utf8');
     for (const match of text.matchAll(/import\s*(\{[^}]*\}|\*\s*as\s+\w+)\s*from\s*'(?:\.\/|[^']*\/deploy\/)tools\.ts'/g)) {
       if (/\*|\b(run|toolPath|kubeconformArgs|skaffoldSchemaPath)\b/.test(match[1] ?? '')) kits.add('deploy-tools');
+      if (/\*|\brunPromtool\b/.test(match[1] ?? '')) kits.add('prom-tools');
     }
     if (/\brunSchemathesis\b/.test(text)) kits.add('fuzz-tools');
   }

@@ -48,6 +48,11 @@ describe('configuration', () => {
     expect(() => loadConfig({ AUTH_JWT_SECRET: 'x'.repeat(32), AUTH_JWKS_URL: 'https://id.example/jwks.json' })).toThrow(/choose one/);
   });
 
+  test('when the api\'s OPS_PORT is its PORT, then start-up refuses: the probes and metrics need a port of their own', () => {
+    expect(loadConfig({}, 'api').opsPort).toBe(9464);
+    expect(() => loadConfig({ PORT: '9000', OPS_PORT: '9000' }, 'api')).toThrow(/OPS_PORT and PORT are both 9000/);
+  });
+
   test('when a JWT secret is set, then identity comes from tokens with the configured audience', () => {
     expect(loadConfig({ AUTH_JWT_SECRET: 'x'.repeat(32), AUTH_JWT_AUDIENCE: 'coupon' }).auth)
       .toEqual({ kind: 'secret', secret: 'x'.repeat(32), audience: 'coupon' });
@@ -87,7 +92,7 @@ describe('the settings table', () => {
       expect(setting.doc.length).toBeGreaterThan(5);
       expect(setting.readBy.length).toBeGreaterThan(0);
       // The chart's helper derives the variable from the value's name (config.persistRatePerSec -> PERSIST_RATE_PER_SEC).
-      if (setting.env !== 'PORT') expect(setting.chart).toMatch(new RegExp(`^(config|secrets)\\.${camelCase(setting.env)}$`));
+      if (setting.env !== 'PORT' && setting.env !== 'OPS_PORT') expect(setting.chart).toMatch(new RegExp(`^(config|secrets)\\.${camelCase(setting.env)}$`));
       if (setting.default === undefined) expect(setting.unset).toBeDefined();
     }
   });

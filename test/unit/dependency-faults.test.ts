@@ -11,6 +11,7 @@ describe('telling an unreachable dependency from a refusal', () => {
     ['Redis loading its AOF after a restart', new Error('LOADING Redis is loading the dataset in memory')],
     ['a replica after a failover', new Error("READONLY You can't write against a read only replica.")],
     ['a full Redis with noeviction', new Error('OOM command not allowed when used memory > maxmemory.')],
+    ['a primary short of replicas (min-replicas-to-write), in a script', new Error('NOREPLICAS Not enough good replicas to write. script: aa92f0f1, on @user_script:1.')],
   ])('when the error is %s, then it is a dependency fault (503, retry the batch)', (_, error) => {
     expect(isDependencyFault(error)).toBe(true);
   });

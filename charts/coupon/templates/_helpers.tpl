@@ -117,6 +117,16 @@ its value here with the same default, so this helper names no variable itself.
 {{ $name | snakecase | upper }}: {{ include "coupon.envValue" $value | quote }}
 {{- end }}
 {{- end }}
+{{- if include "coupon.presaleOn" . }}
+{{- if not .Values.config.presaleHpa }}
+PRESALE_HPA: {{ include "coupon.componentName" (dict "ctx" $ "component" "api") | quote }}
+{{- end }}
+{{- end }}
+{{- end }}
+
+{{/* "true" when the worker raises the api HPA before each sale (config.presaleReplicas > 0). */}}
+{{- define "coupon.presaleOn" -}}
+{{- if gt (int .Values.config.presaleReplicas) 0 }}true{{ end }}
 {{- end }}
 
 {{/* Plain settings (ConfigMap data and the migration Job's env): the chart's own, then config.extraEnv. */}}
@@ -161,12 +171,61 @@ Empty optional values are left out: the app treats unset as "off".
 {{- end }}
 {{- end }}
 
-{{/* Restarts pods when their configuration changes. */}}
+{{/*
+Restarts pods when their configuration changes. checksum/secret hashes the secrets.* values as given, not the
+rendered Secret: a generated ADMIN_TOKEN (secrets.adminToken empty) is left out, so a render that cannot read the
+release's Secret back (`helm template`, a GitOps sync) does not roll every pod for a new random token. With
+secrets.existingSecret it hashes the Secret's data as `helm install`/`upgrade` read it (lookup; nothing under
+`helm template`). Both hash secretRevision, which whoever rotates the Secret bumps.
+*/}}
 {{- define "coupon.checksumAnnotations" -}}
 checksum/config: {{ include "coupon.configData" . | sha256sum }}
 {{- if not .Values.secrets.existingSecret }}
-checksum/secret: {{ include "coupon.secretData" . | sha256sum }}
+checksum/secret: {{ omit .Values.secrets "existingSecret" | merge (dict "revision" (toString .Values.secretRevision)) | toJson | sha256sum }}
+{{- else }}
+{{- $existing := lookup "v1" "Secret" .Release.Namespace .Values.secrets.existingSecret }}
+{{- $data := dig "data" dict (default dict $existing) }}
+{{- if or $data (toString .Values.secretRevision) }}
+checksum/secret: {{ dict "revision" (toString .Values.secretRevision) "data" $data | toJson | sha256sum }}
 {{- end }}
+{{- end }}
+{{- end }}
+
+{{/*
+Whole MiB of a memory quantity as Kubernetes writes it (512Mi, 1Gi, 500M, 536870912); fails on another form.
+*/}}
+{{- define "coupon.memoryMiB" -}}
+{{- $q := kindIs "string" .quantity | ternary .quantity (printf "%.0f" (float64 .quantity)) }}
+{{- if not (regexMatch "^[0-9]+(\\.[0-9]+)?(Ki|Mi|Gi|Ti|k|M|G|T)?$" $q) }}
+{{- fail (printf "%s %q: the chart sizes the heap from it and reads a number with Ki, Mi, Gi, Ti, k, M, G, T or none (bytes)" .path $q) }}
+{{- end }}
+{{- $units := dict "" 1.0 "k" 1e3 "M" 1e6 "G" 1e9 "T" 1e12 "Ki" 1024.0 "Mi" 1048576.0 "Gi" 1073741824.0 "Ti" 1099511627776.0 }}
+{{- $number := regexReplaceAll "[A-Za-z]+$" $q "" }}
+{{- $unit := regexReplaceAll "^[0-9.]+" $q "" }}
+{{- divf (mulf (float64 $number) (get $units $unit)) 1048576 | floor | int64 }}
+{{- end }}
+
+{{/*
+The heap flag of one container, sized from its own memory limit: (dict "ctx" $ "resources" .Values.api.resources
+"path" "api.resources"). heapPercentOfMemoryLimit percent of the limit for V8's old space; nothing without a limit
+or with the percentage 0 (node then sizes the heap itself: about half of a 512Mi limit, but 259 MiB under 256Mi).
+*/}}
+{{- define "coupon.heapFlag" -}}
+{{- $percent := int .ctx.Values.heapPercentOfMemoryLimit }}
+{{- $limit := dig "limits" "memory" "" (default dict .resources) }}
+{{- if and $percent $limit }}
+{{- $mib := include "coupon.memoryMiB" (dict "quantity" $limit "path" (printf "%s.limits.memory" .path)) | int64 }}
+{{- printf "--max-old-space-size=%d" (div (mul $mib $percent) 100) }}
+{{- end }}
+{{- end }}
+
+{{/*
+NODE_OPTIONS of a container that gets the heap flag: config.extraEnv's, the component's extraEnv's, then the flag.
+(dict "ctx" $ "values" .Values.api "heap" <coupon.heapFlag>); values is empty for the migrations Job.
+*/}}
+{{- define "coupon.nodeOptions" -}}
+{{- $own := dig "extraEnv" "NODE_OPTIONS" "" (default dict .values) }}
+{{- compact (list (get .ctx.Values.config.extraEnv "NODE_OPTIONS") $own .heap) | join " " }}
 {{- end }}
 
 {{/* Container securityContext plus the writable /tmp every container of the chart mounts. */}}
@@ -210,13 +269,21 @@ topologySpreadConstraints:
   - maxSkew: {{ .ctx.Values.topologySpread.maxSkew }}
     topologyKey: {{ .ctx.Values.topologySpread.topologyKey }}
     whenUnsatisfiable: {{ .ctx.Values.topologySpread.whenUnsatisfiable }}
+    # Nodes whose taints the pod does not tolerate are not counted (a tainted node would otherwise hold the skew
+    # and, with DoNotSchedule, block every new pod), and each rollout's ReplicaSet is spread on its own (old pods
+    # going away do not skew the new ones).
+    nodeTaintsPolicy: Honor
+    matchLabelKeys: [pod-template-hash]
     labelSelector:
       matchLabels:
         {{- include "coupon.componentSelectorLabels" (dict "ctx" .ctx "component" .component) | nindent 8 }}
 {{- end }}
 {{- end }}
 
-{{/* Environment of a long-running component: ConfigMap, Secret, PORT and the component's extraEnv. */}}
+{{/*
+Environment of a long-running component: ConfigMap, Secret, PORT, NODE_OPTIONS with the heap flag sized from the
+component's memory limit, and the component's extraEnv: (dict "ctx" $ "component" "api" "values" .Values.api).
+*/}}
 {{- define "coupon.env" -}}
 envFrom:
   - configMapRef:
@@ -226,9 +293,20 @@ envFrom:
 env:
   - name: PORT
     value: {{ .values.port | quote }}
+{{- if hasKey .values "opsPort" }}
+  - name: OPS_PORT
+    value: {{ .values.opsPort | quote }}
+{{- end }}
+{{- $heap := include "coupon.heapFlag" (dict "ctx" .ctx "resources" .values.resources "path" (printf "%s.resources" .component)) }}
+{{- if $heap }}
+  - name: NODE_OPTIONS
+    value: {{ include "coupon.nodeOptions" (dict "ctx" .ctx "values" .values "heap" $heap) | quote }}
+{{- end }}
 {{- range $name, $value := .values.extraEnv }}
+{{- if not (and $heap (eq $name "NODE_OPTIONS")) }}
   - name: {{ $name }}
     value: {{ include "coupon.envValue" $value | quote }}
+{{- end }}
 {{- end }}
 {{- end }}
 

@@ -1,5 +1,5 @@
 #!/bin/sh
-# One image stands in for redis:7.4-bookworm, mysql:8.4 and postgres:16-bookworm (Debian's redis-server 7.0,
+# One image stands in for redis:7.4.2-bookworm, mysql:8.4.3 and postgres:16.6-bookworm (Debian's redis-server 7.0,
 # MariaDB 10.11 and PostgreSQL 15; scripts/cluster/images.sh tags it with all three names). k8s/deps sets no
 # command, so this entrypoint picks the server the way each official image would be used: redis arguments (a
 # .conf file, an option, redis-server), else the MYSQL_* variables, else the POSTGRES_* variables.

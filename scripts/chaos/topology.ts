@@ -1,0 +1,267 @@
+/**
+ * The real topology the chaos schedules run on: a Redis primary and its replica (append-only files on, as the
+ * chart deploys them) watched by one Sentinel, MariaDB, PostgreSQL, 2 apis and 2 workers that find the primary
+ * through the Sentinel, GATE_MIN_REPLICAS=1 (a 202 only once the replica holds the coupon), all local processes
+ * under one folder; an ended event is archived 2 s after its end. It is started once and serves many schedules
+ * (each on events of its own); `heal()` brings every part back after a schedule, whatever the schedule did to it.
+ */
+import { execFile } from 'node:child_process';
+import { readFile, rm } from 'node:fs/promises';
+import { promisify } from 'node:util';
+import { join } from 'node:path';
+import { setTimeout as sleep } from 'node:timers/promises';
+import { Redis } from 'ioredis';
+import {
+  type LocalServer, freePort, startMariadb, startPostgres, startRedis, startRedisSentinel,
+} from '../local-servers/index.ts';
+import { type ServiceProcess, startApi, startWorker } from '../services.ts';
+import { migrateUp } from '../../src/db/migrate.ts';
+
+export const MASTER_NAME = 'coupon-chaos';
+export const ADMIN_TOKEN = 'chaos-admin-token-0123456789';
+/** the processes a schedule may kill or pause; `redis-primary`/`redis-replica` mean whichever is so at that moment */
+export const TARGETS = ['api-0', 'api-1', 'worker-0', 'worker-1', 'redis-primary', 'redis-replica', 'mariadb', 'postgres'] as const;
+export type Target = (typeof TARGETS)[number];
+
+const HOST = '127.0.0.1';
+/** Sentinel's verdict on a silent primary: failover after this long */
+const DOWN_AFTER_MS = 1_000;
+/** the comment on every iptables rule a partition adds, so heal() finds and removes what a run left behind */
+const RULE_COMMENT = `coupon-chaos-${process.pid}`;
+const run = promisify(execFile);
+
+interface Service {
+  readonly name: string;
+  readonly port: number;
+  /** where /readyz is: the api's OPS_PORT, the worker's own port */
+  readonly opsPort: number;
+  process: ServiceProcess | undefined;
+  readonly start: () => Promise<ServiceProcess>;
+}
+
+export class ChaosTopology {
+  readonly dir: string;
+  readonly gateMinReplicas: number;
+  #redis: LocalServer[] = [];
+  #sentinel: LocalServer | undefined;
+  #mysql: LocalServer | undefined;
+  #postgres: LocalServer | undefined;
+  #services: Service[] = [];
+  #sentinelClient: Redis | undefined;
+  /** pids stopped with SIGSTOP and not yet continued */
+  readonly #paused = new Set<number>();
+
+  constructor(dir: string, options: { gateMinReplicas?: number } = {}) {
+    this.dir = dir;
+    this.gateMinReplicas = options.gateMinReplicas ?? 1;
+  }
+
+  get apiUrls(): string[] {
+    return this.#services.filter((service) => service.name.startsWith('api')).map((service) => `http://${HOST}:${service.port}`);
+  }
+
+  get mysqlUrl(): string {
+    return this.#mysql!.url;
+  }
+
+  async start(): Promise<void> {
+    await rm(this.dir, { recursive: true, force: true });
+    const [primary, mysql, postgres] = await Promise.all([
+      startRedis({ dir: join(this.dir, 'redis-a'), appendonly: true }),
+      startMariadb({ dir: join(this.dir, 'mariadb') }),
+      startPostgres({ dir: join(this.dir, 'postgres') }),
+    ]);
+    const replica = await startRedis({ dir: join(this.dir, 'redis-b'), appendonly: true, replicaOf: { host: HOST, port: primary.port } });
+    this.#redis = [primary, replica];
+    this.#mysql = mysql;
+    this.#postgres = postgres;
+    this.#sentinel = await startRedisSentinel({
+      dir: join(this.dir, 'sentinel'), masterName: MASTER_NAME, master: { host: HOST, port: primary.port }, downAfterMs: DOWN_AFTER_MS,
+    });
+    this.#sentinelClient = new Redis({ host: HOST, port: this.#sentinel.port, lazyConnect: false, maxRetriesPerRequest: 1 });
+    await migrateUp(mysql.url);
+    const env = {
+      LOG_LEVEL: 'warn', REDIS_URL: primary.url, REDIS_SENTINELS: `${HOST}:${this.#sentinel.port}`, REDIS_SENTINEL_MASTER: MASTER_NAME,
+      MYSQL_URL: mysql.url, POSTGRES_URL: postgres.url, ADMIN_TOKEN, GATE_MIN_REPLICAS: String(this.gateMinReplicas),
+      GATE_REPLICA_TIMEOUT_MS: '300', RECONCILE_CRON: '* * * * *', RETRY_DELAY_SEC: '1',
+      // an ended event is archived (its Redis state dropped, MySQL only) 2 s after its end, within the schedule
+      EVENT_RETENTION: '2s',
+    };
+    for (const [kind, count] of [['worker', 2], ['api', 2]] as const) {
+      for (let index = 0; index < count; index++) {
+        const port = await freePort();
+        // A restarted api comes back on the same two ports.
+        const opsPort = kind === 'api' ? await freePort() : port;
+        const start = () => (kind === 'api' ? startApi({ port, opsPort, env, readyTimeoutMs: 60_000 }) : startWorker({ port, env, readyTimeoutMs: 60_000 }));
+        const service: Service = { name: `${kind}-${index}`, port, opsPort, process: undefined, start };
+        service.process = await start();
+        this.#services.push(service);
+      }
+    }
+  }
+
+  /** The Redis node Sentinel names the primary now, and the other one. */
+  async redisRoles(): Promise<{ primary: LocalServer; replica: LocalServer }> {
+    const address = (await this.#sentinelClient!.call('SENTINEL', 'get-master-addr-by-name', MASTER_NAME)) as [string, string] | null;
+    const port = Number(address?.[1]);
+    const primary = this.#redis.find((server) => server.port === port) ?? this.#redis[0]!;
+    return { primary, replica: this.#redis.find((server) => server !== primary)! };
+  }
+
+  /** SIGKILL the target now; it comes back (same port, same files) `downMs` later. Resolves once it is back. */
+  async kill(target: Target, downMs: number): Promise<void> {
+    const service = this.#services.find((candidate) => candidate.name === target);
+    if (service) {
+      await service.process?.stop('SIGKILL');
+      await sleep(downMs);
+      service.process = await service.start();
+      return;
+    }
+    const server = await this.#server(target);
+    await server.kill();
+    await sleep(downMs);
+    await server.start();
+  }
+
+  /** SIGSTOP the target for `forMs`, then SIGCONT: a process that hangs (GC, a frozen VM, a stuck disk). */
+  async pause(target: Target, forMs: number): Promise<void> {
+    const pid = await this.#pid(target);
+    if (pid === undefined) return;
+    process.kill(pid, 'SIGSTOP');
+    this.#paused.add(pid);
+    await sleep(forMs);
+    this.#continue(pid);
+  }
+
+  /** A server outage: stopped cleanly, started again `downMs` later (MySQL or PostgreSQL down for maintenance). */
+  async outage(target: 'mariadb' | 'postgres', downMs: number): Promise<void> {
+    const server = target === 'mariadb' ? this.#mysql! : this.#postgres!;
+    await server.stop();
+    await sleep(downMs);
+    await server.start();
+  }
+
+  /**
+   * The target cut off from every other process for `forMs` (as root, iptables on loopback): packets to and from
+   * its port are dropped, so connections neither fail nor answer (a partition, or a host gone silent), then pass
+   * again. Both rules go in one call, so no half-partition is left if the second fails.
+   */
+  async partition(target: Target, forMs: number): Promise<void> {
+    const { port } = this.#services.find((candidate) => candidate.name === target) ?? await this.#server(target);
+    const rules = [['--dport', String(port)], ['--sport', String(port)]].map(([flag, value]) =>
+      ['INPUT', '-i', 'lo', '-p', 'tcp', flag!, value!, '-m', 'comment', '--comment', RULE_COMMENT, '-j', 'DROP']);
+    for (const rule of rules) await run('iptables', ['-I', ...rule]);
+    await sleep(forMs);
+    for (const rule of rules) await run('iptables', ['-D', ...rule]).catch(() => undefined);
+  }
+
+  /** FLUSHALL on the primary (replicated to the replica): every key gone, the gate restored from MySQL. */
+  async flush(): Promise<void> {
+    const { primary } = await this.redisRoles();
+    const client = new Redis({ host: HOST, port: primary.port, lazyConnect: true, maxRetriesPerRequest: 0 });
+    try {
+      await client.connect();
+      await client.flushall();
+    } finally {
+      client.disconnect();
+    }
+  }
+
+  /** An operator's (or Sentinel's own) failover: the replica is promoted, the old primary becomes its replica. */
+  async failover(): Promise<void> {
+    await this.#sentinelClient!.call('SENTINEL', 'FAILOVER', MASTER_NAME).catch(() => undefined);
+  }
+
+  /**
+   * Every part running and healthy again: paused processes continued, every service answering /readyz, Sentinel
+   * naming a primary that has its replica in sync. Throws if that does not come within `timeoutMs`.
+   */
+  async heal(timeoutMs = 90_000): Promise<void> {
+    for (const pid of this.#paused) this.#continue(pid);
+    await this.#removePartitions();
+    const deadline = Date.now() + timeoutMs;
+    for (const service of this.#services) {
+      if (!service.process || service.process.child.exitCode !== null || service.process.child.signalCode !== null) {
+        service.process = await service.start();
+      }
+    }
+    let unhealthy: string | undefined;
+    while (Date.now() < deadline) {
+      unhealthy = await this.#unhealthy();
+      if (unhealthy === undefined) return;
+      await sleep(250);
+    }
+    throw new Error(`the chaos topology did not heal in ${timeoutMs} ms: ${unhealthy}`);
+  }
+
+  /** what is not healthy yet, or undefined when everything is */
+  async #unhealthy(): Promise<string | undefined> {
+    try {
+      const { primary, replica } = await this.redisRoles();
+      const client = new Redis({ host: HOST, port: primary.port, lazyConnect: true, maxRetriesPerRequest: 0 });
+      try {
+        await client.connect();
+        const info = await client.info('replication');
+        if (!info.includes('role:master')) return `Sentinel's primary (${primary.port}) is not a primary`;
+        if (!new RegExp(`slave0:ip=${HOST},port=${replica.port},state=online`).test(info)) return `replica ${replica.port} not online: ${info.replace(/\r?\n/g, ' ')}`;
+      } finally {
+        client.disconnect();
+      }
+      for (const service of this.#services) {
+        const response = await fetch(`http://${HOST}:${service.opsPort}/readyz`, { headers: { connection: 'close' }, signal: AbortSignal.timeout(1_000) });
+        if (!response.ok) return `${service.name} /readyz ${response.status} ${await response.text()}`;
+      }
+      return undefined;
+    } catch (error) {
+      return String(error);
+    }
+  }
+
+  async stop(): Promise<void> {
+    for (const pid of this.#paused) this.#continue(pid);
+    await this.#removePartitions();
+    await Promise.allSettled(this.#services.map((service) => service.process?.stop('SIGKILL')));
+    this.#sentinelClient?.disconnect();
+    await this.#sentinel?.stop().catch(() => undefined);
+    await Promise.allSettled([...this.#redis, this.#mysql, this.#postgres].map((server) => server?.stop()));
+  }
+
+  /** what each process wrote, for a failing schedule's report */
+  logs(): Record<string, string> {
+    return Object.fromEntries(this.#services.map((service) => [service.name, service.process?.output() ?? '']));
+  }
+
+  /** every iptables rule this run added that is still there */
+  async #removePartitions(): Promise<void> {
+    const { stdout } = await run('iptables', ['-S', 'INPUT']).catch(() => ({ stdout: '' }));
+    for (const line of stdout.split('\n').filter((rule) => rule.includes(RULE_COMMENT))) {
+      await run('iptables', ['-D', ...line.replace(/^-A /, '').split(' ').filter(Boolean).map((word) => word.replace(/^"|"$/g, ''))]).catch(() => undefined);
+    }
+  }
+
+  #continue(pid: number): void {
+    try {
+      process.kill(pid, 'SIGCONT');
+    } catch {
+      // gone meanwhile (killed by another step): nothing to continue
+    }
+    this.#paused.delete(pid);
+  }
+
+  async #server(target: Target): Promise<LocalServer> {
+    if (target === 'redis-primary' || target === 'redis-replica') {
+      const roles = await this.redisRoles();
+      return target === 'redis-primary' ? roles.primary : roles.replica;
+    }
+    return target === 'mariadb' ? this.#mysql! : this.#postgres!;
+  }
+
+  async #pid(target: Target): Promise<number | undefined> {
+    const service = this.#services.find((candidate) => candidate.name === target);
+    if (service) return service.process?.child.pid;
+    const server = await this.#server(target);
+    const file = { redis: 'redis.pid', mariadb: 'mariadbd.pid', postgres: join('data', 'postmaster.pid') }[server.kind as 'redis' | 'mariadb' | 'postgres'];
+    const pid = Number((await readFile(join(server.dir, file), 'utf8').catch(() => '')).split('\n')[0]);
+    return Number.isInteger(pid) && pid > 0 ? pid : undefined;
+  }
+}

@@ -1,0 +1,3 @@
+module coupon/loadgen
+
+go 1.21
