@@ -15,8 +15,8 @@ import { NotReplicatedError, type ReplicaAcks } from './replica-acks.ts';
 /**
  * A replica whose last acknowledgement is older than this (whole seconds, as Redis counts `lag`) does not count
  * toward GATE_MIN_REPLICAS when the gate decides whether it may write. Replicas acknowledge every second, so a
- * healthy one shows 0 or 1, but one starved of CPU shows more: with 2, a CI run with a healthy replica on a loaded
- * machine turned 1 apply of 2,000 away (503). 10 is Redis's own `min-replicas-max-lag` default (and k8s/deps'):
+ * healthy one shows 0 or 1 (or -1, see gate.lua), more only when starved of CPU. 10 is Redis's own
+ * `min-replicas-max-lag` default (and k8s/deps'):
  * the check is for a replica that is gone (a promoted primary without one), and a replica that stalls while it
  * still counts is what the WAIT after the write is for.
  */
