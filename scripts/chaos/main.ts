@@ -14,6 +14,7 @@ import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { Command } from 'commander';
 import fc from 'fast-check';
+import { ensureOrExit } from '../setup/prerequisites.ts';
 import { type RunResult, runSchedule } from './run.ts';
 import { type Schedule, describeStep, isFault, scheduleArbitrary } from './schedule.ts';
 import { ChaosTopology } from './topology.ts';
@@ -142,6 +143,7 @@ if (import.meta.url === `file://${process.argv[1]}`) {
     .option('--no-shrink', 'report the first failing schedule as it is')
     .parse();
   const options = program.opts<{ seed: number; minutes: number; replay?: string; regressions: boolean; shrink: boolean }>();
+  await ensureOrExit({ redis: true, mysql: true, postgres: true, packages: ['iptables'] }, { root: ROOT, command: 'npm run chaos' });
   const summary = await runChaos(options);
   console.log(`chaos: ${summary.schedules} schedules; operations ${JSON.stringify(summary.operations)}; faults ${JSON.stringify(summary.faults)}; `
     + `longest 202-to-row ${summary.maxToRowMs} ms (after a fault's end ${summary.maxToRowAfterFaultMs} ms); `

@@ -41,6 +41,7 @@ export const DEBIAN_PACKAGES: Record<string, PackageCheck> = {
   unzip: { purpose: 'unzip', requires: [['unzip']] },
   'python3-venv': { purpose: "Python's venv", requires: [], probe: ['python3', '-c', 'import ensurepip, venv'] },
   wrk: { purpose: "wrk (the benchmark's hot-path load generator)", requires: [['wrk']] },
+  iptables: { purpose: 'iptables (the chaos schedules\' partitions and drops)', requires: [['/usr/sbin/iptables', 'iptables']] },
 };
 
 export type DebianPackage = keyof typeof DEBIAN_PACKAGES & string;

@@ -20,6 +20,7 @@ import { pathToFileURL } from 'node:url';
 import { freePort, isAlive, startLocalStack, stopLeftoverServer, type LocalStack } from '../../scripts/local-servers/index.ts';
 import { ensureOrExit, serversToStart } from '../../scripts/setup/prerequisites.ts';
 import type { KitName } from '../../scripts/setup/tools.ts';
+import type { DebianPackage } from '../../scripts/setup/debian.ts';
 
 export interface TestStackHandle {
   stack: LocalStack;
@@ -49,7 +50,7 @@ export default async function globalSetup(globalConfig: JestGlobalConfig): Promi
     delete process.env.POSTGRES_URL;
   }
   await ensureOrExit(
-    { ...(await serversToStart()), kits: kitsForSelectedTests(globalConfig) },
+    { ...(await serversToStart()), kits: kitsForSelectedTests(globalConfig), packages: packagesForSelectedTests(globalConfig) },
     { root: globalConfig.rootDir, command: 'npm test' },
   );
 
@@ -120,6 +121,25 @@ async function removeDeadRuns(testDir: string): Promise<void> {
  * path patterns; where jest picks them otherwise (--onlyChanged, --findRelatedTests, ...) every test counts.
  */
 export function kitsForSelectedTests(config: JestGlobalConfig): KitName[] {
+  const kits = new Set<KitName>();
+  for (const file of selectedTestFiles(config)) {
+    const text = readFileSync(file, 'utf8');
+    for (const match of text.matchAll(/import\s*(\{[^}]*\}|\*\s*as\s+\w+)\s*from\s*'(?:\.\/|[^']*\/deploy\/)tools\.ts'/g)) {
+      if (/\*|\b(run|toolPath|kubeconformArgs|skaffoldSchemaPath)\b/.test(match[1] ?? '')) kits.add('deploy-tools');
+      if (/\*|\brunPromtool\b/.test(match[1] ?? '')) kits.add('prom-tools');
+    }
+    if (/\brunSchemathesis\b/.test(text)) kits.add('fuzz-tools');
+  }
+  return [...kits].sort();
+}
+
+/** The Debian packages the selected files run beyond the servers: iptables for the chaos schedules' partitions. */
+export function packagesForSelectedTests(config: JestGlobalConfig): DebianPackage[] {
+  return selectedTestFiles(config).some((file) => /\brunChaos\b/.test(readFileSync(file, 'utf8'))) ? ['iptables'] : [];
+}
+
+/** The test files this run selects (by path patterns), the unit tests left out: they start nothing. */
+function selectedTestFiles(config: JestGlobalConfig): string[] {
   const testDir = join(config.rootDir, 'test');
   let files = readdirSync(testDir, { recursive: true, encoding: 'utf8' })
     .filter((file) => file.endsWith('.test.ts') && !file.startsWith('unit/'))
@@ -145,14 +165,5 @@ export function kitsForSelectedTests(config: JestGlobalConfig): KitName[] {
       }
     }
   }
-  const kits = new Set<KitName>();
-  for (const file of files) {
-    const text = readFileSync(file, 'utf8');
-    for (const match of text.matchAll(/import\s*(\{[^}]*\}|\*\s*as\s+\w+)\s*from\s*'(?:\.\/|[^']*\/deploy\/)tools\.ts'/g)) {
-      if (/\*|\b(run|toolPath|kubeconformArgs|skaffoldSchemaPath)\b/.test(match[1] ?? '')) kits.add('deploy-tools');
-      if (/\*|\brunPromtool\b/.test(match[1] ?? '')) kits.add('prom-tools');
-    }
-    if (/\brunSchemathesis\b/.test(text)) kits.add('fuzz-tools');
-  }
-  return [...kits].sort();
+  return files;
 }
