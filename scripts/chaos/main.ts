@@ -71,7 +71,7 @@ export async function runChaos(options: ChaosOptions): Promise<ChaosSummary> {
     count(summary.operations, 'apply', result.history.attempts.length);
     for (const patch of result.history.patches) count(summary.operations, `patch ${patch.change}`);
     for (const step of schedule.steps) {
-      if (isFault(step)) count(summary.faults, step.kind === 'failover' ? 'failover' : `${step.kind} ${'target' in step ? step.target : ''}`);
+      if (isFault(step)) count(summary.faults, [step.kind, 'direction' in step ? step.direction : '', 'target' in step ? step.target : ''].filter(Boolean).join(' '));
       else if (step.kind === 'read') count(summary.operations, 'read');
     }
     summary.lostToFlush += result.verdict.figures.lostToFlush;

@@ -122,6 +122,8 @@ async function runOn(topology: ChaosTopology, schedule: Schedule, pool: mysql.Po
       case 'pause': await topology.pause(step.target, step.forMs); return window(`pause ${step.target}`);
       case 'outage': await topology.outage(step.target, step.downMs); return window(`outage ${step.target}`);
       case 'partition': await topology.partition(step.target, step.forMs); return window(`partition ${step.target}`);
+      case 'drop': await topology.dropOneWay(step.target, step.direction, step.forMs); return window(`drop ${step.direction} ${step.target}`);
+      case 'loss': await topology.loss(step.target, step.percent, step.forMs); return window(`loss ${step.target}`);
       case 'flush': {
         // What MySQL holds just before: a coupon told and not in it may go with the flush (the documented loss).
         const persisted = await Promise.all(eventIds.map(async (eventId) => {

@@ -22,6 +22,11 @@ export type Step =
   | { at: number; kind: 'pause'; target: Exclude<Target, 'postgres'>; forMs: number }
   | { at: number; kind: 'outage'; target: 'mariadb' | 'postgres'; downMs: number }
   | { at: number; kind: 'partition'; target: Target; forMs: number }
+  /** one way only: `to` drops what is sent to the target (its requests never arrive), `from` what it sends (its
+   * answers are lost after it acted on the request) */
+  | { at: number; kind: 'drop'; target: Target; direction: 'to' | 'from'; forMs: number }
+  /** a share of the packets to and from the target dropped at random: TCP resends, so answers come late */
+  | { at: number; kind: 'loss'; target: Target; percent: number; forMs: number }
   | { at: number; kind: 'failover' }
   | { at: number; kind: 'flush' }
   | { at: number; kind: 'patch'; event: number; change: 'raise' | 'lower' | 'pause' | 'resume' | 'end'; by: number }
@@ -43,6 +48,11 @@ export const stepArbitrary = (events: number): fc.Arbitrary<Step> => fc.oneof(
   fc.record({ at, kind: fc.constant('pause' as const), target: fc.constantFrom(...pausable), forMs: fc.integer({ min: 100, max: 3_000 }) }),
   fc.record({ at, kind: fc.constant('outage' as const), target: fc.constantFrom('mariadb' as const, 'postgres' as const), downMs: fc.integer({ min: 500, max: 6_000 }) }),
   fc.record({ at, kind: fc.constant('partition' as const), target: fc.constantFrom(...TARGETS), forMs: fc.integer({ min: 200, max: 4_000 }) }),
+  fc.record({
+    at, kind: fc.constant('drop' as const), target: fc.constantFrom(...TARGETS), direction: fc.constantFrom('to' as const, 'from' as const),
+    forMs: fc.integer({ min: 200, max: 4_000 }),
+  }),
+  fc.record({ at, kind: fc.constant('loss' as const), target: fc.constantFrom(...TARGETS), percent: fc.integer({ min: 5, max: 50 }), forMs: fc.integer({ min: 500, max: 5_000 }) }),
   fc.record({ at, kind: fc.constant('failover' as const) }),
   fc.record({ at, kind: fc.constant('flush' as const) }),
   fc.record({
@@ -74,6 +84,8 @@ export function describeStep(step: Step, loadMs: number): string {
     case 'pause': return `${when} SIGSTOP ${step.target} for ${step.forMs} ms`;
     case 'outage': return `${when} ${step.target} down for ${step.downMs} ms`;
     case 'partition': return `${when} ${step.target} cut off for ${step.forMs} ms`;
+    case 'drop': return `${when} packets ${step.direction} ${step.target} dropped for ${step.forMs} ms`;
+    case 'loss': return `${when} ${step.percent}% of ${step.target}'s packets lost for ${step.forMs} ms`;
     case 'failover': return `${when} Sentinel failover`;
     case 'flush': return `${when} FLUSHALL`;
     case 'patch': return `${when} PATCH event ${step.event}: ${step.change}${step.change === 'raise' || step.change === 'lower' ? ` by ${step.by}` : ''}`;
@@ -82,4 +94,4 @@ export function describeStep(step: Step, loadMs: number): string {
 }
 
 /** the fault steps, for the counts of what ran */
-export const isFault = (step: Step): boolean => ['kill', 'pause', 'outage', 'partition', 'failover', 'flush'].includes(step.kind);
+export const isFault = (step: Step): boolean => ['kill', 'pause', 'outage', 'partition', 'drop', 'loss', 'failover', 'flush'].includes(step.kind);

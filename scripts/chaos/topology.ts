@@ -144,12 +144,38 @@ export class ChaosTopology {
   /**
    * The target cut off from every other process for `forMs` (as root, iptables on loopback): packets to and from
    * its port are dropped, so connections neither fail nor answer (a partition, or a host gone silent), then pass
-   * again. Both rules go in one call, so no half-partition is left if the second fails.
+   * again. heal() removes any rule a failed step left behind.
    */
   async partition(target: Target, forMs: number): Promise<void> {
+    await this.#drop(target, ['to', 'from'], forMs);
+  }
+
+  /**
+   * One way only, for `forMs`: `to` drops the packets sent to the target's port (requests never arrive), `from`
+   * the ones it sends (it acts on a request and its answer is lost: a Redis that ran the gate, a MySQL that
+   * committed a batch, whose callers time out).
+   */
+  async dropOneWay(target: Target, direction: 'to' | 'from', forMs: number): Promise<void> {
+    await this.#drop(target, [direction], forMs);
+  }
+
+  /**
+   * `percent` of the packets to and from the target dropped at random for `forMs` (iptables' statistic match):
+   * TCP sends them again after its retransmission timeout, so answers come late rather than not at all, the way a
+   * lossy link behaves (this kernel has no netem qdisc for delay and loss: `tc qdisc add ... netem` answers
+   * "Specified qdisc kind is unknown").
+   */
+  async loss(target: Target, percent: number, forMs: number): Promise<void> {
+    await this.#drop(target, ['to', 'from'], forMs, percent / 100);
+  }
+
+  async #drop(target: Target, directions: Array<'to' | 'from'>, forMs: number, probability?: number): Promise<void> {
     const { port } = this.#services.find((candidate) => candidate.name === target) ?? await this.#server(target);
-    const rules = [['--dport', String(port)], ['--sport', String(port)]].map(([flag, value]) =>
-      ['INPUT', '-i', 'lo', '-p', 'tcp', flag!, value!, '-m', 'comment', '--comment', RULE_COMMENT, '-j', 'DROP']);
+    const random = probability === undefined ? [] : ['-m', 'statistic', '--mode', 'random', '--probability', String(probability)];
+    const rules = directions.map((direction) => [
+      'INPUT', '-i', 'lo', '-p', 'tcp', direction === 'to' ? '--dport' : '--sport', String(port), ...random,
+      '-m', 'comment', '--comment', RULE_COMMENT, '-j', 'DROP',
+    ]);
     for (const rule of rules) await run('iptables', ['-I', ...rule]);
     await sleep(forMs);
     for (const rule of rules) await run('iptables', ['-D', ...rule]).catch(() => undefined);
