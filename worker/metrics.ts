@@ -1,4 +1,5 @@
 import { Counter, Gauge, Histogram, type Registry } from 'prom-client';
+import { BACKLOG_GAUGES } from '../src/backlog-gauges.ts';
 
 export class WorkerMetrics {
   readonly registry: Registry;
@@ -33,11 +34,9 @@ export class WorkerMetrics {
       name: 'coupon_persist_batch_seconds', help: 'Time of one multi-row insert', registers,
       buckets: [0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 5],
     });
-    this.outboxLag = new Gauge({ name: 'coupon_outbox_lag', help: 'Outbox entries not yet delivered to a worker', labelNames: ['event'], registers });
-    this.outboxPending = new Gauge({ name: 'coupon_outbox_pending', help: 'Outbox entries delivered but not yet acked', labelNames: ['event'], registers });
-    this.issuedMinusPersisted = new Gauge({
-      name: 'coupon_issued_minus_persisted', help: 'Coupons issued by the gate and not yet in MySQL', labelNames: ['event'], registers,
-    });
+    this.outboxLag = new Gauge({ ...BACKLOG_GAUGES.lag, labelNames: ['event'], registers });
+    this.outboxPending = new Gauge({ ...BACKLOG_GAUGES.pending, labelNames: ['event'], registers });
+    this.issuedMinusPersisted = new Gauge({ ...BACKLOG_GAUGES.issuedMinusPersisted, labelNames: ['event'], registers });
     this.deadLetterJobs = new Gauge({ name: 'coupon_dead_letter_jobs', help: 'Jobs waiting in the dead-letter queue', registers });
     this.presaleMinReplicas = new Gauge({
       name: 'coupon_presale_min_replicas', help: 'The api HPA minReplicas the pre-sale scaler wants now (PRESALE_REPLICAS while a sale is near or on)', registers,

@@ -1,5 +1,6 @@
 import { Counter, Gauge, Histogram, type Registry } from 'prom-client';
 import type { Shed } from './admission.ts';
+import { BACKLOG_GAUGES } from '../backlog-gauges.ts';
 import type { ApplyOutcome } from '../domain/coupon.ts';
 import type { EventBacklog } from '../event-reads.ts';
 
@@ -69,16 +70,15 @@ export class ApiMetrics {
       name: 'coupon_redis_reachable', help: 'Whether this api read Redis when scraped (0: unreachable; its pods are then not ready, so its own 5xx count stops)',
       registers, async collect() { this.set((await backlogs()) === null ? 0 : 1); },
     });
-    const gauge = (name: string, help: string, value: (backlog: EventBacklog) => number) => new Gauge({
-      name, help, labelNames: ['event'], registers,
-      async collect() {
-        this.reset();
-        for (const backlog of (await backlogs()) ?? []) this.set({ event: backlog.event }, value(backlog));
-      },
-    });
-    gauge('coupon_outbox_lag', 'Outbox entries not yet delivered to a worker', (backlog) => backlog.lag);
-    gauge('coupon_outbox_pending', 'Outbox entries delivered but not yet acked', (backlog) => backlog.pending);
-    gauge('coupon_issued_minus_persisted', 'Coupons issued by the gate and not yet in MySQL', (backlog) => backlog.issuedMinusPersisted);
+    for (const field of ['lag', 'pending', 'issuedMinusPersisted'] as const) {
+      new Gauge({
+        ...BACKLOG_GAUGES[field], labelNames: ['event'], registers,
+        async collect() {
+          this.reset();
+          for (const backlog of (await backlogs()) ?? []) this.set({ event: backlog.event }, backlog[field]);
+        },
+      });
+    }
   }
 
   observeRequest(route: string, status: number, seconds: number): void {
