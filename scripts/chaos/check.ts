@@ -56,7 +56,7 @@ export interface EventOutcome {
 }
 
 /** a FLUSHALL: when it had run (returned), and the users each event had in MySQL just before it was sent */
-export interface FlushRecord {
+export interface LossRecord {
   at: number;
   persisted: string[][];
 }
@@ -65,8 +65,11 @@ export interface History {
   attempts: Attempt[];
   patches: PatchRecord[];
   faults: FaultWindow[];
-  /** the documented loss: coupons told before a flush and not yet in MySQL may be gone (docs/reliability.md) */
-  flushes: FlushRecord[];
+  /**
+   * the documented loss: coupons told before a flush, or before a primary came back from older files and kept its
+   * role, and not yet in MySQL may be gone (docs/reliability.md, docs/deploy.md)
+   */
+  losses: LossRecord[];
   events: EventOutcome[];
 }
 
@@ -81,8 +84,8 @@ export interface Verdict {
     answers: Record<string, number>;
     told: number;
     rows: number;
-    /** coupons told before a flush, not in MySQL then, and gone: the documented loss, counted */
-    lostToFlush: number;
+    /** coupons told before a flush or a primary's rewind, not in MySQL then, and gone: the documented loss, counted */
+    lostToRedis: number;
     maxToRowMs: number;
     maxToRowAfterFaultMs: number;
   };
@@ -101,7 +104,7 @@ export function checkHistory(history: History): Verdict {
   const answers: Record<string, number> = {};
   let told = 0;
   let rowCount = 0;
-  let lostToFlush = 0;
+  let lostToRedis = 0;
   let maxToRowMs = 0;
   let maxToRowAfterFaultMs = 0;
   for (const attempt of history.attempts) {
@@ -126,7 +129,7 @@ export function checkHistory(history: History): Verdict {
 
     // A coupon told before a flush and not in MySQL then may be lost with Redis (the documented loss): its user may
     // hold no row, or a later one. Only when the schedule flushed, and counted.
-    const mayBeLost = mayBeLostTo(history.flushes, event);
+    const mayBeLost = mayBeLostTo(history.losses, event);
     const lostUsers = new Set<string>();
     // Every answer that told a sequence is the row with that sequence.
     const toldUsers = new Set<string>();
@@ -151,7 +154,7 @@ export function checkHistory(history: History): Verdict {
       else if (row.sequence !== sequence) violations.push(`${where}: ${attempt.userId} was told #${sequence} (${attempt.phase}), its row is #${row.sequence}`);
     }
     told += toldUsers.size;
-    lostToFlush += lostUsers.size;
+    lostToRedis += lostUsers.size;
 
     // Every holder was told so by the end: its last ask (after the faults) tells it the sequence.
     for (const row of outcome.rows) {
@@ -164,7 +167,7 @@ export function checkHistory(history: History): Verdict {
     // A 410 only when the event had no stock: by its answer, as many coupons issued as the lowest quantity then.
     const patches = history.patches.filter((patch) => patch.event === event && patch.quantity !== undefined);
     // (Before a flush, coupons issued then lost are no rows: the count would be short. Those 410s are not judged.)
-    const lastFlush = Math.max(-Infinity, ...history.flushes.map((flush) => flush.at));
+    const lastFlush = Math.max(-Infinity, ...history.losses.map((loss) => loss.at));
     for (const attempt of attempts.filter((candidate) => candidate.status === 410 && candidate.startedAt > lastFlush)) {
       const lowest = lowestQuantity(outcome.initialQuantity, patches, attempt.startedAt - RAISE_REACH_MS, attempt.answeredAt);
       const issuedBy = outcome.rows.filter((row) => row.issuedAt <= attempt.answeredAt).length;
@@ -196,12 +199,12 @@ export function checkHistory(history: History): Verdict {
       if (afterFaultMs > PERSIST_AFTER_FAULT_MS) violations.push(`${where}: ${userId}'s row came ${Math.round(afterFaultMs)} ms after its 202 (or the fault's end)`);
     }
   });
-  return { violations, figures: { answers, told, rows: rowCount, lostToFlush, maxToRowMs: Math.round(maxToRowMs), maxToRowAfterFaultMs: Math.round(maxToRowAfterFaultMs) } };
+  return { violations, figures: { answers, told, rows: rowCount, lostToRedis, maxToRowMs: Math.round(maxToRowMs), maxToRowAfterFaultMs: Math.round(maxToRowAfterFaultMs) } };
 }
 
-/** Whether an answer of the event may have lost its coupon to a flush: asked before it ran, not in MySQL then. */
-export const mayBeLostTo = (flushes: FlushRecord[], event: number) => (attempt: Attempt): boolean =>
-  flushes.some((flush) => attempt.startedAt < flush.at && !flush.persisted[event]!.includes(attempt.userId));
+/** Whether an answer of the event may have lost its coupon to a flush or a rewind: asked before it, not in MySQL then. */
+export const mayBeLostTo = (losses: LossRecord[], event: number) => (attempt: Attempt): boolean =>
+  losses.some((loss) => attempt.startedAt < loss.at && !loss.persisted[event]!.includes(attempt.userId));
 
 /**
  * The lowest quantity the event may have had at some moment of [from, until]: the one set last before `from`

@@ -40,8 +40,8 @@ export interface ChaosSummary {
   faults: Record<string, number>;
   maxToRowMs: number;
   maxToRowAfterFaultMs: number;
-  /** coupons lost to an injected flush (the documented loss), counted */
-  lostToFlush: number;
+  /** coupons lost to an injected flush or a primary's rewind (the documented loss), counted */
+  lostToRedis: number;
   failures: Array<{ source: string; schedule: Schedule; violations: string[]; file: string }>;
 }
 
@@ -54,7 +54,7 @@ const describeSchedule = (schedule: Schedule) => [
 export async function runChaos(options: ChaosOptions): Promise<ChaosSummary> {
   const log = options.log ?? ((line: string) => console.log(line));
   await mkdir(OUT, { recursive: true });
-  const summary: ChaosSummary = { seed: options.seed, schedules: 0, operations: {}, faults: {}, maxToRowMs: 0, maxToRowAfterFaultMs: 0, lostToFlush: 0, failures: [] };
+  const summary: ChaosSummary = { seed: options.seed, schedules: 0, operations: {}, faults: {}, maxToRowMs: 0, maxToRowAfterFaultMs: 0, lostToRedis: 0, failures: [] };
   const topology = new ChaosTopology(join(ROOT, '.stack', `chaos-${process.pid}`));
   log(`chaos: seed ${options.seed}; starting the topology (Redis primary + replica + Sentinel, MariaDB, PostgreSQL, 2 apis, 2 workers)`);
   // Ctrl-C (or a CI timeout's SIGTERM) stops every server and process the run started, then exits.
@@ -74,7 +74,7 @@ export async function runChaos(options: ChaosOptions): Promise<ChaosSummary> {
       if (isFault(step)) count(summary.faults, [step.kind, 'direction' in step ? step.direction : '', 'target' in step ? step.target : ''].filter(Boolean).join(' '));
       else if (step.kind === 'read') count(summary.operations, 'read');
     }
-    summary.lostToFlush += result.verdict.figures.lostToFlush;
+    summary.lostToRedis += result.verdict.figures.lostToRedis;
     summary.maxToRowMs = Math.max(summary.maxToRowMs, result.verdict.figures.maxToRowMs);
     summary.maxToRowAfterFaultMs = Math.max(summary.maxToRowAfterFaultMs, result.verdict.figures.maxToRowAfterFaultMs);
     const verdict = result.verdict.violations.length ? `BROKEN (${result.verdict.violations.length})` : 'held';
@@ -147,7 +147,7 @@ if (import.meta.url === `file://${process.argv[1]}`) {
   const summary = await runChaos(options);
   console.log(`chaos: ${summary.schedules} schedules; operations ${JSON.stringify(summary.operations)}; faults ${JSON.stringify(summary.faults)}; `
     + `longest 202-to-row ${summary.maxToRowMs} ms (after a fault's end ${summary.maxToRowAfterFaultMs} ms); `
-    + `${summary.lostToFlush} coupons lost to injected flushes (the documented loss); ${summary.failures.length} failing`);
+    + `${summary.lostToRedis} coupons lost with Redis's state to flushes and rewinds (the documented loss); ${summary.failures.length} failing`);
   for (const failure of summary.failures) console.log(`chaos: counterexample (${failure.source}) written to ${failure.file}`);
   process.exitCode = summary.failures.length ? 1 : 0;
 }

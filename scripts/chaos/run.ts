@@ -7,7 +7,7 @@ import { randomBytes } from 'node:crypto';
 import { setTimeout as sleep } from 'node:timers/promises';
 import mysql from 'mysql2/promise';
 import {
-  type Attempt, type EventOutcome, type FaultWindow, type FlushRecord, type History, type PatchRecord, type Verdict, checkHistory, mayBeLostTo,
+  type Attempt, type EventOutcome, type FaultWindow, type LossRecord, type History, type PatchRecord, type Verdict, checkHistory, mayBeLostTo,
 } from './check.ts';
 import { type EventPlan, type Schedule, type Step } from './schedule.ts';
 import { ADMIN_TOKEN, type ChaosTopology } from './topology.ts';
@@ -72,7 +72,7 @@ async function runOn(topology: ChaosTopology, schedule: Schedule, pool: mysql.Po
   const attempts: Attempt[] = [];
   const patches: PatchRecord[] = [];
   const faults: FaultWindow[] = [];
-  const flushes: FlushRecord[] = [];
+  const losses: LossRecord[] = [];
 
   for (const [index, plan] of schedule.events.entries()) {
     const created = await send(`${apis[0]}/v1/events`, { body: { id: eventIds[index], name: eventIds[index], totalQuantity: plan.quantity }, admin: true });
@@ -113,6 +113,12 @@ async function runOn(topology: ChaosTopology, schedule: Schedule, pool: mysql.Po
     }
   };
 
+  /** each event's users with a row now; undefined while MySQL is away */
+  const persistedUsers = () => Promise.all(eventIds.map(async (eventId) => {
+    const [rows] = await pool.query('select user_id from coupon where event_id = ?', [eventId]) as unknown as [Array<{ user_id: string }>];
+    return rows.map((row) => row.user_id);
+  })).catch(() => undefined);
+
   const runStep = async (step: Step) => {
     await sleep(Math.max(0, loadStart + (step.at / 1000) * schedule.loadMs - Date.now()));
     const from = Date.now();
@@ -126,16 +132,23 @@ async function runOn(topology: ChaosTopology, schedule: Schedule, pool: mysql.Po
       case 'loss': await topology.loss(step.target, step.percent, step.forMs); return window(`loss ${step.target}`);
       case 'flush': {
         // What MySQL holds just before: a coupon told and not in it may go with the flush (the documented loss).
-        const persisted = await Promise.all(eventIds.map(async (eventId) => {
-          const [rows] = await pool.query('select user_id from coupon where event_id = ?', [eventId]) as unknown as [Array<{ user_id: string }>];
-          return rows.map((row) => row.user_id);
-        })).catch(() => undefined);
+        const persisted = await persistedUsers();
         if (!persisted) return; // MySQL away (another step): no flush, rather than one whose loss cannot be counted
         await topology.flush();
         // An apply that started before the flush returned may have been issued before it ran: it may be lost.
-        flushes.push({ at: Date.now(), persisted });
+        losses.push({ at: Date.now(), persisted });
         await sleep(2_000); // the restore from MySQL: count it as the fault's time
         return window('flush');
+      }
+      case 'rewind': {
+        // A primary back from older files before Sentinel's down-after stays primary, and its replica syncs from
+        // it again, dropping what it had acknowledged (GATE_MIN_REPLICAS=1 cannot keep it): like a flush, the
+        // coupons told and not yet in MySQL just before the kill may be lost (docs/deploy.md, the documented loss).
+        // Not so for a replica rewound, nor for a primary Sentinel replaced meanwhile: nothing may be lost then.
+        let persisted: string[][] | undefined;
+        const stayedPrimary = await topology.rewind(step.target, step.agoMs, async () => { persisted = await persistedUsers(); });
+        if (stayedPrimary && persisted) losses.push({ at: Date.now(), persisted });
+        return window(`rewind ${step.target}`);
       }
       case 'failover': {
         await topology.failover();
@@ -193,7 +206,7 @@ async function runOn(topology: ChaosTopology, schedule: Schedule, pool: mysql.Po
   const events: EventOutcome[] = [];
   for (const [event, plan] of schedule.events.entries()) {
     // Coupons told before a flush and not in MySQL then may never come (the documented loss): not waited for.
-    const mayBeLost = mayBeLostTo(flushes, event);
+    const mayBeLost = mayBeLostTo(losses, event);
     const rows = await settledRows(pool, eventIds[event]!, attempts.filter((attempt) => attempt.event === event && !mayBeLost(attempt)));
     const [[eventRow]] = await pool.query('select total_quantity from coupon_event where id = ?', [eventIds[event]]) as unknown as [[{ total_quantity: number }]];
     const eventReads = await Promise.all(apis.map(async (api) => {
@@ -206,7 +219,7 @@ async function runOn(topology: ChaosTopology, schedule: Schedule, pool: mysql.Po
     }));
     events.push({ initialQuantity: plan.quantity, createdAt, finalQuantity: Number(eventRow?.total_quantity), rows, eventReads, couponReads });
   }
-  const history: History = { attempts, patches, faults, flushes, events };
+  const history: History = { attempts, patches, faults, losses, events };
   return { verdict: checkHistory(history), history, eventIds, durationMs: Date.now() - started };
 }
 

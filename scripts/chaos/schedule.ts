@@ -27,6 +27,8 @@ export type Step =
   | { at: number; kind: 'drop'; target: Target; direction: 'to' | 'from'; forMs: number }
   /** a share of the packets to and from the target dropped at random: TCP resends, so answers come late */
   | { at: number; kind: 'loss'; target: Target; percent: number; forMs: number }
+  /** the Redis node restarted from its own files of `agoMs` before (a host crash that lost the AOF's tail) */
+  | { at: number; kind: 'rewind'; target: 'redis-primary' | 'redis-replica'; agoMs: number }
   | { at: number; kind: 'failover' }
   | { at: number; kind: 'flush' }
   | { at: number; kind: 'patch'; event: number; change: 'raise' | 'lower' | 'pause' | 'resume' | 'end'; by: number }
@@ -53,6 +55,10 @@ export const stepArbitrary = (events: number): fc.Arbitrary<Step> => fc.oneof(
     forMs: fc.integer({ min: 200, max: 4_000 }),
   }),
   fc.record({ at, kind: fc.constant('loss' as const), target: fc.constantFrom(...TARGETS), percent: fc.integer({ min: 5, max: 50 }), forMs: fc.integer({ min: 500, max: 5_000 }) }),
+  fc.record({
+    at, kind: fc.constant('rewind' as const), target: fc.constantFrom('redis-primary' as const, 'redis-replica' as const),
+    agoMs: fc.integer({ min: 200, max: 3_000 }),
+  }),
   fc.record({ at, kind: fc.constant('failover' as const) }),
   fc.record({ at, kind: fc.constant('flush' as const) }),
   fc.record({
@@ -86,6 +92,7 @@ export function describeStep(step: Step, loadMs: number): string {
     case 'partition': return `${when} ${step.target} cut off for ${step.forMs} ms`;
     case 'drop': return `${when} packets ${step.direction} ${step.target} dropped for ${step.forMs} ms`;
     case 'loss': return `${when} ${step.percent}% of ${step.target}'s packets lost for ${step.forMs} ms`;
+    case 'rewind': return `${when} ${step.target} restarted from its files of ${step.agoMs} ms before (a lost tail)`;
     case 'failover': return `${when} Sentinel failover`;
     case 'flush': return `${when} FLUSHALL`;
     case 'patch': return `${when} PATCH event ${step.event}: ${step.change}${step.change === 'raise' || step.change === 'lower' ? ` by ${step.by}` : ''}`;
@@ -94,4 +101,4 @@ export function describeStep(step: Step, loadMs: number): string {
 }
 
 /** the fault steps, for the counts of what ran */
-export const isFault = (step: Step): boolean => ['kill', 'pause', 'outage', 'partition', 'drop', 'loss', 'failover', 'flush'].includes(step.kind);
+export const isFault = (step: Step): boolean => ['kill', 'pause', 'outage', 'partition', 'drop', 'loss', 'rewind', 'failover', 'flush'].includes(step.kind);

@@ -6,7 +6,7 @@
  * (each on events of its own); `heal()` brings every part back after a schedule, whatever the schedule did to it.
  */
 import { execFile } from 'node:child_process';
-import { readFile, rm } from 'node:fs/promises';
+import { cp, readFile, rename, rm } from 'node:fs/promises';
 import { promisify } from 'node:util';
 import { join } from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
@@ -121,6 +121,27 @@ export class ChaosTopology {
     await server.kill();
     await sleep(downMs);
     await server.start();
+  }
+
+  /**
+   * The Redis node's append-only files copied now; `agoMs` later it is killed and started again from that copy:
+   * what a host crash does to an AOF fsynced once a second (its tail lost), stretched to `agoMs`. `beforeKill`
+   * runs just before the kill. Restarted within Sentinel's down-after, a primary stays primary and its replica
+   * syncs from it again; later, Sentinel has promoted the replica and the node comes back as its replica.
+   * Resolves true when the node was the primary and Sentinel still names it so once it is back.
+   */
+  async rewind(target: 'redis-primary' | 'redis-replica', agoMs: number, beforeKill: () => Promise<void> = async () => {}): Promise<boolean> {
+    const server = await this.#server(target);
+    const files = join(server.dir, 'appendonlydir');
+    const copy = join(server.dir, `appendonlydir-${Date.now()}`);
+    await cp(files, copy, { recursive: true });
+    await sleep(agoMs);
+    await beforeKill();
+    await server.kill();
+    await rm(files, { recursive: true, force: true });
+    await rename(copy, files);
+    await server.start();
+    return target === 'redis-primary' && (await this.redisRoles()).primary === server;
   }
 
   /** SIGSTOP the target for `forMs`, then SIGCONT: a process that hangs (GC, a frozen VM, a stuck disk). */

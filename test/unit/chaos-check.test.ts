@@ -29,7 +29,7 @@ function soldOutHistory(): History {
       attempt('u2', 5_000, 409, { error: 'already_applied', phase: 'final', sequence: 2 }),
       attempt('u3', 5_000, 410, { error: 'sold_out', phase: 'final' }),
     ],
-    patches: [], faults: [], flushes: [], events: [outcome],
+    patches: [], faults: [], losses: [], events: [outcome],
   };
 }
 
@@ -38,7 +38,7 @@ describe('the chaos checker', () => {
     const verdict = checkHistory(soldOutHistory());
     expect(verdict).toEqual({
       violations: [],
-      figures: { answers: { '202': 2, '409 already_applied': 2, '410 sold_out': 2 }, told: 2, rows: 2, lostToFlush: 0, maxToRowMs: 100, maxToRowAfterFaultMs: 100 },
+      figures: { answers: { '202': 2, '409 already_applied': 2, '410 sold_out': 2 }, told: 2, rows: 2, lostToRedis: 0, maxToRowMs: 100, maxToRowAfterFaultMs: 100 },
     });
   });
 
@@ -119,21 +119,21 @@ describe('the chaos checker', () => {
     const history = soldOutHistory();
     // u2's coupon was still in the outbox when Redis was flushed; u2 asked again after the restore and got #2 anew
     // (holes are not re-issued: here the counter went back to 1). u1's row was in MySQL before the flush.
-    history.flushes.push({ at: T0 + 1_000, persisted: [['u1']] });
+    history.losses.push({ at: T0 + 1_000, persisted: [['u1']] });
     history.events[0]!.rows[1] = { userId: 'u2', sequence: 2, issuedAt: T0 + 2_000, createdAt: T0 + 2_100 };
     history.attempts[1] = issued('u2', 20, 7);
-    expect(checkHistory(history)).toMatchObject({ violations: [], figures: { lostToFlush: 1 } });
-    history.flushes[0]!.persisted = [['u1', 'u2']];
+    expect(checkHistory(history)).toMatchObject({ violations: [], figures: { lostToRedis: 1 } });
+    history.losses[0]!.persisted = [['u1', 'u2']];
     expect(checkHistory(history).violations).toEqual(['event 0: u2 was told #7 (load), its row is #2']);
     // A key whose 202 went with the flush has nothing to replay: its 409 (the event ended meanwhile) is no break.
-    history.flushes[0]!.persisted = [['u1']];
+    history.losses[0]!.persisted = [['u1']];
     history.events[0]!.rows.splice(1, 1);
     history.events[0]!.couponReads.splice(1, 1);
     history.events[0]!.eventReads[0] = { status: 200, totalQuantity: 2, issued: 1, persisted: 1 };
     history.attempts[1] = issued('u2', 20, 7, { key: 'k2' });
     history.attempts[4] = attempt('u2', 5_000, 409, { error: 'event_not_open', phase: 'final', key: 'k2' });
     history.attempts[5] = attempt('u3', 5_000, 409, { error: 'event_not_open', phase: 'final' });
-    expect(checkHistory(history)).toMatchObject({ violations: [], figures: { lostToFlush: 1 } });
+    expect(checkHistory(history)).toMatchObject({ violations: [], figures: { lostToRedis: 1 } });
   });
 });
 
