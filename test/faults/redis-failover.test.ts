@@ -328,8 +328,11 @@ describeFault('Redis replica failover', { folder: 'redis-failover' }, (stack) =>
     expect(frozenConnections).toBeGreaterThan(0);
     // The scenario happened: the primary died holding gate writes its replica never received.
     expect(issuedAtKill.primary).toBeGreaterThan(issuedAtKill.replica!);
-    // The replica is the primary now, as the Sentinel names it.
-    expect(currentMaster).toBe(replica.port);
+    // Sentinel promoted the replica (waited for above, 30 s at most), and Sentinel's primary is a primary now. Not
+    // asserted: that it is still the replica at the end. With down-after at 1 s, a loaded CI machine has seen
+    // Sentinel fail over once more, to the rejoined old primary (sentinelMasterPort in the figures); the promises
+    // below hold across that too.
+    expect(at.switched).toBeDefined();
     expect(promotedRole).toBe('master');
     // With the replica cut off nothing may be acknowledged: those applies are 503, not 202.
     expect(inStall.length).toBeGreaterThan(0);
