@@ -15,8 +15,12 @@ const CODES = new Set([
 ]);
 /** ioredis's messages when it cannot send or hear back */
 const REDIS_CLIENT_MESSAGE = /^(Command timed out|Connection is closed|Stream isn't writeable|Reached the max retries per request limit)/;
-/** Redis replies of a server that is up but cannot serve: restarting, a replica after failover, full, busy */
-const REDIS_UNAVAILABLE_REPLY = /^(LOADING|READONLY|OOM|BUSY|MASTERDOWN|CLUSTERDOWN|TRYAGAIN|NOREPLICAS)\b/;
+/**
+ * Redis replies of a server that is up but cannot serve: restarting, a replica after failover, full, busy; and a
+ * Cluster's redirects, which the client follows except inside a pipeline of several slots (its auto-pipelines),
+ * where one reaches the caller while a slot moves
+ */
+const REDIS_UNAVAILABLE_REPLY = /^(LOADING|READONLY|OOM|BUSY|MASTERDOWN|CLUSTERDOWN|TRYAGAIN|NOREPLICAS|MOVED|ASK)\b/;
 
 export function isDependencyFault(error: unknown): boolean {
   if (!(error instanceof Error)) return false;

@@ -12,6 +12,10 @@ describe('telling an unreachable dependency from a refusal', () => {
     ['a replica after a failover', new Error("READONLY You can't write against a read only replica.")],
     ['a full Redis with noeviction', new Error('OOM command not allowed when used memory > maxmemory.')],
     ['a primary short of replicas (min-replicas-to-write), in a script', new Error('NOREPLICAS Not enough good replicas to write. script: aa92f0f1, on @user_script:1.')],
+    // The Cluster client follows a redirect itself, but not one met inside a pipeline of several slots (its
+    // auto-pipelines group a node's commands): that one reaches the caller while a slot moves (the chaos schedules).
+    ['a Cluster redirect the client did not follow (a slot moving)', new Error('MOVED 5461 127.0.0.1:34375')],
+    ['a Cluster redirect to a slot being imported', new Error('ASK 5461 127.0.0.1:34375')],
   ])('when the error is %s, then it is a dependency fault (503, retry the batch)', (_, error) => {
     expect(isDependencyFault(error)).toBe(true);
   });
