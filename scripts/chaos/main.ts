@@ -8,6 +8,7 @@
  *   npm run chaos -- --minutes 60          longer
  *   npm run chaos -- --seed 42             the same schedules again
  *   npm run chaos -- --replay FILE         one schedule from a file (a counterexample or a regression)
+ *   npm run chaos -- --cluster             on a 3-shard Redis Cluster (a replica per shard) instead of Sentinel
  */
 import { mkdir, readdir, readFile, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
@@ -17,6 +18,7 @@ import fc from 'fast-check';
 import { ensureOrExit } from '../setup/prerequisites.ts';
 import { type RunResult, runSchedule } from './run.ts';
 import { type Schedule, describeStep, isFault, scheduleArbitrary } from './schedule.ts';
+import type { Profile } from './redis-topology.ts';
 import { ChaosTopology } from './topology.ts';
 
 const ROOT = fileURLToPath(new URL('../..', import.meta.url));
@@ -30,6 +32,8 @@ export interface ChaosOptions {
   regressions: boolean;
   replay?: string;
   shrink: boolean;
+  /** the Redis under test: a primary + replica + Sentinel (the default), or a 3-shard Cluster */
+  profile?: Profile;
   log?: (line: string) => void;
 }
 
@@ -55,8 +59,9 @@ export async function runChaos(options: ChaosOptions): Promise<ChaosSummary> {
   const log = options.log ?? ((line: string) => console.log(line));
   await mkdir(OUT, { recursive: true });
   const summary: ChaosSummary = { seed: options.seed, schedules: 0, operations: {}, faults: {}, maxToRowMs: 0, maxToRowAfterFaultMs: 0, lostToRedis: 0, failures: [] };
-  const topology = new ChaosTopology(join(ROOT, '.stack', `chaos-${process.pid}`));
-  log(`chaos: seed ${options.seed}; starting the topology (Redis primary + replica + Sentinel, MariaDB, PostgreSQL, 2 apis, 2 workers)`);
+  const profile = options.profile ?? 'sentinel';
+  const topology = new ChaosTopology(join(ROOT, '.stack', `chaos-${process.pid}`), { profile });
+  log(`chaos: seed ${options.seed}; starting the topology (${topology.description})`);
   // Ctrl-C (or a CI timeout's SIGTERM) stops every server and process the run started, then exits.
   const interrupted = (signal: NodeJS.Signals) => {
     log(`chaos: ${signal}: stopping the topology`);
@@ -84,7 +89,7 @@ export async function runChaos(options: ChaosOptions): Promise<ChaosSummary> {
   };
   const keep = async (source: string, schedule: Schedule, violations: string[]) => {
     const file = join(OUT, `counterexample-${options.seed}-${summary.failures.length}.json`);
-    await writeFile(file, `${JSON.stringify({ source, schedule, violations: violations.slice(0, 20) }, null, 2)}\n`);
+    await writeFile(file, `${JSON.stringify({ source, profile, schedule, violations: violations.slice(0, 20) }, null, 2)}\n`);
     // What the apis and workers logged (warnings and errors, over the whole run), for the one who looks into it.
     await writeFile(file.replace(/\.json$/, '.logs.txt'), Object.entries(topology.logs()).map(([name, output]) => `== ${name}\n${output}`).join('\n'));
     summary.failures.push({ source, schedule, violations, file });
@@ -100,7 +105,10 @@ export async function runChaos(options: ChaosOptions): Promise<ChaosSummary> {
     }
     if (options.regressions) {
       for (const name of (await readdir(REGRESSIONS).catch(() => [])).filter((file) => file.endsWith('.json')).sort()) {
-        const { schedule } = JSON.parse(await readFile(join(REGRESSIONS, name), 'utf8')) as { schedule: Schedule };
+        const kept = JSON.parse(await readFile(join(REGRESSIONS, name), 'utf8')) as { schedule: Schedule; profile?: Profile };
+        // A kept schedule runs on the profile it was found on (the Sentinel one unless it says otherwise).
+        if ((kept.profile ?? 'sentinel') !== profile) continue;
+        const { schedule } = kept;
         const result = await run(schedule, `regression ${name}`);
         if (result.verdict.violations.length) await keep(`regression ${name}`, schedule, result.verdict.violations);
       }
@@ -111,13 +119,23 @@ export async function runChaos(options: ChaosOptions): Promise<ChaosSummary> {
     let failing: Schedule | undefined;
     const exploreUntil = Date.now() + options.minutes * 60_000;
     let shrinkUntil = Infinity;
-    const property = fc.asyncProperty(scheduleArbitrary, async (schedule) => {
+    const property = fc.asyncProperty(scheduleArbitrary(profile), async (schedule) => {
       if (Date.now() > (failing ? shrinkUntil : exploreUntil)) return true;
-      const result = await run(schedule, failing ? `seed ${options.seed}, shrinking` : `seed ${options.seed}`);
-      if (result.verdict.violations.length === 0) return true;
+      const source = failing ? `seed ${options.seed}, shrinking` : `seed ${options.seed}`;
+      let violations: string[];
+      try {
+        violations = (await run(schedule, source)).verdict.violations;
+      } catch (error) {
+        // The run itself failed (the topology did not heal, a step's command failed): a failure to report and
+        // shrink like any other, once the topology is whole again for the next schedule.
+        violations = [`the schedule could not finish: ${error instanceof Error ? error.message : String(error)}`];
+        log(`chaos: ${source}: BROKEN: ${violations[0]}\n  ${describeSchedule(schedule)}`);
+        await topology.heal().catch((healError: unknown) => log(`chaos: the topology did not heal either: ${String(healError)}`));
+      }
+      if (violations.length === 0) return true;
       if (!failing) shrinkUntil = Date.now() + options.minutes * 60_000;
       failing = schedule;
-      lastViolations = result.verdict.violations;
+      lastViolations = violations;
       return false;
     });
     const outcome = await fc.check(property, { seed: options.seed, numRuns: 10_000, endOnFailure: !options.shrink });
@@ -141,8 +159,10 @@ if (import.meta.url === `file://${process.argv[1]}`) {
     .option('--replay <file>', 'run one schedule from this file')
     .option('--no-regressions', 'skip the kept regressions')
     .option('--no-shrink', 'report the first failing schedule as it is')
+    .option('--cluster', 'on a 3-shard Redis Cluster with a replica per shard (slot moves among the faults) instead of Sentinel')
     .parse();
-  const options = program.opts<{ seed: number; minutes: number; replay?: string; regressions: boolean; shrink: boolean }>();
+  const { cluster, ...rest } = program.opts<{ seed: number; minutes: number; replay?: string; regressions: boolean; shrink: boolean; cluster?: boolean }>();
+  const options: ChaosOptions = { ...rest, profile: cluster ? 'cluster' : 'sentinel' };
   await ensureOrExit({ redis: true, mysql: true, postgres: true, packages: ['iptables'] }, { root: ROOT, command: 'npm run chaos' });
   const summary = await runChaos(options);
   console.log(`chaos: ${summary.schedules} schedules; operations ${JSON.stringify(summary.operations)}; faults ${JSON.stringify(summary.faults)}; `

@@ -78,6 +78,7 @@ async function runOn(topology: ChaosTopology, schedule: Schedule, pool: mysql.Po
     const created = await send(`${apis[0]}/v1/events`, { body: { id: eventIds[index], name: eventIds[index], totalQuantity: plan.quantity }, admin: true });
     if (created.status !== 201) throw new Error(`creating ${eventIds[index]} answered ${created.status} ${JSON.stringify(created.body)}`);
   }
+  topology.focus(eventIds[0]!);
   const createdAt = Date.now();
   const loadStart = Date.now();
   const giveUpAt = loadStart + schedule.loadMs + CLIENT_PATIENCE_MS;
@@ -134,11 +135,12 @@ async function runOn(topology: ChaosTopology, schedule: Schedule, pool: mysql.Po
         // What MySQL holds just before: a coupon told and not in it may go with the flush (the documented loss).
         const persisted = await persistedUsers();
         if (!persisted) return; // MySQL away (another step): no flush, rather than one whose loss cannot be counted
-        await topology.flush();
+        // FLUSHALL to a primary that is down (another step) fails, but may have run if only its answer was lost.
+        const failed = await topology.flush().then(() => '', (error: unknown) => ` (failed: ${String(error)})`);
         // An apply that started before the flush returned may have been issued before it ran: it may be lost.
         losses.push({ at: Date.now(), persisted });
         await sleep(2_000); // the restore from MySQL: count it as the fault's time
-        return window('flush');
+        return window(`flush${failed}`);
       }
       case 'rewind': {
         // A primary back from older files before Sentinel's down-after stays primary, and its replica syncs from
@@ -149,6 +151,12 @@ async function runOn(topology: ChaosTopology, schedule: Schedule, pool: mysql.Po
         const stayedPrimary = await topology.rewind(step.target, step.agoMs, async () => { persisted = await persistedUsers(); });
         if (stayedPrimary && persisted) losses.push({ at: Date.now(), persisted });
         return window(`rewind ${step.target}`);
+      }
+      case 'move': {
+        // An operator's reshard meeting a node that is down (another step) stops half way, as redis-cli's would:
+        // the slot is left half moved until heal() runs `redis-cli --cluster fix`.
+        const failed = await topology.move(step.pauseMs).then(() => '', (error: unknown) => ` (cut short: ${String(error)})`);
+        return window(`move${failed}`);
       }
       case 'failover': {
         await topology.failover();

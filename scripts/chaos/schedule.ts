@@ -4,6 +4,7 @@
  * shrinks a failing one (fewer steps, fewer users, shorter faults) to the smallest that still fails.
  */
 import fc from 'fast-check';
+import type { Profile } from './redis-topology.ts';
 import { TARGETS, type Target } from './topology.ts';
 
 /** the longest a schedule's clients keep arriving; its steps start within that time */
@@ -30,6 +31,8 @@ export type Step =
   /** the Redis node restarted from its own files of `agoMs` before (a host crash that lost the AOF's tail) */
   | { at: number; kind: 'rewind'; target: 'redis-primary' | 'redis-replica'; agoMs: number }
   | { at: number; kind: 'failover' }
+  /** Cluster profile only: the first event's slot moved to another shard under traffic, its keys `pauseMs` apart */
+  | { at: number; kind: 'move'; pauseMs: number }
   | { at: number; kind: 'flush' }
   | { at: number; kind: 'patch'; event: number; change: 'raise' | 'lower' | 'pause' | 'resume' | 'end'; by: number }
   | { at: number; kind: 'read'; event: number };
@@ -45,7 +48,7 @@ export interface Schedule {
 const at = fc.integer({ min: 0, max: 1_000 });
 const pausable = TARGETS.filter((target): target is Exclude<Target, 'postgres'> => target !== 'postgres');
 
-export const stepArbitrary = (events: number): fc.Arbitrary<Step> => fc.oneof(
+export const stepArbitrary = (events: number, profile: Profile = 'sentinel'): fc.Arbitrary<Step> => fc.oneof(
   fc.record({ at, kind: fc.constant('kill' as const), target: fc.constantFrom(...TARGETS), downMs: fc.integer({ min: 200, max: 4_000 }) }),
   fc.record({ at, kind: fc.constant('pause' as const), target: fc.constantFrom(...pausable), forMs: fc.integer({ min: 100, max: 3_000 }) }),
   fc.record({ at, kind: fc.constant('outage' as const), target: fc.constantFrom('mariadb' as const, 'postgres' as const), downMs: fc.integer({ min: 500, max: 6_000 }) }),
@@ -67,6 +70,7 @@ export const stepArbitrary = (events: number): fc.Arbitrary<Step> => fc.oneof(
     by: fc.integer({ min: 1, max: 10 }),
   }),
   fc.record({ at, kind: fc.constant('read' as const), event: fc.integer({ min: 0, max: events - 1 }) }),
+  ...(profile === 'cluster' ? [fc.record({ at, kind: fc.constant('move' as const), pauseMs: fc.integer({ min: 0, max: 200 }) })] : []),
 );
 
 export const eventArbitrary: fc.Arbitrary<EventPlan> = fc.record({
@@ -75,11 +79,19 @@ export const eventArbitrary: fc.Arbitrary<EventPlan> = fc.record({
   withKey: fc.constantFrom(0, 0.5, 1),
 });
 
-export const scheduleArbitrary: fc.Arbitrary<Schedule> = fc.array(eventArbitrary, { minLength: 1, maxLength: 2 }).chain((events) =>
+/**
+ * Not generated together: a slot move and a rewind. A node restarted from older files while it moves a slot has
+ * the keys it had already handed over again: the same keys on two nodes, which `redis-cli --cluster fix` will not
+ * settle without a person choosing the copy to keep (its value check fails). An operator's problem after a host
+ * crash mid-reshard, not one the service can answer for.
+ */
+export const scheduleArbitrary = (profile: Profile = 'sentinel'): fc.Arbitrary<Schedule> => fc.array(eventArbitrary, { minLength: 1, maxLength: 2 }).chain((events) =>
   fc.record({
     loadMs: fc.integer({ min: 1_000, max: MAX_LOAD_MS }),
     events: fc.constant(events),
-    steps: fc.array(stepArbitrary(events.length), { minLength: 0, maxLength: 6 }).map((steps) => steps.sort((a, b) => a.at - b.at)),
+    steps: fc.array(stepArbitrary(events.length, profile), { minLength: 0, maxLength: 6 })
+      .filter((steps) => !(steps.some((step) => step.kind === 'move') && steps.some((step) => step.kind === 'rewind')))
+      .map((steps) => steps.sort((a, b) => a.at - b.at)),
   }));
 
 /** one line per step, for the report and the regression file */
@@ -93,7 +105,8 @@ export function describeStep(step: Step, loadMs: number): string {
     case 'drop': return `${when} packets ${step.direction} ${step.target} dropped for ${step.forMs} ms`;
     case 'loss': return `${when} ${step.percent}% of ${step.target}'s packets lost for ${step.forMs} ms`;
     case 'rewind': return `${when} ${step.target} restarted from its files of ${step.agoMs} ms before (a lost tail)`;
-    case 'failover': return `${when} Sentinel failover`;
+    case 'failover': return `${when} failover (SENTINEL FAILOVER, or CLUSTER FAILOVER on the first event's shard)`;
+    case 'move': return `${when} the first event's slot moved to another shard, keys ${step.pauseMs} ms apart`;
     case 'flush': return `${when} FLUSHALL`;
     case 'patch': return `${when} PATCH event ${step.event}: ${step.change}${step.change === 'raise' || step.change === 'lower' ? ` by ${step.by}` : ''}`;
     case 'read': return `${when} reads of event ${step.event}`;
@@ -101,4 +114,4 @@ export function describeStep(step: Step, loadMs: number): string {
 }
 
 /** the fault steps, for the counts of what ran */
-export const isFault = (step: Step): boolean => ['kill', 'pause', 'outage', 'partition', 'drop', 'loss', 'rewind', 'failover', 'flush'].includes(step.kind);
+export const isFault = (step: Step): boolean => ['kill', 'pause', 'outage', 'partition', 'drop', 'loss', 'rewind', 'failover', 'flush', 'move'].includes(step.kind);

@@ -1,31 +1,29 @@
 /**
- * The real topology the chaos schedules run on: a Redis primary and its replica (append-only files on, as the
- * chart deploys them) watched by one Sentinel, MariaDB, PostgreSQL, 2 apis and 2 workers that find the primary
- * through the Sentinel, GATE_MIN_REPLICAS=1 (a 202 only once the replica holds the coupon), all local processes
- * under one folder; an ended event is archived 2 s after its end. It is started once and serves many schedules
- * (each on events of its own); `heal()` brings every part back after a schedule, whatever the schedule did to it.
+ * The real topology the chaos schedules run on: Redis in one of two profiles (scripts/chaos/redis-topology.ts: a
+ * primary and its replica watched by one Sentinel, or a 3-shard Cluster with a replica per shard; append-only
+ * files on, as the chart deploys them), MariaDB, PostgreSQL, 2 apis and 2 workers, GATE_MIN_REPLICAS=1 (a 202 only
+ * once a replica holds the coupon), all local processes under one folder; an ended event is archived 2 s after
+ * its end. It is started once and serves many schedules (each on events of its own); `heal()` brings every part
+ * back after a schedule, whatever the schedule did to it.
  */
 import { execFile } from 'node:child_process';
 import { cp, readFile, rename, rm } from 'node:fs/promises';
 import { promisify } from 'node:util';
 import { join } from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
-import { Redis } from 'ioredis';
-import {
-  type LocalServer, freePort, startMariadb, startPostgres, startRedis, startRedisSentinel,
-} from '../local-servers/index.ts';
+import { type LocalServer, freePort, startMariadb, startPostgres } from '../local-servers/index.ts';
+import { redisCommand } from '../local-servers/redis.ts';
 import { type ServiceProcess, startApi, startWorker } from '../services.ts';
 import { migrateUp } from '../../src/db/migrate.ts';
+import { eventKeys } from '../../src/redis/keys.ts';
+import { type ChaosRedis, type Profile, type Roles, moveSlot, startClusterRedis, startSentinelRedis } from './redis-topology.ts';
 
-export const MASTER_NAME = 'coupon-chaos';
 export const ADMIN_TOKEN = 'chaos-admin-token-0123456789';
 /** the processes a schedule may kill or pause; `redis-primary`/`redis-replica` mean whichever is so at that moment */
 export const TARGETS = ['api-0', 'api-1', 'worker-0', 'worker-1', 'redis-primary', 'redis-replica', 'mariadb', 'postgres'] as const;
 export type Target = (typeof TARGETS)[number];
 
 const HOST = '127.0.0.1';
-/** Sentinel's verdict on a silent primary: failover after this long */
-const DOWN_AFTER_MS = 1_000;
 /** the comment on every iptables rule a partition adds, so heal() finds and removes what a run left behind */
 const RULE_COMMENT = `coupon-chaos-${process.pid}`;
 const run = promisify(execFile);
@@ -42,18 +40,25 @@ interface Service {
 export class ChaosTopology {
   readonly dir: string;
   readonly gateMinReplicas: number;
-  #redis: LocalServer[] = [];
-  #sentinel: LocalServer | undefined;
+  readonly profile: Profile;
+  #redis: ChaosRedis | undefined;
   #mysql: LocalServer | undefined;
   #postgres: LocalServer | undefined;
   #services: Service[] = [];
-  #sentinelClient: Redis | undefined;
   /** pids stopped with SIGSTOP and not yet continued */
   readonly #paused = new Set<number>();
+  /** the event the Redis targets mean (its primary, its replica): the schedule's first */
+  #focusEvent = '';
 
-  constructor(dir: string, options: { gateMinReplicas?: number } = {}) {
+  constructor(dir: string, options: { gateMinReplicas?: number; profile?: Profile } = {}) {
     this.dir = dir;
     this.gateMinReplicas = options.gateMinReplicas ?? 1;
+    this.profile = options.profile ?? 'sentinel';
+  }
+
+  get description(): string {
+    const redis = this.profile === 'cluster' ? 'a Redis Cluster of 3 shards with a replica each' : 'a Redis primary + replica + Sentinel';
+    return `${redis}, MariaDB, PostgreSQL, 2 apis, 2 workers`;
   }
 
   get apiUrls(): string[] {
@@ -66,22 +71,17 @@ export class ChaosTopology {
 
   async start(): Promise<void> {
     await rm(this.dir, { recursive: true, force: true });
-    const [primary, mysql, postgres] = await Promise.all([
-      startRedis({ dir: join(this.dir, 'redis-a'), appendonly: true }),
+    const [redis, mysql, postgres] = await Promise.all([
+      this.profile === 'cluster' ? startClusterRedis(this.dir) : startSentinelRedis(this.dir),
       startMariadb({ dir: join(this.dir, 'mariadb') }),
       startPostgres({ dir: join(this.dir, 'postgres') }),
     ]);
-    const replica = await startRedis({ dir: join(this.dir, 'redis-b'), appendonly: true, replicaOf: { host: HOST, port: primary.port } });
-    this.#redis = [primary, replica];
+    this.#redis = redis;
     this.#mysql = mysql;
     this.#postgres = postgres;
-    this.#sentinel = await startRedisSentinel({
-      dir: join(this.dir, 'sentinel'), masterName: MASTER_NAME, master: { host: HOST, port: primary.port }, downAfterMs: DOWN_AFTER_MS,
-    });
-    this.#sentinelClient = new Redis({ host: HOST, port: this.#sentinel.port, lazyConnect: false, maxRetriesPerRequest: 1 });
     await migrateUp(mysql.url);
     const env = {
-      LOG_LEVEL: 'warn', REDIS_URL: primary.url, REDIS_SENTINELS: `${HOST}:${this.#sentinel.port}`, REDIS_SENTINEL_MASTER: MASTER_NAME,
+      LOG_LEVEL: 'warn', ...redis.env,
       MYSQL_URL: mysql.url, POSTGRES_URL: postgres.url, ADMIN_TOKEN, GATE_MIN_REPLICAS: String(this.gateMinReplicas),
       GATE_REPLICA_TIMEOUT_MS: '300', RECONCILE_CRON: '* * * * *', RETRY_DELAY_SEC: '1',
       // an ended event is archived (its Redis state dropped, MySQL only) 2 s after its end, within the schedule
@@ -100,12 +100,15 @@ export class ChaosTopology {
     }
   }
 
-  /** The Redis node Sentinel names the primary now, and the other one. */
-  async redisRoles(): Promise<{ primary: LocalServer; replica: LocalServer }> {
-    const address = (await this.#sentinelClient!.call('SENTINEL', 'get-master-addr-by-name', MASTER_NAME)) as [string, string] | null;
-    const port = Number(address?.[1]);
-    const primary = this.#redis.find((server) => server.port === port) ?? this.#redis[0]!;
-    return { primary, replica: this.#redis.find((server) => server !== primary)! };
+  /** The Redis targets of the schedule about to run: the primary that serves this event (on a Cluster, its shard). */
+  focus(eventId: string): void {
+    this.#focusEvent = eventId;
+    this.#redis!.focus(eventKeys(eventId).meta);
+  }
+
+  /** The Redis node that is the (focused shard's) primary now, and its replica. */
+  redisRoles(): Promise<Roles> {
+    return this.#redis!.roles();
   }
 
   /** SIGKILL the target now; it comes back (same port, same files) `downMs` later. Resolves once it is back. */
@@ -126,9 +129,9 @@ export class ChaosTopology {
   /**
    * The Redis node's append-only files copied now; `agoMs` later it is killed and started again from that copy:
    * what a host crash does to an AOF fsynced once a second (its tail lost), stretched to `agoMs`. `beforeKill`
-   * runs just before the kill. Restarted within Sentinel's down-after, a primary stays primary and its replica
-   * syncs from it again; later, Sentinel has promoted the replica and the node comes back as its replica.
-   * Resolves true when the node was the primary and Sentinel still names it so once it is back.
+   * runs just before the kill. Restarted within Sentinel's down-after (a Cluster's node timeout), a primary stays
+   * primary and its replica syncs from it again; later, the replica was promoted and the node comes back as its
+   * replica. Resolves true when the node was the primary and still is once it is back.
    */
   async rewind(target: 'redis-primary' | 'redis-replica', agoMs: number, beforeKill: () => Promise<void> = async () => {}): Promise<boolean> {
     const server = await this.#server(target);
@@ -202,21 +205,20 @@ export class ChaosTopology {
     for (const rule of rules) await run('iptables', ['-D', ...rule]).catch(() => undefined);
   }
 
-  /** FLUSHALL on the primary (replicated to the replica): every key gone, the gate restored from MySQL. */
+  /** FLUSHALL on the (focused shard's) primary, replicated to its replica: every key gone, the gate restored from MySQL. */
   async flush(): Promise<void> {
     const { primary } = await this.redisRoles();
-    const client = new Redis({ host: HOST, port: primary.port, lazyConnect: true, maxRetriesPerRequest: 0 });
-    try {
-      await client.connect();
-      await client.flushall();
-    } finally {
-      client.disconnect();
-    }
+    await redisCommand(primary.port, 'FLUSHALL');
   }
 
-  /** An operator's (or Sentinel's own) failover: the replica is promoted, the old primary becomes its replica. */
+  /** An operator's failover (SENTINEL FAILOVER, or CLUSTER FAILOVER on the focused shard's replica). */
   async failover(): Promise<void> {
-    await this.#sentinelClient!.call('SENTINEL', 'FAILOVER', MASTER_NAME).catch(() => undefined);
+    await this.#redis!.failover();
+  }
+
+  /** Cluster only: the focused event's slot moved to another shard under traffic, keys `pauseMs` apart. */
+  async move(pauseMs: number): Promise<void> {
+    if (this.profile === 'cluster') await moveSlot(this.#redis!, eventKeys(this.#focusEvent).meta, pauseMs);
   }
 
   /**
@@ -244,16 +246,8 @@ export class ChaosTopology {
   /** what is not healthy yet, or undefined when everything is */
   async #unhealthy(): Promise<string | undefined> {
     try {
-      const { primary, replica } = await this.redisRoles();
-      const client = new Redis({ host: HOST, port: primary.port, lazyConnect: true, maxRetriesPerRequest: 0 });
-      try {
-        await client.connect();
-        const info = await client.info('replication');
-        if (!info.includes('role:master')) return `Sentinel's primary (${primary.port}) is not a primary`;
-        if (!new RegExp(`slave0:ip=${HOST},port=${replica.port},state=online`).test(info)) return `replica ${replica.port} not online: ${info.replace(/\r?\n/g, ' ')}`;
-      } finally {
-        client.disconnect();
-      }
+      const redis = await this.#redis!.unhealthy();
+      if (redis !== undefined) return redis;
       for (const service of this.#services) {
         const response = await fetch(`http://${HOST}:${service.opsPort}/readyz`, { headers: { connection: 'close' }, signal: AbortSignal.timeout(1_000) });
         if (!response.ok) return `${service.name} /readyz ${response.status} ${await response.text()}`;
@@ -268,9 +262,7 @@ export class ChaosTopology {
     for (const pid of this.#paused) this.#continue(pid);
     await this.#removePartitions();
     await Promise.allSettled(this.#services.map((service) => service.process?.stop('SIGKILL')));
-    this.#sentinelClient?.disconnect();
-    await this.#sentinel?.stop().catch(() => undefined);
-    await Promise.allSettled([...this.#redis, this.#mysql, this.#postgres].map((server) => server?.stop()));
+    await Promise.allSettled([this.#redis?.stop(), this.#mysql?.stop(), this.#postgres?.stop()]);
   }
 
   /** what each process wrote, for a failing schedule's report */

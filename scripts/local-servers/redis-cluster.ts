@@ -9,6 +9,7 @@ import { execFile } from 'node:child_process';
 import { join } from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { promisify } from 'node:util';
+import type { Redis } from 'ioredis';
 import { HOST, freePort } from './addresses.ts';
 import type { LocalServer } from './managed-server.ts';
 import { binary } from './processes.ts';
@@ -58,7 +59,7 @@ async function assignSlots(ports: number[]): Promise<void> {
   for (const port of ports.slice(1)) await redisCommand(ports[0]!, 'CLUSTER', 'MEET', HOST, String(port));
 }
 
-export async function startRedisCluster(opts: { dir: string; primaries?: number; replicas?: number }): Promise<LocalRedisCluster> {
+export async function startRedisCluster(opts: { dir: string; primaries?: number; replicas?: number; appendonly?: boolean }): Promise<LocalRedisCluster> {
   const replicas = opts.replicas ?? 0;
   const primaries = opts.primaries ?? 3;
   if (!Number.isInteger(primaries) || primaries < 1) throw new Error(`redis cluster: primaries must be a whole number of 1 or more, not ${primaries}`);
@@ -69,7 +70,7 @@ export async function startRedisCluster(opts: { dir: string; primaries?: number;
   const servers: LocalServer[] = [];
   try {
     for (let i = 0; i < count; i += 1) {
-      servers.push(await startRedis({ dir: join(opts.dir, `node-${i}`), port: await clusterPort(), cluster: true }));
+      servers.push(await startRedis({ dir: join(opts.dir, `node-${i}`), port: await clusterPort(), cluster: true, appendonly: opts.appendonly }));
     }
     const nodes = servers.map((server) => `${HOST}:${server.port}`);
     const info = await redisCommand(servers[0]!.port, 'CLUSTER', 'INFO');
@@ -93,4 +94,32 @@ export async function startRedisCluster(opts: { dir: string; primaries?: number;
     await Promise.allSettled(servers.map((server) => server.stop()));
     throw error;
   }
+}
+
+/**
+ * The first part of a move: the target IMPORTING, the source MIGRATING, every key MIGRATEd (`pauseMs` apart). The
+ * slot is still the source's: it answers ASK for the moved keys, and clients follow to the target. Returns how many
+ * keys moved.
+ */
+export async function migrateSlotKeys(slot: number, from: Redis, to: Redis, pauseMs: number): Promise<number> {
+  const [fromId, toId] = await Promise.all([from.call('CLUSTER', 'MYID'), to.call('CLUSTER', 'MYID')]) as [string, string];
+  await to.call('CLUSTER', 'SETSLOT', slot, 'IMPORTING', fromId);
+  await from.call('CLUSTER', 'SETSLOT', slot, 'MIGRATING', toId);
+  let keys = 0;
+  for (;;) {
+    const batch = (await from.call('CLUSTER', 'GETKEYSINSLOT', slot, 1)) as string[];
+    if (batch.length === 0) break;
+    await from.call('MIGRATE', String(to.options.host), String(to.options.port), '', 0, 5_000, 'KEYS', ...batch);
+    keys += batch.length;
+    await sleep(pauseMs);
+  }
+  return keys;
+}
+
+/** The last part of a move: the slot assigned to the target, on it, on the source and on every other primary. */
+export async function assignSlotOn(primaries: Redis[], slot: number, from: Redis, to: Redis): Promise<void> {
+  const toId = (await to.call('CLUSTER', 'MYID')) as string;
+  await to.call('CLUSTER', 'SETSLOT', slot, 'NODE', toId);
+  await from.call('CLUSTER', 'SETSLOT', slot, 'NODE', toId);
+  for (const node of primaries) if (node !== from && node !== to) await node.call('CLUSTER', 'SETSLOT', slot, 'NODE', toId);
 }

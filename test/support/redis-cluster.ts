@@ -2,10 +2,9 @@
 import { mkdtemp, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { setTimeout as sleep } from 'node:timers/promises';
 import calculateSlot from 'cluster-key-slot';
 import type { Redis } from 'ioredis';
-import { type LocalRedisCluster, startRedisCluster } from '../../scripts/local-servers/redis-cluster.ts';
+import { type LocalRedisCluster, assignSlotOn, migrateSlotKeys, startRedisCluster } from '../../scripts/local-servers/redis-cluster.ts';
 import { type CouponRedis, createRedis, serverIdentity } from '../../src/redis/client.ts';
 import { eventKeys } from '../../src/redis/keys.ts';
 import { markerKeyOf, primaries } from '../../src/redis/topology.ts';
@@ -92,6 +91,8 @@ export function eventIdsOnEveryShard(client: CouponRedis & { slots?: string[][] 
   return [...byOwner.values()].flat();
 }
 
+export { migrateSlotKeys };
+
 /** What moving one slot took. */
 export interface SlotMove {
   keys: number;
@@ -111,30 +112,5 @@ export async function moveSlot(client: CouponRedis, slot: number, from: Redis, t
   return { keys, startedAt, endedAt: Date.now() };
 }
 
-/**
- * The first part of a move: the target IMPORTING, the source MIGRATING, every key MIGRATEd (`pauseMs` apart). The
- * slot is still the source's: it answers ASK for the moved keys, and clients follow to the target. Returns how many
- * keys moved.
- */
-export async function migrateSlotKeys(slot: number, from: Redis, to: Redis, pauseMs: number): Promise<number> {
-  const [fromId, toId] = await Promise.all([from.call('CLUSTER', 'MYID'), to.call('CLUSTER', 'MYID')]) as [string, string];
-  await to.call('CLUSTER', 'SETSLOT', slot, 'IMPORTING', fromId);
-  await from.call('CLUSTER', 'SETSLOT', slot, 'MIGRATING', toId);
-  let keys = 0;
-  for (;;) {
-    const batch = (await from.call('CLUSTER', 'GETKEYSINSLOT', slot, 1)) as string[];
-    if (batch.length === 0) break;
-    await from.call('MIGRATE', String(to.options.host), String(to.options.port), '', 0, 5_000, 'KEYS', ...batch);
-    keys += batch.length;
-    await sleep(pauseMs);
-  }
-  return keys;
-}
-
-/** The last part of a move: the slot assigned to the target, on it, on the source and on every other primary. */
-export async function assignSlot(client: CouponRedis, slot: number, from: Redis, to: Redis): Promise<void> {
-  const toId = (await to.call('CLUSTER', 'MYID')) as string;
-  await to.call('CLUSTER', 'SETSLOT', slot, 'NODE', toId);
-  await from.call('CLUSTER', 'SETSLOT', slot, 'NODE', toId);
-  for (const node of primaries(client)) if (node !== from && node !== to) await node.call('CLUSTER', 'SETSLOT', slot, 'NODE', toId);
-}
+/** The last part of a move (see assignSlotOn), on every primary of the client's slot map. */
+export const assignSlot = (client: CouponRedis, slot: number, from: Redis, to: Redis): Promise<void> => assignSlotOn(primaries(client), slot, from, to);
