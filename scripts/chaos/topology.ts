@@ -128,18 +128,16 @@ export class ChaosTopology {
 
   /**
    * The Redis node's append-only files copied now; `agoMs` later it is killed and started again from that copy:
-   * what a host crash does to an AOF fsynced once a second (its tail lost), stretched to `agoMs`. `beforeKill`
-   * runs just before the kill. Restarted within Sentinel's down-after (a Cluster's node timeout), a primary stays
+   * what a host crash does to an AOF fsynced once a second (its tail lost), stretched to `agoMs`. Restarted within Sentinel's down-after (a Cluster's node timeout), a primary stays
    * primary and its replica syncs from it again; later, the replica was promoted and the node comes back as its
    * replica. Resolves true when the node was the primary and still is once it is back.
    */
-  async rewind(target: 'redis-primary' | 'redis-replica', agoMs: number, beforeKill: () => Promise<void> = async () => {}): Promise<boolean> {
+  async rewind(target: 'redis-primary' | 'redis-replica', agoMs: number): Promise<boolean> {
     const server = await this.#server(target);
     const files = join(server.dir, 'appendonlydir');
     const copy = join(server.dir, `appendonlydir-${Date.now()}`);
     await cp(files, copy, { recursive: true });
     await sleep(agoMs);
-    await beforeKill();
     await server.kill();
     await rm(files, { recursive: true, force: true });
     await rename(copy, files);
