@@ -41,8 +41,11 @@ interface ScriptCommands {
  * Sent on their own, never auto-pipelined: an auto-pipeline waits for the one before it to the same node, and on a
  * Cluster that may hold gate calls re-sent on TRYAGAIN (their slot half moved) for longer than the gate's deadline.
  * The settle after a deadline must not wait behind the very call it gives up (see gate.ts).
+ * EXISTS too: the reads ask for an event's keys and a shard's state marker at once, keys of two slots on one node,
+ * and a Cluster client does not follow a MOVED met inside such a pipeline: the reads answered 503 after a slot
+ * move until the next refresh of the slot map (the chaos schedules' Cluster profile). On its own it is followed.
  */
-const SETTLE_COMMANDS = ['abandonAttempt'];
+const SETTLE_COMMANDS = ['abandonAttempt', 'exists'];
 
 /** A client of any topology: one server, a Sentinel-followed primary, or a Redis Cluster (see topology.ts). */
 export type CouponRedis = (Redis | Cluster) & ScriptCommands;
