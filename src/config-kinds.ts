@@ -127,6 +127,7 @@ const DURATION_UNITS = { d: 86_400_000, h: 3_600_000, m: 60_000, s: 1_000, ms: 1
 /** A whole number and a unit (ms, s, m, h, d), such as `3d` or `90s`; the value is in milliseconds. */
 export function duration(minimumMs: number, maximumMs: number): Kind<number> {
   const format = (ms: number): string => {
+    if (ms === 0) return '0s';
     const [unit, size] = Object.entries(DURATION_UNITS).find(([, size]) => ms % size === 0) ?? ['ms', 1];
     return `${ms / size}${unit}`;
   };
