@@ -3,7 +3,10 @@
  * pagination) and a user's coupons across events (pending and persisted, and who may read them with JWT).
  */
 import { SignJWT } from 'jose';
-import { ADMIN_TOKEN, closePool, spawnApi, spawnWorker, uniqueEventId, waitFor, waitForPersisted, type ServiceProcess } from '../support/harness.ts';
+import type { LocalServer } from '../../scripts/local-servers/index.ts';
+import {
+  ADMIN_TOKEN, closePool, spawnApi, spawnWorker, startOwnRedis, uniqueEventId, waitFor, waitForPersisted, type ServiceProcess,
+} from '../support/harness.ts';
 import { call } from '../support/openapi.ts';
 
 const SECRET = 'lists-test-jwt-secret-0123456789abcdef';
@@ -25,9 +28,9 @@ type EventPage = { events: Array<{ id: string; status: string }>; nextCursor: st
 const list = (query: string, token: string | null = ADMIN_TOKEN) =>
   call<EventPage>(`${api.url}/v1/events${query}`, { ...(token !== null && { token }) });
 
-async function newEvent(prefix: string, extra: Record<string, unknown> = {}): Promise<string> {
+async function newEvent(prefix: string, extra: Record<string, unknown> = {}, url = api.url): Promise<string> {
   const id = uniqueEventId(prefix);
-  const created = await call(`${api.url}/v1/events`, { body: { id, name: `list ${id}`, totalQuantity: 5, ...extra }, token: ADMIN_TOKEN });
+  const created = await call(`${url}/v1/events`, { body: { id, name: `list ${id}`, totalQuantity: 5, ...extra }, token: ADMIN_TOKEN });
   expect(created.status).toBe(201);
   return id;
 }
@@ -93,16 +96,30 @@ describe('GET /v1/events', () => {
 });
 
 describe('GET /v1/users/:userId/coupons', () => {
+  // The test that waits for rows runs on a Redis of its own (and its own worker): on the suite's shared Redis, other
+  // files' workers share the write timeline and consumer group, and a CI run saw its 2 rows not written in 60 s.
+  let ownRedis: LocalServer;
+  let ownApi: ServiceProcess;
+  let ownWorker: ServiceProcess;
+  beforeAll(async () => {
+    ownRedis = await startOwnRedis('lists');
+    [ownApi, ownWorker] = await Promise.all([spawnApi({ REDIS_URL: ownRedis.url }), spawnWorker({ REDIS_URL: ownRedis.url })]);
+  }, 60_000);
+  afterAll(async () => {
+    await Promise.all([ownApi, ownWorker].filter(Boolean).map((service) => service.stop()));
+    await ownRedis?.stop();
+  });
+
   test('when a user holds coupons of several events, then the list shows each, pending until persisted', async () => {
     const userId = `holder-${uniqueEventId('u')}`;
-    const first = await newEvent('lu');
-    const second = await newEvent('lu');
-    await newEvent('lu');
-    expect((await call(`${api.url}/v1/events/${first}/apply`, { body: { userId } })).status).toBe(202);
-    expect((await call(`${api.url}/v1/events/${second}/apply`, { body: { userId: 'someone-else' } })).status).toBe(202);
-    expect((await call(`${api.url}/v1/events/${second}/apply`, { body: { userId } })).status).toBe(202);
+    const first = await newEvent('lu', {}, ownApi.url);
+    const second = await newEvent('lu', {}, ownApi.url);
+    await newEvent('lu', {}, ownApi.url);
+    expect((await call(`${ownApi.url}/v1/events/${first}/apply`, { body: { userId } })).status).toBe(202);
+    expect((await call(`${ownApi.url}/v1/events/${second}/apply`, { body: { userId: 'someone-else' } })).status).toBe(202);
+    expect((await call(`${ownApi.url}/v1/events/${second}/apply`, { body: { userId } })).status).toBe(202);
 
-    const now = await call<{ userId: string; coupons: Array<{ eventId: string; sequence: number; status: string }> }>(`${api.url}/v1/users/${userId}/coupons`);
+    const now = await call<{ userId: string; coupons: Array<{ eventId: string; sequence: number; status: string }> }>(`${ownApi.url}/v1/users/${userId}/coupons`);
     expect(now.status).toBe(200);
     expect(now.body.userId).toBe(userId);
     expect(now.body.coupons.map(({ eventId, sequence }) => ({ eventId, sequence }))).toEqual(
@@ -111,7 +128,7 @@ describe('GET /v1/users/:userId/coupons', () => {
     await waitForPersisted(first, 1);
     await waitForPersisted(second, 2);
     const later = await waitFor(async () => {
-      const response = await call<{ coupons: Array<{ status: string }> }>(`${api.url}/v1/users/${userId}/coupons`);
+      const response = await call<{ coupons: Array<{ status: string }> }>(`${ownApi.url}/v1/users/${userId}/coupons`);
       return response.body.coupons.every((coupon) => coupon.status === 'persisted') && response.body;
     }, { what: 'both coupons persisted' });
     expect(later.coupons).toHaveLength(2);
