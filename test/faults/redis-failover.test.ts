@@ -18,25 +18,21 @@
  * A second test only measures: apply latency with GATE_MIN_REPLICAS=0 and =1 against a healthy primary and
  * replica, same load, same machine (figures, not asserted as wall-clock limits).
  */
-import { randomBytes } from 'node:crypto';
-import { mkdir, rm } from 'node:fs/promises';
 import { loadavg } from 'node:os';
 import { join } from 'node:path';
-import { fileURLToPath } from 'node:url';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { Redis } from 'ioredis';
 import { type LocalServer, startRedis, startRedisSentinel } from '../../scripts/local-servers/index.ts';
 import type { ServiceProcess } from '../../scripts/services.ts';
 import { eventKeys } from '../../src/redis/keys.ts';
-import { type TcpProxy, startTcpProxy } from '../support/tcp-proxy.ts';
+import { startTcpProxy } from '../support/tcp-proxy.ts';
 import { createEvent, request, uniqueEventId, waitFor } from '../support/harness.ts';
 import { describeFault } from '../support/fault-stack.ts';
 import { type ApplyResult, applyLoad, countBy, percentile, users } from '../support/load.ts';
 import { type PersistedCheck, checkPersisted, keepLogs, recordFigures } from '../support/observe.ts';
 import { outboxDrained } from '../support/outbox.ts';
-import { masterPort, replicaHealthy, sentinelClient, sentinelReplicas } from '../support/sentinel.ts';
+import { masterPort, replicaHealthy, sentinelClient, sentinelReplicas, useExtraServers } from '../support/sentinel.ts';
 
-const ROOT = fileURLToPath(new URL('../..', import.meta.url));
 const HOST = '127.0.0.1';
 const MASTER_NAME = 'coupon-failover';
 
@@ -83,35 +79,13 @@ const toAnswer = (result: ApplyResult, attempt: Answer['attempt']): Answer => {
 
 describeFault('Redis replica failover', { folder: 'redis-failover' }, (stack) => {
   /** servers this file starts besides the stack's (replicas, Sentinel), under their own folder */
-  let extraDir: string;
-  const extraServers: LocalServer[] = [];
-  let proxy: TcpProxy | undefined;
-  const clients: Redis[] = [];
+  const extra = useExtraServers('redis-failover');
+  const { track, clients } = extra;
   let latencyFigures: Record<string, unknown> | undefined;
 
-  beforeAll(async () => {
-    extraDir = join(ROOT, '.stack', 'faults', `redis-failover-extra-${process.pid}-${randomBytes(3).toString('hex')}`);
-    await mkdir(extraDir, { recursive: true });
-  });
-  // Runs before describeFault stops the stack's servers.
-  afterAll(async () => {
-    for (const client of clients) client.disconnect();
-    // Sentinel first, so it reconfigures nothing while the rest goes; the stack's own Redis last (a node restarted
-    // on its port must be gone before the stack waits for that port to close).
-    for (const server of extraServers.filter((s) => s.kind === 'redis-sentinel')) await server.stop().catch(() => undefined);
-    await Promise.allSettled(extraServers.filter((s) => s.kind !== 'redis-sentinel').map((server) => server.stop()));
-    await proxy?.close();
-    if (extraDir) await rm(extraDir, { recursive: true, force: true });
-  }, 120_000);
-
-  const track = (server: LocalServer) => {
-    extraServers.push(server);
-    return server;
-  };
-
   test('figures: apply latency with GATE_MIN_REPLICAS=0 and =1 against a healthy primary and replica', async () => {
-    const primary = track(await startRedis({ dir: join(extraDir, 'latency-primary') }));
-    const replica = track(await startRedis({ dir: join(extraDir, 'latency-replica'), replicaOf: { host: HOST, port: primary.port } }));
+    const primary = track(await startRedis({ dir: join(extra.dir, 'latency-primary') }));
+    const replica = track(await startRedis({ dir: join(extra.dir, 'latency-replica'), replicaOf: { host: HOST, port: primary.port } }));
     // A replica that is up acknowledges well within a second even on a loaded CI machine (with 200 ms, 1 apply of
     // 2,000 was answered 503 in two CI trials, three test files running beside it): a 503 here would mean a fault,
     // not a slow acknowledgement. The failover test below keeps 200 ms: there the stall is the fault.
@@ -158,10 +132,10 @@ describeFault('Redis replica failover', { folder: 'redis-failover' }, (stack) =>
 
   test('when the primary dies holding gate writes its replica never received, then Sentinel promotes the replica, issuing resumes, and every 202 is a MySQL row with its sequence', async () => {
     const primary = stack.redis;
-    proxy = await startTcpProxy({ port: primary.port });
-    const replica = track(await startRedis({ dir: join(extraDir, 'replica'), replicaOf: { host: HOST, port: proxy.port } }));
+    extra.proxy = await startTcpProxy({ port: primary.port });
+    const replica = track(await startRedis({ dir: join(extra.dir, 'replica'), replicaOf: { host: HOST, port: extra.proxy.port } }));
     const sentinel = track(await startRedisSentinel({
-      dir: join(extraDir, 'sentinel'), masterName: MASTER_NAME, master: { host: HOST, port: primary.port },
+      dir: join(extra.dir, 'sentinel'), masterName: MASTER_NAME, master: { host: HOST, port: primary.port },
       quorum: 1, downAfterMs: 1_000, failoverTimeoutMs: 5_000,
     }));
     const sentinelRedis = sentinelClient(sentinel);
@@ -205,8 +179,8 @@ describeFault('Redis replica failover', { folder: 'redis-failover' }, (stack) =>
 
     const inflictFault = async () => {
       // The replica's link must run through the proxy at this moment (under load it may be reconnecting).
-      await waitFor(() => proxy!.liveConnections > 0 || undefined, { timeoutMs: 10_000, intervalMs: 10, what: 'the replication link through the proxy' });
-      frozenConnections = proxy!.freezeExisting();
+      await waitFor(() => extra.proxy!.liveConnections > 0 || undefined, { timeoutMs: 10_000, intervalMs: 10, what: 'the replication link through the proxy' });
+      frozenConnections = extra.proxy!.freezeExisting();
       at.freeze = performance.now();
       await sleep(STALL_MS);
       [issuedAtKill.primary, issuedAtKill.replica] = await Promise.all([issuedOn(primary), issuedOn(replica)]);

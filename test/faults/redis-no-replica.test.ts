@@ -14,25 +14,21 @@
  * told (some answer named their row's sequence); no holder ever heard 410; and nothing was issued while the
  * promoted primary had no replica. Clients answered 503 ask again after RETRY_AFTER_MS until they get another answer.
  */
-import { randomBytes } from 'node:crypto';
-import { mkdir, rm } from 'node:fs/promises';
 import { join } from 'node:path';
-import { fileURLToPath } from 'node:url';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { Redis } from 'ioredis';
 import { type LocalServer, startRedis, startRedisSentinel } from '../../scripts/local-servers/index.ts';
 import type { ServiceProcess } from '../../scripts/services.ts';
 import { parseUserEntry } from '../../src/redis/formats.ts';
 import { eventKeys } from '../../src/redis/keys.ts';
-import { type TcpProxy, startTcpProxy } from '../support/tcp-proxy.ts';
+import { startTcpProxy } from '../support/tcp-proxy.ts';
 import { createEvent, uniqueEventId, waitFor } from '../support/harness.ts';
 import { describeFault } from '../support/fault-stack.ts';
 import { type ApplyResult, applyLoad, countBy, users } from '../support/load.ts';
 import { type PersistedCheck, checkPersisted, keepLogs, recordFigures, toldSequence } from '../support/observe.ts';
 import { outboxDrained } from '../support/outbox.ts';
-import { masterPort, replicaHealthy, sentinelClient, sentinelReplicas } from '../support/sentinel.ts';
+import { masterPort, replicaHealthy, sentinelClient, sentinelReplicas, useExtraServers } from '../support/sentinel.ts';
 
-const ROOT = fileURLToPath(new URL('../..', import.meta.url));
 const HOST = '127.0.0.1';
 const MASTER_NAME = 'coupon-no-replica';
 
@@ -64,34 +60,15 @@ const toAnswer = (result: ApplyResult): Answer => ({
 });
 
 describeFault('Redis primary promoted without a replica', { folder: 'redis-no-replica' }, (stack) => {
-  let extraDir: string;
-  const extraServers: LocalServer[] = [];
-  let proxy: TcpProxy | undefined;
-  const clients: Redis[] = [];
-
-  beforeAll(async () => {
-    extraDir = join(ROOT, '.stack', 'faults', `redis-no-replica-extra-${process.pid}-${randomBytes(3).toString('hex')}`);
-    await mkdir(extraDir, { recursive: true });
-  });
-  afterAll(async () => {
-    for (const client of clients) client.disconnect();
-    for (const server of extraServers.filter((s) => s.kind === 'redis-sentinel')) await server.stop().catch(() => undefined);
-    await Promise.allSettled(extraServers.filter((s) => s.kind !== 'redis-sentinel').map((server) => server.stop()));
-    await proxy?.close();
-    if (extraDir) await rm(extraDir, { recursive: true, force: true });
-  }, 120_000);
-
-  const track = (server: LocalServer) => {
-    extraServers.push(server);
-    return server;
-  };
+  const extra = useExtraServers('redis-no-replica');
+  const { track, clients } = extra;
 
   test('when the promoted primary has no replica, then applies are refused with 503 before anything is issued, and every holder is told 202 or 409 with their coupon, never 410', async () => {
     const primary = stack.redis;
-    proxy = await startTcpProxy({ port: primary.port });
-    const replica = track(await startRedis({ dir: join(extraDir, 'replica'), replicaOf: { host: HOST, port: proxy.port } }));
+    extra.proxy = await startTcpProxy({ port: primary.port });
+    const replica = track(await startRedis({ dir: join(extra.dir, 'replica'), replicaOf: { host: HOST, port: extra.proxy.port } }));
     const sentinel = track(await startRedisSentinel({
-      dir: join(extraDir, 'sentinel'), masterName: MASTER_NAME, master: { host: HOST, port: primary.port },
+      dir: join(extra.dir, 'sentinel'), masterName: MASTER_NAME, master: { host: HOST, port: primary.port },
       quorum: 1, downAfterMs: 1_000, failoverTimeoutMs: 5_000,
     }));
     const sentinelRedis = sentinelClient(sentinel);
@@ -121,8 +98,8 @@ describeFault('Redis primary promoted without a replica', { folder: 'redis-no-re
     let rejoined: LocalServer | undefined;
 
     const inflictFault = async () => {
-      await waitFor(() => proxy!.liveConnections > 0 || undefined, { timeoutMs: 10_000, intervalMs: 10, what: 'the replication link through the proxy' });
-      proxy!.freezeExisting();
+      await waitFor(() => extra.proxy!.liveConnections > 0 || undefined, { timeoutMs: 10_000, intervalMs: 10, what: 'the replication link through the proxy' });
+      extra.proxy!.freezeExisting();
       await sleep(STALL_MS);
       at.kill = Date.now();
       await primary.kill();
