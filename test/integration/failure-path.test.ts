@@ -33,9 +33,12 @@ describe('the pg-boss failure path', () => {
   const ownServers: Array<() => Promise<void>> = [];
   afterAll(async () => {
     await Promise.all(processes.map((process) => process.stop()));
-    for (const stop of ownServers) await stop();
+    // Newest first (a pg-boss before the Redis it was started for); one that fails does not keep the others running.
+    const errors: unknown[] = [];
+    for (const stop of ownServers.reverse()) await stop().catch((error: unknown) => errors.push(error));
     await boss.stop({ graceful: false, close: true });
     await closePool();
+    if (errors.length > 0) throw errors[0];
   });
 
   test('when MySQL keeps refusing a coupon, then it moves to the retry queue after MAX_DELIVERIES, then to the dead-letter queue, and a redrive persists it once MySQL accepts it', async () => {
@@ -118,16 +121,15 @@ describe('the pg-boss failure path', () => {
    * event (not the gaps other tests left in the shared Redis), and no other worker takes its jobs.
    */
   async function onOwnRedis(name: string, workerEnv: Record<string, string>): Promise<{ api: ServiceProcess; worker: ServiceProcess; boss: PgBoss }> {
+    // Each part is left to stop as soon as it runs, so that a start that fails after the Redis leaves no server behind.
     const redis = await startOwnRedis(name);
+    ownServers.push(() => redis.stop());
     const boss = await startBoss(await jobsUrlFor(redis.url));
+    ownServers.push(() => boss.stop({ graceful: false, close: true }));
     const api = await spawnApi({ REDIS_URL: redis.url });
+    processes.push(api);
     const worker = await spawnWorker({ REDIS_URL: redis.url, ...workerEnv });
-    processes.push(api, worker);
-    ownServers.push(async () => {
-      await Promise.all([api.stop(), worker.stop()]);
-      await boss.stop({ graceful: false, close: true });
-      await redis.stop();
-    });
+    processes.push(worker);
     return { api, worker, boss };
   }
 
