@@ -25,7 +25,7 @@ import { join } from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { freePort } from '../scripts/local-servers/index.ts';
 import { type LoadgenOptions, type LoadgenReport, loadgenBinary, runLoadgen } from '../scripts/loadgen.ts';
-import { MEMORY_CGROUP_ROOT, createMemoryCgroup, residentBytes } from '../scripts/memory-cgroup.ts';
+import { MEMORY_CGROUP_ROOT, chartHeapFlag, createMemoryCgroup, residentBytes } from '../scripts/memory-cgroup.ts';
 import { type ServiceProcess, cpuTimeMs, startApi } from '../scripts/services.ts';
 import type { CouponRedis } from '../src/redis/client.ts';
 import { eventKeys } from '../src/redis/keys.ts';
@@ -216,6 +216,7 @@ interface StepSpec {
 
 interface Cgroup {
   path: string | null;
+  limitBytes: number;
   note: string;
   oomKills(): number;
   remove(): void;
@@ -228,9 +229,9 @@ function memoryCgroup(name: string, limitMiB: number): Cgroup {
   removeStaleCgroups();
   try {
     const cgroup = createMemoryCgroup(name, limitMiB * 2 ** 20);
-    return { path: cgroup.path, note: `v1 memory cgroup, memory.limit_in_bytes ${limitMiB} MiB`, oomKills: cgroup.oomKills, remove: cgroup.remove };
+    return { path: cgroup.path, limitBytes: limitMiB * 2 ** 20, note: `v1 memory cgroup, memory.limit_in_bytes ${limitMiB} MiB`, oomKills: cgroup.oomKills, remove: cgroup.remove };
   } catch (error) {
-    return { path: null, note: `no v1 memory cgroup could be made (${(error as Error).message.split('\n')[0]})`, oomKills: () => 0, remove: () => {} };
+    return { path: null, limitBytes: limitMiB * 2 ** 20, note: `no v1 memory cgroup could be made (${(error as Error).message.split('\n')[0]})`, oomKills: () => 0, remove: () => {} };
   }
 }
 
@@ -334,13 +335,15 @@ async function runStep(ctx: OverloadContext, settings: OverloadSettings, spec: S
 }
 
 /**
- * A fresh api process (in the cgroup when there is one). On a shared machine a start can fail for reasons of the
+ * A fresh api process (in the cgroup when there is one, with the heap flag the chart gives a pod of that limit). On a shared machine a start can fail for reasons of the
  * machine's (a port taken between freePort() and listen): tried three times, with what it printed and how it ended.
  */
 async function startOverloadApi(ctx: OverloadContext, env: Record<string, string>, cgroup: Cgroup): Promise<ServiceProcess> {
   for (let attempt = 1; ; attempt += 1) {
     try {
-      return await startApi({ port: await freePort(), env, ...(cgroup.path && { cgroup: cgroup.path }) });
+      return await startApi({
+        port: await freePort(), env: cgroup.path ? { NODE_OPTIONS: chartHeapFlag(cgroup.limitBytes), ...env } : env, ...(cgroup.path && { cgroup: cgroup.path }),
+      });
     } catch (error) {
       if (attempt === 3) throw error;
       ctx.log(`api start failed (attempt ${attempt}), starting another: ${(error as Error).message.split('\n').slice(0, 3).join(' ')}`);

@@ -6,6 +6,7 @@
  */
 import { mkdirSync, readFileSync, rmdirSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
+import { parse } from 'yaml';
 
 export const MEMORY_CGROUP_ROOT = '/sys/fs/cgroup/memory';
 
@@ -14,6 +15,17 @@ export interface MemoryCgroup {
   oomKills(): number;
   /** Removes the folder; false while a process is still in it (it is being stopped): it stays behind, empty once it exits. */
   remove(): boolean;
+}
+
+/**
+ * The heap flag the chart renders into NODE_OPTIONS for a container with this memory limit
+ * (charts/coupon/values.yaml heapPercentOfMemoryLimit), so that a process held to a pod's limit here runs with
+ * the heap it has in the pod; empty when the chart renders none.
+ */
+export function chartHeapFlag(limitBytes: number): string {
+  const values = parse(readFileSync(new URL('../charts/coupon/values.yaml', import.meta.url), 'utf8')) as { heapPercentOfMemoryLimit: number };
+  const percent = values.heapPercentOfMemoryLimit;
+  return percent > 0 ? `--max-old-space-size=${Math.floor((limitBytes / 2 ** 20) * percent / 100)}` : '';
 }
 
 /** Makes <root>/<name> with memory.limit_in_bytes = limitBytes (no swap on this machine); throws where it cannot. */

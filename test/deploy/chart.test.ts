@@ -328,7 +328,7 @@ describe('charts/coupon', () => {
       expect(rendered.stderr).toContain('a production release (production: true) must not use the development default of secrets.redisUrl');
     });
 
-    test('When a container has a memory limit, then its heap flag is sized from it: the migrations Job gets half of its 256Mi', () => {
+    test('When a container has a memory limit, then its heap flag is sized from it: the migrations Job gets 40% of its 256Mi', () => {
       const rendered = template([]);
       const heapOf = (kind: string, name: string) => {
         const doc = parseAllDocuments(rendered.stdout).map((d) => d.toJS() as { kind: string; metadata: { name: string }; spec: any })
@@ -336,9 +336,9 @@ describe('charts/coupon', () => {
         const env = doc?.spec.template.spec.containers[0].env as { name: string; value: string }[];
         return env.find((e) => e.name === 'NODE_OPTIONS')?.value;
       };
-      expect(heapOf('Deployment', 'coupon-api')).toBe('--max-old-space-size=256');
-      expect(heapOf('Deployment', 'coupon-worker')).toBe('--max-old-space-size=256');
-      expect(heapOf('Job', 'coupon-migrations')).toBe('--max-old-space-size=128');
+      expect(heapOf('Deployment', 'coupon-api')).toBe('--max-old-space-size=204');
+      expect(heapOf('Deployment', 'coupon-worker')).toBe('--max-old-space-size=204');
+      expect(heapOf('Job', 'coupon-migrations')).toBe('--max-old-space-size=102');
     });
   });
 
