@@ -39,6 +39,7 @@ export interface ServerSpec {
   cwd?: string;
   /** one client round trip; throws while the server is not ready */
   probe(): Promise<void>;
+  /** once the probe passed (creating the database); tried again with the probe until the ready timeout while it throws */
   afterReady?(): Promise<void>;
 }
 
@@ -143,6 +144,9 @@ class ManagedServer implements LocalServer {
       }
       try {
         await spec.probe();
+        // In the loop: a round trip that fails once (a lost SYN on a lossy link outlives a 2 s connect timeout) is
+        // tried again like the probe, rather than failing the start of a server that is up.
+        await spec.afterReady?.();
         break;
       } catch (err) {
         lastError = (err as Error).message;
@@ -153,7 +157,6 @@ class ManagedServer implements LocalServer {
       }
       await sleep(100);
     }
-    await spec.afterReady?.();
   }
 
   async #shutDown(sig: NodeJS.Signals): Promise<void> {
