@@ -1,4 +1,5 @@
 /** A throwaway Redis server, optionally a replica of another, and the bare RESP client its readiness checks use. */
+import { writeFile } from 'node:fs/promises';
 import { createConnection } from 'node:net';
 import { join } from 'node:path';
 import { HOST } from './addresses.ts';
@@ -12,6 +13,12 @@ export const REDIS_PROCESS: ServerProcess = { pidFile: 'redis.pid', processName:
  * A Redis server. With `replicaOf` it is a replica of the server at that address (which may be a proxy in front
  * of the primary), announced as 127.0.0.1:<port> so a Sentinel can find and promote it; start() then resolves
  * only once the replica has completed its sync with the primary, which must be up.
+ *
+ * Its settings are in <dir>/redis.conf, not on its command line: a Sentinel that changes a node's role (promotes
+ * it, or makes an old primary a replica) writes the role into that file (CONFIG REWRITE), so a node restarted
+ * later comes back in the role it last had, as a deployed one does. Started with `--replicaof` on its command
+ * line, a promoted replica killed and restarted within Sentinel's down-after came back as the replica of its own
+ * replica: two replicas of each other, no primary, a chaos schedule that could not heal.
  */
 export async function startRedis(opts: {
   dir: string;
@@ -39,6 +46,11 @@ export async function startRedis(opts: {
     ? ['--cluster-enabled', 'yes', '--cluster-config-file', join(dir, 'nodes.conf'), '--cluster-node-timeout', '2000',
       '--cluster-require-full-coverage', 'no', '--cluster-announce-ip', HOST]
     : [];
+  const config = join(dir, 'redis.conf');
+  await writeFile(config, configLines([
+    '--port', String(port), '--bind', HOST, '--daemonize', 'no', '--pidfile', join(dir, REDIS_PROCESS.pidFile),
+    '--dir', dir, '--logfile', '', ...persistence, ...replication, ...cluster,
+  ]));
   return startManagedServer({
     kind: 'redis',
     url: `redis://${HOST}:${port}`,
@@ -47,12 +59,21 @@ export async function startRedis(opts: {
     logFile: join(dir, 'redis.log'),
     process: REDIS_PROCESS,
     command: binary('redis-server'),
-    args: [
-      '--port', String(port), '--bind', HOST, '--daemonize', 'no', '--pidfile', join(dir, REDIS_PROCESS.pidFile),
-      '--dir', dir, '--logfile', '', ...persistence, ...replication, ...cluster,
-    ],
-    probe: opts.replicaOf ? () => redisReplicaInSync(port) : () => redisPing(port),
+    args: [config],
+    // A Cluster node's replica waits for nobody (its primary may be the node that is down); any other replica,
+    // first started so or made one since, is ready once it has synced.
+    probe: opts.cluster ? () => redisPing(port) : () => redisReady(port),
   });
+}
+
+/** `--name value...` arguments as redis.conf lines (`name value...`, an empty value as ""). */
+function configLines(args: string[]): string {
+  const lines: string[][] = [];
+  for (const arg of args) {
+    if (arg.startsWith('--')) lines.push([arg.slice(2)]);
+    else lines.at(-1)!.push(arg === '' ? '""' : arg);
+  }
+  return `${lines.map((line) => line.join(' ')).join('\n')}\n`;
 }
 
 export function redisPing(port: number): Promise<void> {
@@ -109,11 +130,11 @@ export function redisCommand(port: number, ...args: string[]): Promise<string> {
   });
 }
 
-/** A replica is ready once it answers and has loaded its primary's data (the link is up after the first sync). */
-async function redisReplicaInSync(port: number): Promise<void> {
+/** A primary is ready once it answers; a replica once it has loaded its primary's data (the link is up after the first sync). */
+async function redisReady(port: number): Promise<void> {
   await redisPing(port);
   const info = await redisCommand(port, 'INFO', 'replication');
-  if (!/^master_link_status:up\r?$/m.test(info)) {
+  if (/^role:slave\r?$/m.test(info) && !/^master_link_status:up\r?$/m.test(info)) {
     throw new Error(`replica not in sync with its primary yet (${/^master_link_status:.*$/m.exec(info)?.[0]?.trim() ?? 'no link'})`);
   }
 }
