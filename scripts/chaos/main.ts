@@ -76,7 +76,9 @@ export async function runChaos(options: ChaosOptions): Promise<ChaosSummary> {
     count(summary.operations, 'apply', result.history.attempts.length);
     for (const patch of result.history.patches) count(summary.operations, `patch ${patch.change}`);
     for (const step of schedule.steps) {
-      if (isFault(step)) count(summary.faults, [step.kind, 'direction' in step ? step.direction : '', 'target' in step ? step.target : ''].filter(Boolean).join(' '));
+      if (isFault(step)) count(summary.faults, [
+        step.kind, 'direction' in step ? step.direction : '', 'target' in step ? step.target : '', 'client' in step ? `${step.client} from ${step.server}` : '',
+      ].filter(Boolean).join(' '));
       else if (step.kind === 'read') count(summary.operations, 'read');
     }
     summary.lostToRedis += result.verdict.figures.lostToRedis;
@@ -130,6 +132,7 @@ export async function runChaos(options: ChaosOptions): Promise<ChaosSummary> {
         // shrink like any other, once the topology is whole again for the next schedule.
         violations = [`the schedule could not finish: ${error instanceof Error ? error.message : String(error)}`];
         log(`chaos: ${source}: BROKEN: ${violations[0]}\n  ${describeSchedule(schedule)}`);
+        if (error instanceof Error && error.stack) log(`    where: ${error.stack.split('\n').slice(1, 6).map((line) => line.trim()).join(' < ')}`);
         await topology.heal().catch((healError: unknown) => log(`chaos: the topology did not heal either: ${String(healError)}`));
       }
       if (violations.length === 0) return true;

@@ -130,6 +130,10 @@ async function runOn(topology: ChaosTopology, schedule: Schedule, pool: mysql.Po
       case 'outage': await topology.outage(step.target, step.downMs); return window(`outage ${step.target}`);
       case 'partition': await topology.partition(step.target, step.forMs); return window(`partition ${step.target}`);
       case 'drop': await topology.dropOneWay(step.target, step.direction, step.forMs); return window(`drop ${step.direction} ${step.target}`);
+      case 'cut': {
+        const cut = await topology.cut(step.client, step.server, step.forMs);
+        return window(`cut ${step.client} from ${step.server}${cut ? '' : ' (skipped: no cgroup v2 here)'}`);
+      }
       case 'loss': await topology.loss(step.target, step.percent, step.forMs); return window(`loss ${step.target}`);
       case 'flush': {
         // What MySQL holds just before: a coupon told and not in it may go with the flush (the documented loss).

@@ -7,12 +7,12 @@
  * back after a schedule, whatever the schedule did to it.
  */
 import { execFile } from 'node:child_process';
-import { cp, readFile, rename, rm } from 'node:fs/promises';
+import { cp, mkdir, readFile, rename, rm, rmdir } from 'node:fs/promises';
 import { promisify } from 'node:util';
 import { join } from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { type LocalServer, freePort, startMariadb, startPostgres } from '../local-servers/index.ts';
-import { redisCommand } from '../local-servers/redis.ts';
+import { redisCommand, redisPing } from '../local-servers/redis.ts';
 import { type ServiceProcess, startApi, startWorker } from '../services.ts';
 import { migrateUp } from '../../src/db/migrate.ts';
 import { eventKeys } from '../../src/redis/keys.ts';
@@ -22,8 +22,21 @@ export const ADMIN_TOKEN = 'chaos-admin-token-0123456789';
 /** the processes a schedule may kill or pause; `redis-primary`/`redis-replica` mean whichever is so at that moment */
 export const TARGETS = ['api-0', 'api-1', 'worker-0', 'worker-1', 'redis-primary', 'redis-replica', 'mariadb', 'postgres'] as const;
 export type Target = (typeof TARGETS)[number];
+/** the links a schedule may cut, each between a process and a server it talks to (the api uses no PostgreSQL) */
+export const CUTS = [
+  ['api-0', 'redis-primary'], ['api-1', 'redis-primary'], ['api-0', 'mariadb'], ['api-1', 'mariadb'],
+  ['worker-0', 'redis-primary'], ['worker-1', 'redis-primary'], ['worker-0', 'mariadb'], ['worker-1', 'mariadb'],
+  ['worker-0', 'postgres'], ['worker-1', 'postgres'],
+] as const;
+type CutClient = (typeof CUTS)[number][0];
+type CutServer = (typeof CUTS)[number][1];
 
 const HOST = '127.0.0.1';
+/**
+ * The cgroup v2 hierarchy (mounted beside the v1 controllers on this machine): each api and worker runs in a folder
+ * of its own there from its first instruction, so that iptables' cgroup match tells its packets from the others'.
+ */
+const CGROUP_V2_ROOT = '/sys/fs/cgroup/unified';
 /** the comment on every iptables rule a partition adds, so heal() finds and removes what a run left behind */
 const RULE_COMMENT = `coupon-chaos-${process.pid}`;
 const run = promisify(execFile);
@@ -49,6 +62,10 @@ export class ChaosTopology {
   readonly #paused = new Set<number>();
   /** the event the Redis targets mean (its primary, its replica): the schedule's first */
   #focusEvent = '';
+  /** this run's folder under CGROUP_V2_ROOT, relative to it; undefined where none could be made (no cut then) */
+  #cgroups: string | undefined;
+  /** the connection mark of the last cut: each cut has its own, so a connection marked by an earlier one passes */
+  #lastMark = 0;
 
   constructor(dir: string, options: { gateMinReplicas?: number; profile?: Profile } = {}) {
     this.dir = dir;
@@ -87,12 +104,16 @@ export class ChaosTopology {
       // an ended event is archived (its Redis state dropped, MySQL only) 2 s after its end, within the schedule
       EVENT_RETENTION: '2s',
     };
+    this.#cgroups = await mkdir(join(CGROUP_V2_ROOT, RULE_COMMENT)).then(() => RULE_COMMENT, () => undefined);
     for (const [kind, count] of [['worker', 2], ['api', 2]] as const) {
       for (let index = 0; index < count; index++) {
         const port = await freePort();
-        // A restarted api comes back on the same two ports.
+        // A restarted api comes back on the same two ports, in the same cgroup.
         const opsPort = kind === 'api' ? await freePort() : port;
-        const start = () => (kind === 'api' ? startApi({ port, opsPort, env, readyTimeoutMs: 60_000 }) : startWorker({ port, env, readyTimeoutMs: 60_000 }));
+        const cgroup = this.#cgroups && join(CGROUP_V2_ROOT, this.#cgroups, `${kind}-${index}`);
+        if (cgroup) await mkdir(cgroup);
+        const options = { port, env, readyTimeoutMs: 60_000, ...(cgroup && { cgroup }) };
+        const start = () => (kind === 'api' ? startApi({ ...options, opsPort }) : startWorker(options));
         const service: Service = { name: `${kind}-${index}`, port, opsPort, process: undefined, start };
         service.process = await start();
         this.#services.push(service);
@@ -182,6 +203,28 @@ export class ChaosTopology {
   }
 
   /**
+   * One link cut both ways for `forMs`: the client process's connections to the server's port (as root: marked by
+   * iptables' cgroup match on what the client sends, then every packet of a marked connection dropped, both ways),
+   * while every other process still reaches the server and the client still reaches the others: one api that
+   * lost Redis while the other issues, a worker that lost MySQL while the other writes. Resolves false where
+   * there is no cgroup v2 to tell the client's packets by (nothing was cut).
+   */
+  async cut(client: CutClient, server: CutServer, forMs: number): Promise<boolean> {
+    if (!this.#cgroups) return false;
+    const { port } = await this.#server(server);
+    const mark = String(++this.#lastMark);
+    const comment = ['-m', 'comment', '--comment', RULE_COMMENT];
+    const rules = [
+      ['mangle', 'OUTPUT', '-o', 'lo', '-p', 'tcp', '--dport', String(port), '-m', 'cgroup', '--path', `${this.#cgroups}/${client}`, ...comment, '-j', 'CONNMARK', '--set-mark', mark],
+      ['filter', 'INPUT', '-i', 'lo', '-m', 'connmark', '--mark', mark, ...comment, '-j', 'DROP'],
+    ];
+    for (const [table, ...rule] of rules) await run('iptables', ['-t', table!, '-I', ...rule]);
+    await sleep(forMs);
+    for (const [table, ...rule] of rules) await run('iptables', ['-t', table!, '-D', ...rule]).catch(() => undefined);
+    return true;
+  }
+
+  /**
    * `percent` of the packets to and from the target dropped at random for `forMs` (iptables' statistic match):
    * TCP sends them again after its retransmission timeout, so answers come late rather than not at all, the way a
    * lossy link behaves (this kernel has no netem qdisc for delay and loss: `tc qdisc add ... netem` answers
@@ -232,6 +275,11 @@ export class ChaosTopology {
         service.process = await service.start();
       }
     }
+    // A Redis node a step left down (its restart failed, say): started again, in the role its files say.
+    for (const server of this.#redis!.servers) {
+      const down = await redisPing(server.port).then(() => false, (error: NodeJS.ErrnoException) => error.code === 'ECONNREFUSED');
+      if (down) await server.start().catch(() => undefined);
+    }
     let unhealthy: string | undefined;
     while (Date.now() < deadline) {
       unhealthy = await this.#unhealthy();
@@ -261,6 +309,11 @@ export class ChaosTopology {
     await this.#removePartitions();
     await Promise.allSettled(this.#services.map((service) => service.process?.stop('SIGKILL')));
     await Promise.allSettled([this.#redis?.stop(), this.#mysql?.stop(), this.#postgres?.stop()]);
+    if (this.#cgroups) {
+      const folder = join(CGROUP_V2_ROOT, this.#cgroups);
+      await Promise.allSettled(this.#services.map((service) => rmdir(join(folder, service.name))));
+      await rmdir(folder).catch(() => undefined);
+    }
   }
 
   /** what each process wrote, for a failing schedule's report */
@@ -268,11 +321,14 @@ export class ChaosTopology {
     return Object.fromEntries(this.#services.map((service) => [service.name, service.process?.output() ?? '']));
   }
 
-  /** every iptables rule this run added that is still there */
+  /** every iptables rule this run added that is still there (its drops, and its cuts' marks) */
   async #removePartitions(): Promise<void> {
-    const { stdout } = await run('iptables', ['-S', 'INPUT']).catch(() => ({ stdout: '' }));
-    for (const line of stdout.split('\n').filter((rule) => rule.includes(RULE_COMMENT))) {
-      await run('iptables', ['-D', ...line.replace(/^-A /, '').split(' ').filter(Boolean).map((word) => word.replace(/^"|"$/g, ''))]).catch(() => undefined);
+    for (const [table, chain] of [['filter', 'INPUT'], ['mangle', 'OUTPUT']]) {
+      const { stdout } = await run('iptables', ['-t', table!, '-S', chain!]).catch(() => ({ stdout: '' }));
+      for (const line of stdout.split('\n').filter((rule) => rule.includes(RULE_COMMENT))) {
+        const rule = line.replace(/^-A /, '').split(' ').filter(Boolean).map((word) => word.replace(/^"|"$/g, ''));
+        await run('iptables', ['-t', table!, '-D', ...rule]).catch(() => undefined);
+      }
     }
   }
 
