@@ -227,11 +227,12 @@ const CGROUP_PREFIX = 'coupon-bench-overload-';
 /** A v1 memory cgroup with the pod's limit, as test/faults/api-overload.test.ts makes; or why there is none. */
 function memoryCgroup(name: string, limitMiB: number): Cgroup {
   removeStaleCgroups();
+  const limitBytes = limitMiB * 2 ** 20;
   try {
-    const cgroup = createMemoryCgroup(name, limitMiB * 2 ** 20);
-    return { path: cgroup.path, limitBytes: limitMiB * 2 ** 20, note: `v1 memory cgroup, memory.limit_in_bytes ${limitMiB} MiB`, oomKills: cgroup.oomKills, remove: cgroup.remove };
+    const cgroup = createMemoryCgroup(name, limitBytes);
+    return { path: cgroup.path, limitBytes, note: `v1 memory cgroup, memory.limit_in_bytes ${limitMiB} MiB`, oomKills: cgroup.oomKills, remove: cgroup.remove };
   } catch (error) {
-    return { path: null, limitBytes: limitMiB * 2 ** 20, note: `no v1 memory cgroup could be made (${(error as Error).message.split('\n')[0]})`, oomKills: () => 0, remove: () => {} };
+    return { path: null, limitBytes, note: `no v1 memory cgroup could be made (${(error as Error).message.split('\n')[0]})`, oomKills: () => 0, remove: () => {} };
   }
 }
 

@@ -5,7 +5,7 @@
  */
 import fc from 'fast-check';
 import type { Profile } from './redis-topology.ts';
-import { CUTS, TARGETS, type Target } from './topology.ts';
+import { CUTS, type CutClient, type CutServer, TARGETS, type Target } from './topology.ts';
 
 /** the longest a schedule's clients keep arriving; its steps start within that time */
 export const MAX_LOAD_MS = 8_000;
@@ -27,7 +27,7 @@ export type Step =
    * answers are lost after it acted on the request) */
   | { at: number; kind: 'drop'; target: Target; direction: 'to' | 'from'; forMs: number }
   /** one link cut, both ways: the client process no longer reaches the server; every other process still does */
-  | { at: number; kind: 'cut'; client: (typeof CUTS)[number][0]; server: (typeof CUTS)[number][1]; forMs: number }
+  | { at: number; kind: 'cut'; client: CutClient; server: CutServer; forMs: number }
   /** a share of the packets to and from the target dropped at random: TCP resends, so answers come late */
   | { at: number; kind: 'loss'; target: Target; percent: number; forMs: number }
   /** the Redis node restarted from its own files of `agoMs` before (a host crash that lost the AOF's tail) */

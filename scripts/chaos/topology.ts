@@ -28,8 +28,8 @@ export const CUTS = [
   ['worker-0', 'redis-primary'], ['worker-1', 'redis-primary'], ['worker-0', 'mariadb'], ['worker-1', 'mariadb'],
   ['worker-0', 'postgres'], ['worker-1', 'postgres'],
 ] as const;
-type CutClient = (typeof CUTS)[number][0];
-type CutServer = (typeof CUTS)[number][1];
+export type CutClient = (typeof CUTS)[number][0];
+export type CutServer = (typeof CUTS)[number][1];
 
 const HOST = '127.0.0.1';
 /**
@@ -214,13 +214,10 @@ export class ChaosTopology {
     const { port } = await this.#server(server);
     const mark = String(++this.#lastMark);
     const comment = ['-m', 'comment', '--comment', RULE_COMMENT];
-    const rules = [
+    await this.#holdRules([
       ['mangle', 'OUTPUT', '-o', 'lo', '-p', 'tcp', '--dport', String(port), '-m', 'cgroup', '--path', `${this.#cgroups}/${client}`, ...comment, '-j', 'CONNMARK', '--set-mark', mark],
       ['filter', 'INPUT', '-i', 'lo', '-m', 'connmark', '--mark', mark, ...comment, '-j', 'DROP'],
-    ];
-    for (const [table, ...rule] of rules) await run('iptables', ['-t', table!, '-I', ...rule]);
-    await sleep(forMs);
-    for (const [table, ...rule] of rules) await run('iptables', ['-t', table!, '-D', ...rule]).catch(() => undefined);
+    ], forMs);
     return true;
   }
 
@@ -237,13 +234,18 @@ export class ChaosTopology {
   async #drop(target: Target, directions: Array<'to' | 'from'>, forMs: number, probability?: number): Promise<void> {
     const { port } = this.#services.find((candidate) => candidate.name === target) ?? await this.#server(target);
     const random = probability === undefined ? [] : ['-m', 'statistic', '--mode', 'random', '--probability', String(probability)];
-    const rules = directions.map((direction) => [
-      'INPUT', '-i', 'lo', '-p', 'tcp', direction === 'to' ? '--dport' : '--sport', String(port), ...random,
+    await this.#holdRules(directions.map((direction) => [
+      'filter', 'INPUT', '-i', 'lo', '-p', 'tcp', direction === 'to' ? '--dport' : '--sport', String(port), ...random,
       '-m', 'comment', '--comment', RULE_COMMENT, '-j', 'DROP',
-    ]);
-    for (const rule of rules) await run('iptables', ['-I', ...rule]);
+    ]), forMs);
+  }
+
+  /** iptables rules (each: table, chain, match and target) inserted for `forMs`, then deleted; heal() deletes any left behind. */
+  async #holdRules(rules: string[][], forMs: number): Promise<void> {
+    const iptables = (action: '-I' | '-D', [table, chain, ...rule]: string[]) => run('iptables', ['-t', table!, action, chain!, ...rule]);
+    for (const rule of rules) await iptables('-I', rule);
     await sleep(forMs);
-    for (const rule of rules) await run('iptables', ['-D', ...rule]).catch(() => undefined);
+    for (const rule of rules) await iptables('-D', rule).catch(() => undefined);
   }
 
   /** FLUSHALL on the (focused shard's) primary, replicated to its replica: every key gone, the gate restored from MySQL. */
