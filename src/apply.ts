@@ -9,8 +9,8 @@ import type { ApplyOutcome } from './domain/coupon.ts';
 import { type CouponRedis } from './redis/client.ts';
 import { applyForCoupon, heldCoupon } from './redis/gate.ts';
 import { GateBatcher } from './redis/gate-batcher.ts';
-import { eventKeys } from './redis/keys.ts';
-import { markerKeyFor } from './redis/topology.ts';
+import { EVENT_REGISTRY_KEY, eventKeys } from './redis/keys.ts';
+import { markerExists } from './redis/topology.ts';
 import type { ReplicaAcks } from './redis/replica-acks.ts';
 
 export type ApplyDecision =
@@ -57,6 +57,8 @@ export interface ApplyDeps {
   events: {
     exists(eventId: string): Promise<boolean>;
     holder(eventId: string, userId: string): Promise<{ sequence: number; requestId: string | null } | null>;
+    /** restores, in the background, an existing event whose gate state a checked server lacks */
+    restoreLost(eventId: string): void;
   };
   identity?: { resolve(authorization: string | undefined): Promise<{ kind: 'user'; userId: string } | { kind: 'rejected'; message: string }> };
   metrics: { countGate(outcome: ApplyOutcome['kind'] | 'local_sold_out'): void };
@@ -159,25 +161,32 @@ export class ApplyForCoupon {
   }
 
   /**
-   * Redis has no gate state for the event: either no such event, or Redis lost its data and it is being
-   * restored from MySQL; nothing is issued until then, so a flush can never cause over-issue. The marker tells the
-   * two apart without MySQL: present, Redis has lost nothing since it was compared with MySQL, so the event does
-   * not exist. Only while it is absent is MySQL asked, once per event id for a few seconds. An archived event left
-   * a tombstone: it exists and has ended, and its holders are in MySQL only: a holder still hears its coupon (the
-   * first 202 again for the key it was issued to, 409 with the sequence otherwise), as before the archive.
+   * Redis has no gate state for the event: either no such event, or Redis lost it and it is being restored from
+   * MySQL; nothing is issued until then, so a lost state can never cause over-issue. Redis tells the two apart
+   * without MySQL when both markers are present (the event's server and the registry's were compared with MySQL
+   * and lost nothing since) and the registry does not name the event: it does not exist. Otherwise MySQL is asked,
+   * once per event id for a few seconds. An event MySQL holds whose server is checked lost its state alone (on a
+   * Cluster: its slot moved off a shard that was flushed, before that shard's restore reached it): nothing else
+   * would restore it soon, so this process does, and answers 503 meanwhile. An archived event left a tombstone: it
+   * exists and has ended, and its holders are in MySQL only: a holder still hears its coupon (the first 202 again
+   * for the key it was issued to, 409 with the sequence otherwise), as before the archive.
    */
   async #missingState(eventId: string, userId: string, requestId: string): Promise<ApplyDecision> {
-    const { redis } = this.#deps;
+    const { redis, events } = this.#deps;
     const keys = eventKeys(eventId);
-    const markerKey = markerKeyFor(redis, keys.meta);
-    const [marker, archived] = await Promise.all([markerKey === undefined ? 0 : redis.exists(markerKey), redis.exists(keys.archived)]);
+    const [archived, marker, registered, registryMarker] = await Promise.all([
+      redis.exists(keys.archived), markerExists(redis, keys.meta), redis.sismember(EVENT_REGISTRY_KEY, eventId), markerExists(redis, EVENT_REGISTRY_KEY),
+    ]);
     if (archived === 1) {
-      const holder = await this.#deps.events.holder(eventId, userId);
+      const holder = await events.holder(eventId, userId);
       if (holder === null) return { kind: 'ended' };
       if (holder.requestId === requestId) return { kind: 'issued', sequence: holder.sequence };
       return { kind: 'already_applied', sequence: holder.sequence, userId };
     }
-    if (marker === 1 || !(await this.#existence.exists(eventId))) return { kind: 'event_not_found' };
+    const absent = marker === 1 && registryMarker === 1 && registered === 0;
+    if (absent || !(await this.#existence.exists(eventId))) return { kind: 'event_not_found' };
+    // Without the marker the whole server is being checked and restored (GateStateKeeper.checkPrimaries).
+    if (marker === 1) events.restoreLost(eventId);
     return { kind: 'restoring' };
   }
 }

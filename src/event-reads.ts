@@ -5,7 +5,7 @@ import { type CouponRedis, redisNowMs } from './redis/client.ts';
 import { parseUserEntry } from './redis/formats.ts';
 import { EVENT_REGISTRY_KEY, eventKeys } from './redis/keys.ts';
 import { outboxGroupState } from './redis/outbox-state.ts';
-import { markerKeyFor } from './redis/topology.ts';
+import { markerExists } from './redis/topology.ts';
 
 export interface EventView {
   id: string;
@@ -69,18 +69,21 @@ export class EventReads {
 
   /**
    * The event row, shared for a while (see EVENT_CACHE_MS). MySQL is not asked about an id Redis can vouch does not
-   * exist: no gate state, no archive tombstone, and the marker says Redis lost nothing since it was compared with
-   * MySQL. So a flood of made-up ids costs Redis a round trip each and MySQL nothing.
+   * exist: no gate state, no archive tombstone, not in the registry, and the markers of the event's server and of
+   * the registry's say Redis lost nothing there since it was compared with MySQL. So a flood of made-up ids costs
+   * Redis a round trip each and MySQL nothing.
    */
   async #event(id: string): Promise<CouponEvent | null> {
     const cached = this.#readCache.get(id);
     if (cached && cached.until > Date.now()) return cached.event;
     const keys = eventKeys(id);
-    const markerKey = markerKeyFor(this.#redis, keys.meta);
-    const [state, tombstone, marker] = await Promise.all([
-      this.#redis.exists(keys.meta), this.#redis.exists(keys.archived), markerKey === undefined ? 0 : this.#redis.exists(markerKey),
+    const redis = this.#redis;
+    const known = await Promise.all([
+      redis.exists(keys.meta), redis.exists(keys.archived), redis.sismember(EVENT_REGISTRY_KEY, id),
     ]);
-    const event = state === 0 && tombstone === 0 && marker === 1 ? null : await this.#store.findEvent(id);
+    const absent = known.every((found) => found === 0)
+      && (await Promise.all([markerExists(redis, keys.meta), markerExists(redis, EVENT_REGISTRY_KEY)])).every((found) => found === 1);
+    const event = absent ? null : await this.#store.findEvent(id);
     if (this.#readCache.size >= 10_000) this.#readCache.clear();
     this.#readCache.set(id, { event, until: Date.now() + (event ? EVENT_CACHE_MS : MISSING_EVENT_CACHE_MS) });
     return event;

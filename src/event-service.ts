@@ -34,7 +34,7 @@ export type { CouponView, EventPage, EventView, UserCouponView };
 export class EventService {
   readonly #redis: CouponRedis;
   readonly #store: CouponStore;
-  readonly #keeper: Pick<GateStateKeeper, 'restore'>;
+  readonly #keeper: Pick<GateStateKeeper, 'restore' | 'restoreBehind'>;
   readonly #reads: EventReads;
   readonly #replicas: Pick<ReplicaAcks, 'confirm'> | undefined;
 
@@ -45,7 +45,7 @@ export class EventService {
    *   gate write, as a coupon is answered 202 only then
    */
   constructor(
-    redis: CouponRedis, store: CouponStore, keeper: Pick<GateStateKeeper, 'restore'> = new GateStateKeeper(redis, store, pino({ level: 'silent' })),
+    redis: CouponRedis, store: CouponStore, keeper: Pick<GateStateKeeper, 'restore' | 'restoreBehind'> = new GateStateKeeper(redis, store, pino({ level: 'silent' })),
     options: { reads?: EventReads; replicas?: Pick<ReplicaAcks, 'confirm'> | undefined } = {},
   ) {
     this.#redis = redis;
@@ -152,6 +152,23 @@ export class EventService {
 
   async exists(id: string): Promise<boolean> {
     return (await this.#store.findEvent(id)) !== null;
+  }
+
+  /** the events this process is restoring now (restoreLost) */
+  readonly #restoring = new Set<string>();
+
+  /**
+   * An event MySQL holds has no gate state on a server that lost nothing since it was checked (on a Cluster: its
+   * slot moved there from a shard that lost it, before that shard's restore reached it). Restores that one event,
+   * fenced, in the background: the applies meanwhile answer 503. One restore per event at a time in this process,
+   * and none while another process holds the restore lock (it is restoring; a later apply asks again).
+   */
+  restoreLost(id: string): void {
+    if (this.#restoring.has(id)) return;
+    this.#restoring.add(id);
+    void this.#keeper.restoreBehind([id])
+      .catch(() => false)
+      .finally(() => this.#restoring.delete(id));
   }
 
   /** The coupon MySQL holds for the user, for applies to an archived event (no gate state left to ask). */

@@ -4,8 +4,20 @@ import { createConnection, createServer } from 'node:net';
 /** Every throwaway server binds this address only. */
 export const HOST = '127.0.0.1';
 
-/** A TCP port on 127.0.0.1 that was free a moment ago. */
-export function freePort(): Promise<number> {
+/** Ports this process handed out: asked twice in a row, the kernel may give the same free port again. */
+const given = new Set<number>();
+
+/** A TCP port on 127.0.0.1 that was free a moment ago, and not handed out by this process before. */
+export async function freePort(): Promise<number> {
+  for (;;) {
+    const port = await probePort();
+    if (given.has(port)) continue;
+    given.add(port);
+    return port;
+  }
+}
+
+function probePort(): Promise<number> {
   return new Promise((resolvePort, reject) => {
     const probe = createServer();
     probe.unref();

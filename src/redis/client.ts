@@ -44,8 +44,9 @@ interface ScriptCommands {
  * EXISTS too: the reads ask for an event's keys and a shard's state marker at once, keys of two slots on one node,
  * and a Cluster client does not follow a MOVED met inside such a pipeline: the reads answered 503 after a slot
  * move until the next refresh of the slot map (the chaos schedules' Cluster profile). On its own it is followed.
+ * SISMEMBER of the event registry is asked beside them (an event whose state is missing): the same.
  */
-const SETTLE_COMMANDS = ['abandonAttempt', 'exists'];
+const SETTLE_COMMANDS = ['abandonAttempt', 'exists', 'sismember'];
 
 /** A client of any topology: one server, a Sentinel-followed primary, or a Redis Cluster (see topology.ts). */
 export type CouponRedis = (Redis | Cluster) & ScriptCommands;

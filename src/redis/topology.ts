@@ -48,6 +48,12 @@ export function markerKeyFor(redis: CouponRedis, key: string): string | undefine
   return node && markerKeyOf(redis, node);
 }
 
+/** 1 when the state marker of the primary holding `key` is present; 0 without one (or no primary known). */
+export function markerExists(redis: CouponRedis, key: string): Promise<number> {
+  const markerKey = markerKeyFor(redis, key);
+  return markerKey === undefined ? Promise.resolve(0) : redis.exists(markerKey);
+}
+
 /** Whether every primary that owns slots is among `checked` (false while a Cluster's nodes are not known yet). */
 export function allPrimariesChecked(redis: CouponRedis, checked: { has(name: string): boolean }): boolean {
   const nodes = primaries(redis);

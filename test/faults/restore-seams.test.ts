@@ -3,11 +3,15 @@
  * - 2: the settings an operator saved (quantity, pause, end) when Redis lost the PATCH that wrote them (a restart
  *   from a snapshot taken before it, as after a failover to a replica that missed it);
  * - 3: the request id of each holder's entry, so an Idempotency-Key retry still gets its first 202;
- * - 4: the archive tombstone, so an archived event and its coupons are still read from MySQL.
+ * - 4: the archive tombstone, so an archived event and its coupons are still read from MySQL;
+ * - 6b: an event whose state alone is gone from a server that lost nothing else (on a Cluster: its slot moved off a
+ *   flushed shard before that shard's restore reached it) is restored, not taken for an event that never existed.
  * Each test keeps every apply answer a client got and compares them with MySQL at the end (checkPersisted): every
  * told coupon is the row with that sequence, never more rows than the quantity MySQL records.
  */
+import { setTimeout as sleep } from 'node:timers/promises';
 import type { ServiceProcess } from '../../scripts/services.ts';
+import { eventStateKeys } from '../../src/redis/archive-event.ts';
 import { serverIdentity } from '../../src/redis/client.ts';
 import { STATE_SENTINEL_KEY } from '../../src/redis/keys.ts';
 import { ADMIN_TOKEN, type JsonResponse, createEvent, request, uniqueEventId, waitFor } from '../support/harness.ts';
@@ -197,4 +201,41 @@ describeFault('restore seams', { folder: 'restore-seams' }, (stack) => {
       .toEqual({ event: [200, before.event.body], coupon: [200, before.coupon.body], stranger: 404, apply: [409, 'event_not_open'] });
     expect(check).toEqual({ total: 5, rows: 2, distinctUsers: 2, distinctSequences: 2, minSequence: 1, maxSequence: 2, issuedButMissing: [] });
   }, 120_000);
+
+  test('when an event\'s gate state alone is gone from a server that lost nothing else, then applies answer 503 until it is restored from MySQL, never 404, and holders keep their coupons', async () => {
+    const api = await stack.spawnApi();
+    await stack.spawnWorker();
+    const eventId = uniqueEventId('lost-alone');
+    await createEvent(api.url, { id: eventId, totalQuantity: 6 });
+    const first = await applyMany(api, eventId, 'a', 3);
+    expect(statuses(first)).toEqual({ 202: 3 });
+    await waitFor(async () => (await countRows(stack.query, eventId)) >= 3 || undefined, { what: 'the three coupons in MySQL' });
+
+    // As on a Cluster when the event's slot moves off a flushed shard before that shard's restore reached the
+    // event: its keys are gone from a server whose marker says it lost nothing since it was checked.
+    await stack.redisClient().del(...eventStateKeys(eventId));
+    const readDuring = await request(`${api.url}/v1/events/${eventId}`);
+    const firstAfter = await applyAs(api, eventId, 'a-0');
+    // A client asks again after a 503 (README), here every 200 ms for at most 10 s.
+    const untilAnswered = async (userId: string): Promise<Answer> => {
+      for (let attempt = 1; ; attempt += 1) {
+        const answer = await applyAs(api, eventId, userId);
+        if (answer.status !== 503 || attempt === 50) return answer;
+        await sleep(200);
+      }
+    };
+    const holders = await Promise.all(['a-0', 'a-1', 'a-2'].map(untilAnswered));
+    const newcomers = await Promise.all(['b-0', 'b-1', 'b-2', 'b-3', 'b-4'].map(untilAnswered));
+    const readAfter = await request(`${api.url}/v1/events/${eventId}`);
+    const neverCreated = await applyAs(api, uniqueEventId('never-created'), 'c-0');
+    const check = await checkHistory(eventId);
+
+    expect(history.filter((answer) => answer.eventId === eventId && answer.status === 404)).toEqual([]);
+    expect([readDuring.status, firstAfter.status]).toEqual([200, 503]);
+    expect(holders.map((answer) => [answer.status, toldSequence(answer.status, answer.body)])).toEqual(first.map((answer) => [409, answer.body.sequence]));
+    expect(statuses(newcomers)).toEqual({ 202: 3, '410 sold_out': 2 });
+    expect(readAfter).toMatchObject({ status: 200, body: { id: eventId, totalQuantity: 6, issued: 6 } });
+    expect(neverCreated).toMatchObject({ status: 404, body: { error: 'event_not_found' } });
+    expect(check).toEqual({ total: 6, rows: 6, distinctUsers: 6, distinctSequences: 6, minSequence: 1, maxSequence: 6, issuedButMissing: [] });
+  }, 90_000);
 });
