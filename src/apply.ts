@@ -172,7 +172,7 @@ export class ApplyForCoupon {
    * for the key it was issued to, 409 with the sequence otherwise), as before the archive.
    */
   async #missingState(eventId: string, userId: string, requestId: string): Promise<ApplyDecision> {
-    const { redis, events } = this.#deps;
+    const { redis, events, server } = this.#deps;
     const keys = eventKeys(eventId);
     const [archived, marker, registered, registryMarker] = await Promise.all([
       redis.exists(keys.archived), markerExists(redis, keys.meta), redis.sismember(EVENT_REGISTRY_KEY, eventId), markerExists(redis, EVENT_REGISTRY_KEY),
@@ -183,6 +183,9 @@ export class ApplyForCoupon {
       if (holder.requestId === requestId) return { kind: 'issued', sequence: holder.sequence };
       return { kind: 'already_applied', sequence: holder.sequence, userId };
     }
+    // A failover or a restart since the gate was asked: the marker there may be a copy naming the server before it
+    // (GateStateKeeper), and the new server is checked and restored before anything is issued or refused there.
+    if (!server.checkedFor(keys.meta)) return { kind: 'restoring' };
     const absent = marker === 1 && registryMarker === 1 && registered === 0;
     if (absent || !(await this.#existence.exists(eventId))) return { kind: 'event_not_found' };
     // Without the marker the whole server is being checked and restored (GateStateKeeper.checkPrimaries).

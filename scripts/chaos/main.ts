@@ -77,7 +77,7 @@ export async function runChaos(options: ChaosOptions): Promise<ChaosSummary> {
     for (const patch of result.history.patches) count(summary.operations, `patch ${patch.change}`);
     for (const step of schedule.steps) {
       if (isFault(step)) count(summary.faults, [
-        step.kind, 'direction' in step ? step.direction : '', 'target' in step ? step.target : '', 'client' in step ? `${step.client} from ${step.server}` : '',
+        step.kind, 'direction' in step ? step.direction : '', 'target' in step ? step.target : '', 'client' in step ? `${step.client} from ${step.server}${step.way && step.way !== 'both' ? ` (${step.way})` : ''}` : '',
       ].filter(Boolean).join(' '));
       else if (step.kind === 'read') count(summary.operations, 'read');
     }

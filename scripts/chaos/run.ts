@@ -131,8 +131,12 @@ async function runOn(topology: ChaosTopology, schedule: Schedule, pool: mysql.Po
       case 'partition': await topology.partition(step.target, step.forMs); return window(`partition ${step.target}`);
       case 'drop': await topology.dropOneWay(step.target, step.direction, step.forMs); return window(`drop ${step.direction} ${step.target}`);
       case 'cut': {
-        const cut = await topology.cut(step.client, step.server, step.forMs);
+        const cut = await topology.cut(step.client, step.server, step.forMs, step.way);
         return window(`cut ${step.client} from ${step.server}${cut ? '' : ' (skipped: no cgroup v2 here)'}`);
+      }
+      case 'replication': {
+        const cut = await topology.cutReplication(step.forMs);
+        return window(`replication cut${cut ? '' : ' (skipped: no replica linked)'}`);
       }
       case 'loss': await topology.loss(step.target, step.percent, step.forMs); return window(`loss ${step.target}`);
       case 'flush': {

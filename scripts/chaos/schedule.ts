@@ -5,7 +5,7 @@
  */
 import fc from 'fast-check';
 import type { Profile } from './redis-topology.ts';
-import { CUTS, type CutClient, type CutServer, TARGETS, type Target } from './topology.ts';
+import { CUTS, type CutClient, type CutServer, type CutWay, TARGETS, type Target } from './topology.ts';
 
 /** the longest a schedule's clients keep arriving; its steps start within that time */
 export const MAX_LOAD_MS = 8_000;
@@ -26,8 +26,11 @@ export type Step =
   /** one way only: `to` drops what is sent to the target (its requests never arrive), `from` what it sends (its
    * answers are lost after it acted on the request) */
   | { at: number; kind: 'drop'; target: Target; direction: 'to' | 'from'; forMs: number }
-  /** one link cut, both ways: the client process no longer reaches the server; every other process still does */
-  | { at: number; kind: 'cut'; client: CutClient; server: CutServer; forMs: number }
+  /** one link cut: the client process no longer reaches the server, or only one way (`way`, both when absent);
+   * every other process still does */
+  | { at: number; kind: 'cut'; client: CutClient; server: CutServer; way?: CutWay; forMs: number }
+  /** the link between the primary (the first event's shard's) and its replica cut both ways */
+  | { at: number; kind: 'replication'; forMs: number }
   /** a share of the packets to and from the target dropped at random: TCP resends, so answers come late */
   | { at: number; kind: 'loss'; target: Target; percent: number; forMs: number }
   /** the Redis node restarted from its own files of `agoMs` before (a host crash that lost the AOF's tail) */
@@ -59,8 +62,11 @@ export const stepArbitrary = (events: number, profile: Profile = 'sentinel'): fc
     at, kind: fc.constant('drop' as const), target: fc.constantFrom(...TARGETS), direction: fc.constantFrom('to' as const, 'from' as const),
     forMs: fc.integer({ min: 200, max: 4_000 }),
   }),
-  fc.record({ at, kind: fc.constant('cut' as const), link: fc.constantFrom(...CUTS), forMs: fc.integer({ min: 200, max: 4_000 }) })
-    .map(({ link: [client, server], ...step }) => ({ ...step, client, server })),
+  fc.record({
+    at, kind: fc.constant('cut' as const), link: fc.constantFrom(...CUTS), way: fc.constantFrom<CutWay>('both', 'requests', 'answers'),
+    forMs: fc.integer({ min: 200, max: 4_000 }),
+  }).map(({ link: [client, server], ...step }) => ({ ...step, client, server })),
+  fc.record({ at, kind: fc.constant('replication' as const), forMs: fc.integer({ min: 200, max: 4_000 }) }),
   fc.record({ at, kind: fc.constant('loss' as const), target: fc.constantFrom(...TARGETS), percent: fc.integer({ min: 5, max: 50 }), forMs: fc.integer({ min: 500, max: 5_000 }) }),
   fc.record({
     at, kind: fc.constant('rewind' as const), target: fc.constantFrom('redis-primary' as const, 'redis-replica' as const),
@@ -107,7 +113,8 @@ export function describeStep(step: Step, loadMs: number): string {
     case 'outage': return `${when} ${step.target} down for ${step.downMs} ms`;
     case 'partition': return `${when} ${step.target} cut off for ${step.forMs} ms`;
     case 'drop': return `${when} packets ${step.direction} ${step.target} dropped for ${step.forMs} ms`;
-    case 'cut': return `${when} ${step.client} cut off from ${step.server} for ${step.forMs} ms`;
+    case 'cut': return `${when} ${step.client} cut off from ${step.server}${step.way && step.way !== 'both' ? ` (${step.way} lost)` : ''} for ${step.forMs} ms`;
+    case 'replication': return `${when} the primary's link to its replica cut for ${step.forMs} ms`;
     case 'loss': return `${when} ${step.percent}% of ${step.target}'s packets lost for ${step.forMs} ms`;
     case 'rewind': return `${when} ${step.target} restarted from its files of ${step.agoMs} ms before (a lost tail)`;
     case 'failover': return `${when} failover (SENTINEL FAILOVER, or CLUSTER FAILOVER on the first event's shard)`;
@@ -119,4 +126,4 @@ export function describeStep(step: Step, loadMs: number): string {
 }
 
 /** the fault steps, for the counts of what ran */
-export const isFault = (step: Step): boolean => ['kill', 'pause', 'outage', 'partition', 'drop', 'cut', 'loss', 'rewind', 'failover', 'flush', 'move'].includes(step.kind);
+export const isFault = (step: Step): boolean => ['kill', 'pause', 'outage', 'partition', 'drop', 'cut', 'replication', 'loss', 'rewind', 'failover', 'flush', 'move'].includes(step.kind);

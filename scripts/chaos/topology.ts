@@ -30,6 +30,8 @@ export const CUTS = [
 ] as const;
 export type CutClient = (typeof CUTS)[number][0];
 export type CutServer = (typeof CUTS)[number][1];
+/** which packets of a cut link are dropped: all, the client's requests only, or the server's answers only */
+export type CutWay = 'both' | 'requests' | 'answers';
 
 const HOST = '127.0.0.1';
 /**
@@ -203,21 +205,43 @@ export class ChaosTopology {
   }
 
   /**
-   * One link cut both ways for `forMs`: the client process's connections to the server's port (as root: marked by
-   * iptables' cgroup match on what the client sends, then every packet of a marked connection dropped, both ways),
-   * while every other process still reaches the server and the client still reaches the others: one api that
-   * lost Redis while the other issues, a worker that lost MySQL while the other writes. Resolves false where
+   * One link cut for `forMs`: the client process's connections to the server's port (as root: marked by iptables'
+   * cgroup match on what the client sends), while every other process still reaches the server and the client
+   * still reaches the others: one api that lost Redis while the other issues, a worker that lost MySQL while the
+   * other writes. `way`: both (every packet of a marked connection dropped), `requests` (what the client sends
+   * never arrives) or `answers` (the server acts on each request and its answer is lost). Resolves false where
    * there is no cgroup v2 to tell the client's packets by (nothing was cut).
    */
-  async cut(client: CutClient, server: CutServer, forMs: number): Promise<boolean> {
+  async cut(client: CutClient, server: CutServer, forMs: number, way: CutWay = 'both'): Promise<boolean> {
     if (!this.#cgroups) return false;
     const { port } = await this.#server(server);
     const mark = String(++this.#lastMark);
     const comment = ['-m', 'comment', '--comment', RULE_COMMENT];
+    const direction = way === 'both' ? [] : ['-m', 'conntrack', '--ctdir', way === 'requests' ? 'ORIGINAL' : 'REPLY'];
     await this.#holdRules([
       ['mangle', 'OUTPUT', '-o', 'lo', '-p', 'tcp', '--dport', String(port), '-m', 'cgroup', '--path', `${this.#cgroups}/${client}`, ...comment, '-j', 'CONNMARK', '--set-mark', mark],
-      ['filter', 'INPUT', '-i', 'lo', '-m', 'connmark', '--mark', mark, ...comment, '-j', 'DROP'],
+      ['filter', 'INPUT', '-i', 'lo', '-m', 'connmark', '--mark', mark, ...direction, ...comment, '-j', 'DROP'],
     ], forMs);
+    return true;
+  }
+
+  /**
+   * The link between the (focused shard's) primary and its replica cut both ways for `forMs`, while both still
+   * answer everyone else: replication stalls, so a replica acknowledgement (GATE_MIN_REPLICAS) cannot come, and a
+   * failover meanwhile promotes a replica that missed what was written since. The replica's connection is found in
+   * the primary's CLIENT LIST (flags S); a link opened again during the cut is not cut. Resolves false when there is
+   * no such link (the replica is down or not synced: another step).
+   */
+  async cutReplication(forMs: number): Promise<boolean> {
+    const { primary } = await this.redisRoles();
+    const clients = await redisCommand(primary.port, 'CLIENT', 'LIST', 'TYPE', 'replica');
+    const links = [...clients.matchAll(/(?:^| )addr=[\d.]+:(\d+)/gm)].map((match) => match[1]!);
+    if (links.length === 0) return false;
+    const comment = ['-m', 'comment', '--comment', RULE_COMMENT, '-j', 'DROP'];
+    await this.#holdRules(links.flatMap((link) => [
+      ['filter', 'INPUT', '-i', 'lo', '-p', 'tcp', '--sport', link, '--dport', String(primary.port), ...comment],
+      ['filter', 'INPUT', '-i', 'lo', '-p', 'tcp', '--sport', String(primary.port), '--dport', link, ...comment],
+    ]), forMs);
     return true;
   }
 
