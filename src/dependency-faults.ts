@@ -13,8 +13,11 @@ const CODES = new Set([
   'ECONNREFUSED', 'ECONNRESET', 'ETIMEDOUT', 'EPIPE', 'EHOSTUNREACH', 'ENOTFOUND', 'EAI_AGAIN',
   'PROTOCOL_CONNECTION_LOST', 'ER_CON_COUNT_ERROR', 'ER_SERVER_SHUTDOWN', 'ER_LOCK_DEADLOCK', 'ER_LOCK_WAIT_TIMEOUT',
 ]);
-/** ioredis's messages when it cannot send or hear back */
-const REDIS_CLIENT_MESSAGE = /^(Command timed out|Connection is closed|Stream isn't writeable|Reached the max retries per request limit)/;
+/**
+ * ioredis's messages when it cannot send or hear back; and a Cluster auto-pipeline it refuses to send because a
+ * failover or a move gave its slots to several nodes after its commands were queued (nothing of it ran)
+ */
+const REDIS_CLIENT_MESSAGE = /^(Command timed out|Connection is closed|Stream isn't writeable|Reached the max retries per request limit|All keys in the pipeline should belong to the same slots allocation group)/;
 /**
  * Redis replies of a server that is up but cannot serve: restarting, a replica after failover, full, busy; and a
  * Cluster's redirects, which the client follows except inside a pipeline of several slots (its auto-pipelines),

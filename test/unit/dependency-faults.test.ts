@@ -16,6 +16,9 @@ describe('telling an unreachable dependency from a refusal', () => {
     // auto-pipelines group a node's commands): that one reaches the caller while a slot moves (the chaos schedules).
     ['a Cluster redirect the client did not follow (a slot moving)', new Error('MOVED 5461 127.0.0.1:34375')],
     ['a Cluster redirect to a slot being imported', new Error('ASK 5461 127.0.0.1:34375')],
+    // An auto-pipeline grouped by node when queued, whose slots a failover gave to several nodes before it was
+    // sent: the client refuses to send it at all (the chaos schedules, a failover during a replication cut).
+    ['an auto-pipeline split by a failover before it was sent', new Error('All keys in the pipeline should belong to the same slots allocation group')],
   ])('when the error is %s, then it is a dependency fault (503, retry the batch)', (_, error) => {
     expect(isDependencyFault(error)).toBe(true);
   });
