@@ -6,7 +6,7 @@ import { type CouponRedis, serverIdentity } from './redis/client.ts';
 import { installEventState, markBitmapComplete, markPersisted, restoreEventSettings } from './redis/event-state.ts';
 import { encodeUserEntry } from './redis/formats.ts';
 import { EVENT_CHANGED_CHANNEL, STATE_CHECK_LOCK_KEY, eventKeys } from './redis/keys.ts';
-import { allPrimariesChecked, isCluster, markerKeyOf, nodeName, primaries } from './redis/topology.ts';
+import { allPrimariesChecked, isCluster, markerKeyOf, nodeName, primaries, primaryOf } from './redis/topology.ts';
 
 /**
  * Keeps the Redis gate state no older than MySQL. Redis can lose writes it acknowledged: a flush or an empty
@@ -25,6 +25,7 @@ const RESTORE_CONCURRENCY = 8;
 const RESTORE_PAGE_ROWS = 2_000;
 /** Archive tombstones written per round trip when a restore puts them back. */
 const TOMBSTONE_CHUNK = 1_000;
+const RELEASE_LUA = "if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) end return 0";
 
 export class GateStateKeeper {
   readonly #redis: CouponRedis;
@@ -55,8 +56,8 @@ export class GateStateKeeper {
     // A Cluster node that owns no slot (yet) holds no event: nothing to check there.
     const unchecked = states.filter((state) => !state.checked && state.key !== undefined);
     if (unchecked.length === 0) return checked;
-    const token = randomUUID();
-    if ((await redis.set(STATE_CHECK_LOCK_KEY, token, 'PX', 60_000, 'NX')) !== 'OK') return checked;
+    const token = await this.#lock();
+    if (token === undefined) return checked;
     try {
       const started = Date.now();
       const changed = await this.restore('all');
@@ -84,8 +85,8 @@ export class GateStateKeeper {
    * the lock (it is restoring). True when it ran.
    */
   async restoreBehind(eventIds: readonly string[]): Promise<boolean> {
-    const token = randomUUID();
-    if ((await this.#redis.set(STATE_CHECK_LOCK_KEY, token, 'PX', 60_000, 'NX')) !== 'OK') return false;
+    const token = await this.#lock();
+    if (token === undefined) return false;
     try {
       await this.restore(eventIds);
       return true;
@@ -215,9 +216,33 @@ export class GateStateKeeper {
     }
   }
 
+  /**
+   * Takes the restore lock (one process checks and restores at a time) for up to a minute; undefined when another
+   * process holds it. Its value names the server it was taken on (serverIdentity: the run id changes on a restart,
+   * the replication id on a promotion), so a lock that came back with the server from an AOF written while a
+   * restore held it (a crash mid-restore, a lost tail, a failover to a replica that has the key) is void: its
+   * holder restored another server, or died with it. Without that, nothing would be checked, and the apis would
+   * answer 503, until it expired.
+   */
+  async #lock(): Promise<string | undefined> {
+    const redis = this.#redis;
+    const node = primaryOf(redis, STATE_CHECK_LOCK_KEY);
+    if (node === undefined) return undefined;
+    const identity = await serverIdentity(node);
+    const token = `${identity} ${randomUUID()}`;
+    const take = async () => (await redis.set(STATE_CHECK_LOCK_KEY, token, 'PX', 60_000, 'NX')) === 'OK';
+    if (await take()) return token;
+    const held = await redis.get(STATE_CHECK_LOCK_KEY);
+    if (held === null || held.startsWith(`${identity} `)) return undefined;
+    this.#logger.warn({ server: identity, lock: held }, 'restore lock taken on another server (before a restart or a failover): void');
+    await this.#release(held);
+    return (await take()) ? token : undefined;
+  }
+
+  /** Deletes the lock if it still holds `token` (one script: never a lock another process took since). */
   async #release(token: string): Promise<void> {
     try {
-      if ((await this.#redis.get(STATE_CHECK_LOCK_KEY)) === token) await this.#redis.del(STATE_CHECK_LOCK_KEY);
+      await this.#redis.eval(RELEASE_LUA, 1, STATE_CHECK_LOCK_KEY, token);
     } catch {
       // the lock expires by itself
     }

@@ -6,8 +6,12 @@
  * - Flushed (or replaced by an empty Redis): nothing issues until the worker has rebuilt the event's state from
  *   MySQL (issued = highest persisted sequence, users from the rows). Coupons that were answered 202 but still
  *   waited in the outbox are lost with it: that loss is measured here and documented in docs/reliability.md.
+ * - Back from an AOF written while a restore held the restore lock (a crash mid-restore, or a lost tail): the lock
+ *   names the server it was taken on, so the new one does not wait out its minute before being checked.
  */
-import { PERSIST_GROUP, eventKeys } from '../../src/redis/keys.ts';
+import { randomUUID } from 'node:crypto';
+import { serverIdentity } from '../../src/redis/client.ts';
+import { PERSIST_GROUP, STATE_CHECK_LOCK_KEY, eventKeys } from '../../src/redis/keys.ts';
 import { apply, createEvent, uniqueEventId, waitFor } from '../support/harness.ts';
 import { describeFault } from '../support/fault-stack.ts';
 import { applyLoad, countBy, users } from '../support/load.ts';
@@ -115,4 +119,34 @@ describeFault('Redis durability', { folder: 'redis-durability', redisAppendonly:
       stateRebuiltAfterWorkerStartMs: rebuiltAfterMs, rebuiltState: rebuilt, lostCoupons, rows: check.rows, overIssued: check.rows - total,
     });
   }, 120_000);
+
+  test('when Redis comes back from an AOF written while a restore held the restore lock, then the api issues again within seconds, not after the lock\'s minute', async () => {
+    const api = await stack.spawnApi();
+    await stack.spawnWorker();
+    const eventId = uniqueEventId('lock');
+    await createEvent(api.url, { id: eventId, totalQuantity: 10 });
+    const before = await apply(api.url, eventId, 'a-0');
+    await waitFor(async () => (await countRows(stack.query, eventId)) >= 1 || undefined, { what: 'the first coupon in MySQL' });
+
+    // The lock as a process restoring this server takes it (60 s), in the AOF when the server dies; its holder dies
+    // with it, or finishes on a server that is gone: nobody releases it on the server that comes back.
+    const redis = stack.redisClient();
+    const held = `${await serverIdentity(redis)} ${randomUUID()}`;
+    expect(await redis.set(STATE_CHECK_LOCK_KEY, held, 'PX', 60_000)).toBe('OK');
+    redis.disconnect();
+    await stack.redis.kill();
+    await stack.redis.start();
+    const restartedAt = Date.now();
+    const after = await waitFor(async () => {
+      const answer = await apply(api.url, eventId, 'b-0');
+      return answer.status === 503 ? undefined : answer;
+    }, { what: 'a coupon issued after the restart', timeoutMs: 20_000, intervalMs: 250 });
+    const issuedAfterMs = Date.now() - restartedAt;
+    await waitFor(async () => (await countRows(stack.query, eventId)) >= 2 || undefined, { what: 'both coupons in MySQL' });
+
+    expect([before.status, before.body.sequence, after.status, after.body.sequence]).toEqual([202, 1, 202, 2]);
+    expect(await checkPersisted(stack.query, eventId, [{ userId: 'a-0', sequence: before.body.sequence! }, { userId: 'b-0', sequence: after.body.sequence! }]))
+      .toEqual({ rows: 2, distinctUsers: 2, distinctSequences: 2, minSequence: 1, maxSequence: 2, issuedButMissing: [] });
+    await recordFigures('redis-restart-with-a-held-lock', { lockTtlMs: 60_000, issuedAfterMs });
+  }, 90_000);
 });
