@@ -166,7 +166,7 @@ if (import.meta.url === `file://${process.argv[1]}`) {
     .parse();
   const { cluster, ...rest } = program.opts<{ seed: number; minutes: number; replay?: string; regressions: boolean; shrink: boolean; cluster?: boolean }>();
   const options: ChaosOptions = { ...rest, profile: cluster ? 'cluster' : 'sentinel' };
-  await ensureOrExit({ redis: true, mysql: true, postgres: true, packages: ['iptables'] }, { root: ROOT, command: 'npm run chaos' });
+  await ensureOrExit({ redis: true, mysql: true, postgres: true, packages: ['iptables'], kits: ['chaos-tools'] }, { root: ROOT, command: 'npm run chaos' });
   const summary = await runChaos(options);
   console.log(`chaos: ${summary.schedules} schedules; operations ${JSON.stringify(summary.operations)}; faults ${JSON.stringify(summary.faults)}; `
     + `longest 202-to-row ${summary.maxToRowMs} ms (after a fault's end ${summary.maxToRowAfterFaultMs} ms); `

@@ -138,6 +138,10 @@ async function runOn(topology: ChaosTopology, schedule: Schedule, pool: mysql.Po
         const cut = await topology.cutReplication(step.forMs);
         return window(`replication cut${cut ? '' : ' (skipped: no replica linked)'}`);
       }
+      case 'delay': {
+        const delayed = await topology.delay(step.target, step.ms, step.forMs);
+        return window(`delay ${step.target}${delayed ? '' : ' (skipped: no delay tool here)'}`);
+      }
       case 'loss': await topology.loss(step.target, step.percent, step.forMs); return window(`loss ${step.target}`);
       case 'flush': {
         // What MySQL holds just before: a coupon told and not in it may go with the flush (the documented loss).

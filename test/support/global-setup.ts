@@ -129,6 +129,7 @@ export function kitsForSelectedTests(config: JestGlobalConfig): KitName[] {
       if (/\*|\brunPromtool\b/.test(match[1] ?? '')) kits.add('prom-tools');
     }
     if (/\brunSchemathesis\b/.test(text)) kits.add('fuzz-tools');
+    if (/\brunChaos\b/.test(text)) kits.add('chaos-tools');
   }
   return [...kits].sort();
 }
