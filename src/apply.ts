@@ -43,7 +43,7 @@ export interface ApplyDeps {
   redis: CouponRedis;
   soldOut: {
     isSoldOut(eventId: string, nowMs: number): boolean; stamp(): number;
-    markSoldOut(eventId: string, nowMs: number, stamp: number): void; stockSeen(eventId: string): void;
+    markSoldOut(eventId: string, nowMs: number, stamp: number): void; stockSeen(eventId: string): void; forget(eventId: string): void;
   };
   /**
    * whether the Redis server holding a key (an event's shard) was compared with MySQL: nothing is issued on one that
@@ -112,7 +112,12 @@ export class ApplyForCoupon {
     const now = Date.now();
     // Without identity the route looked at the flag already; with it, the flag counts after the token.
     const soldOutHere = request.soldOutHere ?? (request.idempotencyKey === undefined && soldOut.isSoldOut(request.eventId, now));
-    if (soldOutHere) return this.#soldOutUnlessHolder(request.eventId, userId);
+    if (soldOutHere) {
+      const answer = await this.#soldOutUnlessHolder(request.eventId, userId);
+      if (answer) return answer;
+      // The event's gate state is gone (a flush, a lost tail): the flag is dropped and the gate tells (503 while
+      // it is restored, 404 for no such event); its next answer sets the flag again if the stock is gone.
+    }
     // A server not yet compared with MySQL (just restarted, or a replica just promoted) may be older than it.
     if (!server.checkedFor(eventKeys(request.eventId).meta)) return { kind: 'restoring' };
     // Generated ids start with `~`, which a client's key cannot contain: the two never meet.
@@ -148,10 +153,15 @@ export class ApplyForCoupon {
    * The flag says no stock is left, but a user who holds a coupon must hear so (409 with the sequence), never 410:
    * their first answer may have been lost, or been a 503 after the gate ran (a replica acknowledging too late). One
    * read of the user's entry, no script: a sold-out answer stays far cheaper than the gate, and the flag still
-   * keeps the gate's script and its writes away from a sold-out burst.
+   * keeps the gate's script and its writes away from a sold-out burst. Undefined when the event's gate state is
+   * missing: the flag was set before Redis lost it (with the coupons it held: their stock is back), so it goes.
    */
-  async #soldOutUnlessHolder(eventId: string, userId: string): Promise<ApplyDecision> {
+  async #soldOutUnlessHolder(eventId: string, userId: string): Promise<ApplyDecision | undefined> {
     const sequence = await heldCoupon(this.#deps.redis, eventId, userId, this.#gateTimeoutMs);
+    if (sequence === 'state_missing') {
+      this.#deps.soldOut.forget(eventId);
+      return undefined;
+    }
     if (sequence === undefined) {
       this.#deps.metrics.countGate('local_sold_out');
       return { kind: 'sold_out' };

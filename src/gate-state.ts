@@ -138,6 +138,9 @@ export class GateStateKeeper {
       }
     }));
     if (Object.keys(changed).length > 0) this.#logger.warn({ changed }, 'gate state was behind MySQL; restored from it');
+    // A state installed or merged again lost coupons told and not yet in MySQL: their stock is back, and a sold-out
+    // flag an api set before the loss must go. The apis are told, as after a PATCH.
+    await Promise.all(Object.keys(changed).map((id) => this.#redis.publish(EVENT_CHANGED_CHANNEL, id).catch(() => undefined)));
     if (failures.length > 0) throw failures[0];
     return changed;
   }

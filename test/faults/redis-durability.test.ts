@@ -6,6 +6,8 @@
  * - Flushed (or replaced by an empty Redis): nothing issues until the worker has rebuilt the event's state from
  *   MySQL (issued = highest persisted sequence, users from the rows). Coupons that were answered 202 but still
  *   waited in the outbox are lost with it: that loss is measured here and documented in docs/reliability.md.
+ * - Flushed after a sell-out whose coupons were still in the outbox: those coupons are lost (the documented loss),
+ *   and their stock is issued again; the apis' sold-out flags, set before the flush, do not refuse it.
  * - Back from an AOF written while a restore held the restore lock (a crash mid-restore, or a lost tail): the lock
  *   names the server it was taken on, so the new one does not wait out its minute before being checked.
  */
@@ -148,5 +150,37 @@ describeFault('Redis durability', { folder: 'redis-durability', redisAppendonly:
     expect(await checkPersisted(stack.query, eventId, [{ userId: 'a-0', sequence: before.body.sequence! }, { userId: 'b-0', sequence: after.body.sequence! }]))
       .toEqual({ rows: 2, distinctUsers: 2, distinctSequences: 2, minSequence: 1, maxSequence: 2, issuedButMissing: [] });
     await recordFigures('redis-restart-with-a-held-lock', { lockTtlMs: 60_000, issuedAfterMs });
+  }, 90_000);
+
+  test('when Redis is flushed after a sell-out whose coupons were not persisted yet, then the stock that came back is issued, not refused by the api\'s sold-out flag', async () => {
+    const api = await stack.spawnApi();
+    const other = await stack.spawnApi();
+    const eventId = uniqueEventId('flag');
+    await createEvent(api.url, { id: eventId, totalQuantity: 5 });
+    // No worker: the 5 coupons stay in the outbox, and the flush loses them.
+    const sold = await applyLoad({ urls: () => [api.url], eventId, users: users('a', 5), concurrency: 5 });
+    // Both apis flag the event sold out.
+    const soldOut = [await apply(api.url, eventId, 'x-0'), await apply(other.url, eventId, 'x-1')];
+
+    await stack.redisClient().flushall();
+    const whileMissing = await apply(api.url, eventId, 'g-0');
+    await stack.spawnWorker();
+    await waitFor(async () => {
+      const state = await gateState(eventId).catch(() => undefined);
+      return state && state.group ? state : undefined;
+    }, { what: 'the gate state rebuilt by the worker' });
+    // Within the flags' 5 s (SOLD_OUT_CACHE_MS), on the api that was not asked while the state was missing: the
+    // restore tells it to drop its flag.
+    const after = await applyLoad({ urls: () => [other.url], eventId, users: users('b', 6), concurrency: 6 });
+    const issued = after.filter((result) => result.status === 202).map((result) => ({ userId: result.userId, sequence: result.body.sequence! }));
+    await waitFor(async () => (await countRows(stack.query, eventId)) >= issued.length || undefined, { what: 'the new coupons in MySQL' });
+
+    expect(countBy(sold, (result) => result.status)).toEqual({ 202: 5 });
+    expect(soldOut.map((answer) => answer.status)).toEqual([410, 410]);
+    expect(whileMissing).toMatchObject({ status: 503, body: { error: 'unavailable' } });
+    expect(countBy(after, (result) => result.status)).toEqual({ 202: 5, 410: 1 });
+    expect(await checkPersisted(stack.query, eventId, issued)).toEqual({
+      rows: 5, distinctUsers: 5, distinctSequences: 5, minSequence: 1, maxSequence: 5, issuedButMissing: [],
+    });
   }, 90_000);
 });

@@ -17,7 +17,7 @@ import { STATE_SENTINEL_KEY } from '../../src/redis/keys.ts';
 import { ADMIN_TOKEN, type JsonResponse, createEvent, request, uniqueEventId, waitFor } from '../support/harness.ts';
 import { describeFault } from '../support/fault-stack.ts';
 import { countBy } from '../support/load.ts';
-import { checkPersisted, countRows, readyz, toldSequence } from '../support/observe.ts';
+import { checkPersisted, countRows, readyz, recordFigures, toldSequence } from '../support/observe.ts';
 
 type ApplyBody = { status?: string; sequence?: number; error?: string; message?: string };
 type Answer = { eventId: string; userId: string; status: number; body: ApplyBody };
@@ -214,6 +214,7 @@ describeFault('restore seams', { folder: 'restore-seams' }, (stack) => {
     // As on a Cluster when the event's slot moves off a flushed shard before that shard's restore reached the
     // event: its keys are gone from a server whose marker says it lost nothing since it was checked.
     await stack.redisClient().del(...eventStateKeys(eventId));
+    const lostAt = Date.now();
     const readDuring = await request(`${api.url}/v1/events/${eventId}`);
     const firstAfter = await applyAs(api, eventId, 'a-0');
     // A client asks again after a 503 (README), here every 200 ms for at most 10 s.
@@ -226,6 +227,7 @@ describeFault('restore seams', { folder: 'restore-seams' }, (stack) => {
     };
     const holders = await Promise.all(['a-0', 'a-1', 'a-2'].map(untilAnswered));
     const newcomers = await Promise.all(['b-0', 'b-1', 'b-2', 'b-3', 'b-4'].map(untilAnswered));
+    const answeredAt = Date.now();
     const readAfter = await request(`${api.url}/v1/events/${eventId}`);
     const neverCreated = await applyAs(api, uniqueEventId('never-created'), 'c-0');
     const check = await checkHistory(eventId);
@@ -237,5 +239,8 @@ describeFault('restore seams', { folder: 'restore-seams' }, (stack) => {
     expect(readAfter).toMatchObject({ status: 200, body: { id: eventId, totalQuantity: 6, issued: 6 } });
     expect(neverCreated).toMatchObject({ status: 404, body: { error: 'event_not_found' } });
     expect(check).toEqual({ total: 6, rows: 6, distinctUsers: 6, distinctSequences: 6, minSequence: 1, maxSequence: 6, issuedButMissing: [] });
+    await recordFigures('state-lost-alone', {
+      answers: statuses(history.filter((answer) => answer.eventId === eventId)), everyUserAnsweredAfterMs: answeredAt - lostAt,
+    });
   }, 90_000);
 });
