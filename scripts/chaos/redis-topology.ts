@@ -67,6 +67,11 @@ export async function startSentinelRedis(dir: string): Promise<ChaosRedis> {
       const info = await redisCommand(now.port, 'INFO', 'replication');
       if (!info.includes('role:master')) return `Sentinel's primary (${now.port}) is not a primary`;
       if (!new RegExp(`slave0:ip=${HOST},port=${other.port},state=online`).test(info)) return `replica ${other.port} not online: ${info.replace(/\r?\n/g, ' ')}`;
+      // And the replica says so too: a node that went on as a primary of its own (two primaries) is not healed.
+      const own = await redisCommand(other.port, 'INFO', 'replication');
+      if (!/^role:slave\r?$/m.test(own) || !new RegExp(`^master_port:${now.port}\\r?$`, 'm').test(own) || !/^master_link_status:up\r?$/m.test(own)) {
+        return `replica ${other.port} does not follow ${now.port}: ${own.replace(/\r?\n/g, ' ')}`;
+      }
       return undefined;
     },
     async stop() {
