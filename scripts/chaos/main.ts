@@ -89,6 +89,22 @@ export async function runChaos(options: ChaosOptions): Promise<ChaosSummary> {
     for (const violation of result.verdict.violations.slice(0, 10)) log(`    ✗ ${violation}`);
     return result;
   };
+  /**
+   * A schedule whose run threw a connection error of the harness's own (its MySQL reads, a server's restart under
+   * packet loss: "connect ETIMEDOUT" on a slow machine) is run once more on a healed topology: such an error says
+   * nothing of the product, which was not judged. Thrown again, it is reported like any other.
+   */
+  const runOnce = async (schedule: Schedule, source: string): Promise<RunResult> => {
+    try {
+      return await run(schedule, source);
+    } catch (error) {
+      const code = (error as { code?: unknown }).code;
+      if (!/^(ETIMEDOUT|ECONNREFUSED|ECONNRESET|PROTOCOL_CONNECTION_LOST)$/.test(String(code)) && !/\b(ETIMEDOUT|ECONNREFUSED|ECONNRESET)\b/.test(String(error))) throw error;
+      log(`chaos: ${source}: the harness lost a connection (${String(error)}); healed and run once more`);
+      await topology.heal();
+      return run(schedule, `${source} (run again)`);
+    }
+  };
   const keep = async (source: string, schedule: Schedule, violations: string[]) => {
     const file = join(OUT, `counterexample-${options.seed}-${summary.failures.length}.json`);
     await writeFile(file, `${JSON.stringify({ source, profile, schedule, violations: violations.slice(0, 20) }, null, 2)}\n`);
@@ -126,7 +142,7 @@ export async function runChaos(options: ChaosOptions): Promise<ChaosSummary> {
       const source = failing ? `seed ${options.seed}, shrinking` : `seed ${options.seed}`;
       let violations: string[];
       try {
-        violations = (await run(schedule, source)).verdict.violations;
+        violations = (await runOnce(schedule, source)).verdict.violations;
       } catch (error) {
         // The run itself failed (the topology did not heal, a step's command failed): a failure to report and
         // shrink like any other, once the topology is whole again for the next schedule.
