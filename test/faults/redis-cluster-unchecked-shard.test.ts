@@ -12,9 +12,9 @@ import { join } from 'node:path';
 import calculateSlot from 'cluster-key-slot';
 import { type LocalRedisCluster, startRedisCluster } from '../../scripts/local-servers/redis-cluster.ts';
 import type { ServiceProcess } from '../../scripts/services.ts';
-import type { CouponRedis } from '../../src/redis/client.ts';
+import { type CouponRedis, serverIdentity } from '../../src/redis/client.ts';
 import { STATE_CHECK_LOCK_KEY, eventKeys } from '../../src/redis/keys.ts';
-import { markerKeyOf, nodeName, primaries } from '../../src/redis/topology.ts';
+import { markerKeyOf, nodeName, primaries, primaryOf } from '../../src/redis/topology.ts';
 import { apply, createEvent, waitFor } from '../support/harness.ts';
 import { describeFault } from '../support/fault-stack.ts';
 import { countBy, users } from '../support/load.ts';
@@ -55,7 +55,9 @@ describeFault('Redis Cluster: a slot moved to a primary not compared with MySQL'
     expect(countBy(before, (response) => response.status)).toEqual({ 202: 10 });
 
     // The target loses its marker while another process holds the check's lock: no api can check it meanwhile.
-    await client.set(STATE_CHECK_LOCK_KEY, 'held by the test', 'PX', 60_000);
+    // A live holder's lock names the server it was taken on (gate-state.ts): one naming another is void.
+    const lockNode = primaryOf(client, STATE_CHECK_LOCK_KEY)!;
+    await client.set(STATE_CHECK_LOCK_KEY, `${await serverIdentity(lockNode)} held-by-the-test`, 'PX', 60_000);
     await to.del(markerKeyOf(client, to)!);
     // Both apis notice within their 1 s re-verification: the event already on the target answers 503.
     let probe = 0;
