@@ -9,8 +9,8 @@ import type { ApplyOutcome } from './domain/coupon.ts';
 import { type CouponRedis } from './redis/client.ts';
 import { applyForCoupon, heldCoupon } from './redis/gate.ts';
 import { GateBatcher } from './redis/gate-batcher.ts';
-import { EVENT_REGISTRY_KEY, eventKeys } from './redis/keys.ts';
-import { markerExists } from './redis/topology.ts';
+import { missingStateCause } from './redis/event-state.ts';
+import { eventKeys } from './redis/keys.ts';
 import type { ReplicaAcks } from './redis/replica-acks.ts';
 
 export type ApplyDecision =
@@ -172,21 +172,17 @@ export class ApplyForCoupon {
 
   /**
    * Redis has no gate state for the event: either no such event, or Redis lost it and it is being restored from
-   * MySQL; nothing is issued until then, so a lost state can never cause over-issue. Redis tells the two apart
-   * without MySQL when both markers are present (the event's server and the registry's were compared with MySQL
-   * and lost nothing since) and the registry does not name the event: it does not exist. Otherwise MySQL is asked,
-   * once per event id for a few seconds. An event MySQL holds whose server is checked lost its state alone (on a
-   * Cluster: its slot moved off a shard that was flushed, before that shard's restore reached it): nothing else
-   * would restore it soon, so this process does, and answers 503 meanwhile. An archived event left a tombstone: it
+   * MySQL; nothing is issued until then, so a lost state can never cause over-issue. Redis tells a made-up id apart
+   * without MySQL (missingStateCause); otherwise MySQL is asked, once per event id for a few seconds. An event
+   * MySQL holds whose state was lost alone is restored by nothing else soon, so this process restores it, and
+   * answers 503 meanwhile. An archived event left a tombstone: it
    * exists and has ended, and its holders are in MySQL only: a holder still hears its coupon (the first 202 again
    * for the key it was issued to, 409 with the sequence otherwise), as before the archive.
    */
   async #missingState(eventId: string, userId: string, requestId: string): Promise<ApplyDecision> {
     const { redis, events, server } = this.#deps;
     const keys = eventKeys(eventId);
-    const [archived, marker, registered, registryMarker] = await Promise.all([
-      redis.exists(keys.archived), markerExists(redis, keys.meta), redis.sismember(EVENT_REGISTRY_KEY, eventId), markerExists(redis, EVENT_REGISTRY_KEY),
-    ]);
+    const [archived, cause] = await Promise.all([redis.exists(keys.archived), missingStateCause(redis, eventId)]);
     if (archived === 1) {
       const holder = await events.holder(eventId, userId);
       if (holder === null) return { kind: 'ended' };
@@ -196,10 +192,9 @@ export class ApplyForCoupon {
     // A failover or a restart since the gate was asked: the marker there may be a copy naming the server before it
     // (GateStateKeeper), and the new server is checked and restored before anything is issued or refused there.
     if (!server.checkedFor(keys.meta)) return { kind: 'restoring' };
-    const absent = marker === 1 && registryMarker === 1 && registered === 0;
-    if (absent || !(await this.#existence.exists(eventId))) return { kind: 'event_not_found' };
-    // Without the marker the whole server is being checked and restored (GateStateKeeper.checkPrimaries).
-    if (marker === 1) events.restoreLost(eventId);
+    if (cause === 'unknown' || !(await this.#existence.exists(eventId))) return { kind: 'event_not_found' };
+    // A whole server being checked restores it too (GateStateKeeper.checkPrimaries); a state lost alone, only this.
+    if (cause === 'lost-alone') events.restoreLost(eventId);
     return { kind: 'restoring' };
   }
 }

@@ -2,10 +2,10 @@ import type { CouponEvent, EventStatus } from './domain/coupon.ts';
 import { eventStatus } from './domain/coupon.ts';
 import type { CouponStore } from './db/store.ts';
 import { type CouponRedis, redisNowMs } from './redis/client.ts';
+import { missingStateCause } from './redis/event-state.ts';
 import { parseUserEntry } from './redis/formats.ts';
 import { EVENT_REGISTRY_KEY, eventKeys } from './redis/keys.ts';
 import { outboxGroupState } from './redis/outbox-state.ts';
-import { markerExists } from './redis/topology.ts';
 
 export interface EventView {
   id: string;
@@ -69,20 +69,15 @@ export class EventReads {
 
   /**
    * The event row, shared for a while (see EVENT_CACHE_MS). MySQL is not asked about an id Redis can vouch does not
-   * exist: no gate state, no archive tombstone, not in the registry, and the markers of the event's server and of
-   * the registry's say Redis lost nothing there since it was compared with MySQL. So a flood of made-up ids costs
-   * Redis a round trip each and MySQL nothing.
+   * exist: no gate state, no archive tombstone, and unknown to Redis (missingStateCause). So a flood of made-up ids
+   * costs Redis a round trip or two each and MySQL nothing.
    */
   async #event(id: string): Promise<CouponEvent | null> {
     const cached = this.#readCache.get(id);
     if (cached && cached.until > Date.now()) return cached.event;
     const keys = eventKeys(id);
-    const redis = this.#redis;
-    const known = await Promise.all([
-      redis.exists(keys.meta), redis.exists(keys.archived), redis.sismember(EVENT_REGISTRY_KEY, id),
-    ]);
-    const absent = known.every((found) => found === 0)
-      && (await Promise.all([markerExists(redis, keys.meta), markerExists(redis, EVENT_REGISTRY_KEY)])).every((found) => found === 1);
+    const [state, tombstone] = await Promise.all([this.#redis.exists(keys.meta), this.#redis.exists(keys.archived)]);
+    const absent = state === 0 && tombstone === 0 && (await missingStateCause(this.#redis, id)) === 'unknown';
     const event = absent ? null : await this.#store.findEvent(id);
     if (this.#readCache.size >= 10_000) this.#readCache.clear();
     this.#readCache.set(id, { event, until: Date.now() + (event ? EVENT_CACHE_MS : MISSING_EVENT_CACHE_MS) });

@@ -1,4 +1,5 @@
 import { randomUUID } from 'node:crypto';
+import type { Redis } from 'ioredis';
 import type { Logger } from 'pino';
 import type { CouponEvent } from './domain/coupon.ts';
 import type { CouponStore } from './db/store.ts';
@@ -56,7 +57,7 @@ export class GateStateKeeper {
     // A Cluster node that owns no slot (yet) holds no event: nothing to check there.
     const unchecked = states.filter((state) => !state.checked && state.key !== undefined);
     if (unchecked.length === 0) return checked;
-    const token = await this.#lock();
+    const token = await this.#lock(states);
     if (token === undefined) return checked;
     try {
       const started = Date.now();
@@ -138,8 +139,9 @@ export class GateStateKeeper {
       }
     }));
     if (Object.keys(changed).length > 0) this.#logger.warn({ changed }, 'gate state was behind MySQL; restored from it');
-    // A state installed or merged again lost coupons told and not yet in MySQL: their stock is back, and a sold-out
-    // flag an api set before the loss must go. The apis are told, as after a PATCH.
+    // Every event changed here is told to the apis, as after a PATCH: a state installed or merged again lost coupons
+    // told and not yet in MySQL (their stock is back), a setting put back may raise the quantity; either way a
+    // sold-out flag an api set before must go.
     await Promise.all(Object.keys(changed).map((id) => this.#redis.publish(EVENT_CHANGED_CHANNEL, id).catch(() => undefined)));
     if (failures.length > 0) throw failures[0];
     return changed;
@@ -174,8 +176,8 @@ export class GateStateKeeper {
    * it may predate a PATCH it lost. Read and written again under the event's row lock: a PATCH holds the same lock
    * across its Redis and MySQL writes, so the record read there is the last one saved and no PATCH lands between
    * the read and the write. Redis equal to `event` (read before the lock) needs nothing: a PATCH saved since would
-   * have written Redis first. The api processes are told (event-changed) when a setting differed: a sold-out flag
-   * set from a stale quantity must go.
+   * have written Redis first. restore() tells the api processes (event-changed) when a setting differed: a sold-out
+   * flag set from a stale quantity must go.
    */
   async #restoreSettings(event: CouponEvent): Promise<'restored' | 'unchanged'> {
     const [total, endsAt, paused] = await this.#redis.hmget(eventKeys(event.id).meta, 'total', 'endsAt', 'paused');
@@ -184,7 +186,6 @@ export class GateStateKeeper {
     const outcome = await this.#store.withEventLocked(event.id, async (record, _save, archived) =>
       (record === null || archived ? 'unchanged' : restoreEventSettings(this.#redis, record)));
     if (outcome === 'state_missing') throw new Error(`the gate state of ${event.id} went missing while its settings were restored; restore it again`);
-    if (outcome === 'restored') await this.#redis.publish(EVENT_CHANGED_CHANNEL, event.id);
     return outcome;
   }
 
@@ -225,13 +226,13 @@ export class GateStateKeeper {
    * the replication id on a promotion), so a lock that came back with the server from an AOF written while a
    * restore held it (a crash mid-restore, a lost tail, a failover to a replica that has the key) is void: its
    * holder restored another server, or died with it. Without that, nothing would be checked, and the apis would
-   * answer 503, until it expired.
+   * answer 503, until it expired. `known`: identities the caller just read, not asked again.
    */
-  async #lock(): Promise<string | undefined> {
+  async #lock(known: ReadonlyArray<{ node: Redis; identity: string }> = []): Promise<string | undefined> {
     const redis = this.#redis;
     const node = primaryOf(redis, STATE_CHECK_LOCK_KEY);
     if (node === undefined) return undefined;
-    const identity = await serverIdentity(node);
+    const identity = known.find((state) => state.node === node)?.identity ?? await serverIdentity(node);
     const token = `${identity} ${randomUUID()}`;
     const take = async () => (await redis.set(STATE_CHECK_LOCK_KEY, token, 'PX', 60_000, 'NX')) === 'OK';
     if (await take()) return token;

@@ -4,6 +4,7 @@ import type { CouponEvent } from '../domain/coupon.ts';
 import type { CouponRedis } from './client.ts';
 import { type UserEntry, parseUserEntry } from './formats.ts';
 import { EVENT_REGISTRY_KEY, PERSIST_GROUP, eventKeys } from './keys.ts';
+import { markerExists } from './topology.ts';
 
 export interface GateState {
   totalQuantity: number;
@@ -165,4 +166,20 @@ export async function markPersisted(redis: CouponRedis, eventId: string, sequenc
 /** Marks the event's persisted bitmap complete (every persisted coupon has its bit): the reads may trust it. */
 export async function markBitmapComplete(redis: CouponRedis, eventId: string): Promise<void> {
   await redis.hset(eventKeys(eventId).meta, 'bitmap', '1');
+}
+
+/**
+ * What Redis can tell of an event whose gate state is missing, without MySQL: 'unknown' when it is no event at all
+ * (not in the registry, and the markers of its server and of the registry's say neither lost anything since it was
+ * compared with MySQL: a made-up id costs MySQL nothing); 'lost-alone' when its server lost nothing else (its
+ * marker is there: on a Cluster, a slot moved off a flushed shard before that shard's restore reached the event);
+ * 'server-unchecked' when its server lost data and is being checked as a whole. Only MySQL tells the last two
+ * from no event.
+ */
+export async function missingStateCause(redis: CouponRedis, eventId: string): Promise<'unknown' | 'lost-alone' | 'server-unchecked'> {
+  const [marker, registered, registryMarker] = await Promise.all([
+    markerExists(redis, eventKeys(eventId).meta), redis.sismember(EVENT_REGISTRY_KEY, eventId), markerExists(redis, EVENT_REGISTRY_KEY),
+  ]);
+  if (marker === 1 && registryMarker === 1 && registered === 0) return 'unknown';
+  return marker === 1 ? 'lost-alone' : 'server-unchecked';
 }
