@@ -149,13 +149,17 @@ export class GateStateKeeper {
 
   async #restoreEvent(event: CouponEvent, known: { epoch: number; count: number; maxSequence: number }): Promise<string> {
     const keys = eventKeys(event.id);
-    const [metaExists, issuedRaw, users] = await Promise.all([
-      this.#redis.exists(keys.meta), this.#redis.get(keys.issued), this.#redis.hlen(keys.users),
+    const [metaExists, issuedRaw, users, epochRaw] = await Promise.all([
+      this.#redis.exists(keys.meta), this.#redis.get(keys.issued), this.#redis.hlen(keys.users), this.#redis.hget(keys.meta, 'epoch'),
     ]);
     const issued = Number(issuedRaw ?? 0);
     // Replication ships writes in order, so a replica holds every coupon up to its counter: only the rows above
     // it can be missing. Fewer users than rows (or no state at all) means something else was lost: read them all.
-    const above = metaExists === 0 || users < known.count ? 0 : issued < known.maxSequence ? issued : null;
+    // So does a state older than the restore before this one (its epoch behind the one raised before ours): Redis
+    // came back from files written before that restore, and MySQL's rows since may be of users it never held (a
+    // history of its own, not a prefix), whatever the counts say.
+    const branched = Number(epochRaw ?? 0) < known.epoch - 1;
+    const above = metaExists === 0 || branched || users < known.count ? 0 : issued < known.maxSequence ? issued : null;
     const outcome = await installEventState(this.#redis, event.id, {
       totalQuantity: event.totalQuantity,
       startsAtMs: event.startsAt.getTime(),
