@@ -32,6 +32,12 @@ export interface ChaosOptions {
   regressions: boolean;
   replay?: string;
   shrink: boolean;
+  /**
+   * A failing schedule is run once more on a healed topology; one that then holds is reported (kept in .chaos/ and
+   * listed in `unreproduced`) but is not a failure. For CI, whose 2 shared cores stretch timings the schedules do not
+   * control (a replica back later than the clients keep asking). Off for `npm run chaos`, where every break counts.
+   */
+  rerunFailures?: boolean;
   /** the Redis under test: a primary + replica + Sentinel (the default), or a 3-shard Cluster */
   profile?: Profile;
   log?: (line: string) => void;
@@ -47,6 +53,8 @@ export interface ChaosSummary {
   /** coupons lost to an injected flush or a primary's rewind (the documented loss), counted */
   lostToRedis: number;
   failures: Array<{ source: string; schedule: Schedule; violations: string[]; file: string }>;
+  /** with rerunFailures: schedules that broke once and held when run again (kept in .chaos/ like a failure) */
+  unreproduced: Array<{ source: string; violations: string[]; file: string }>;
 }
 
 const describeSchedule = (schedule: Schedule) => [
@@ -58,7 +66,7 @@ const describeSchedule = (schedule: Schedule) => [
 export async function runChaos(options: ChaosOptions): Promise<ChaosSummary> {
   const log = options.log ?? ((line: string) => console.log(line));
   await mkdir(OUT, { recursive: true });
-  const summary: ChaosSummary = { seed: options.seed, schedules: 0, operations: {}, faults: {}, maxToRowMs: 0, maxToRowAfterFaultMs: 0, lostToRedis: 0, failures: [] };
+  const summary: ChaosSummary = { seed: options.seed, schedules: 0, operations: {}, faults: {}, maxToRowMs: 0, maxToRowAfterFaultMs: 0, lostToRedis: 0, failures: [], unreproduced: [] };
   const profile = options.profile ?? 'sentinel';
   const topology = new ChaosTopology(join(ROOT, '.stack', `chaos-${process.pid}`), { profile });
   log(`chaos: seed ${options.seed}; starting the topology (${topology.description})`);
@@ -105,12 +113,24 @@ export async function runChaos(options: ChaosOptions): Promise<ChaosSummary> {
       return run(schedule, `${source} (run again)`);
     }
   };
-  const keep = async (source: string, schedule: Schedule, violations: string[]) => {
-    const file = join(OUT, `counterexample-${options.seed}-${summary.failures.length}.json`);
+  const keep = async (source: string, schedule: Schedule, violations: string[], reproduced = true) => {
+    const file = join(OUT, `counterexample-${options.seed}-${summary.failures.length + summary.unreproduced.length}.json`);
     await writeFile(file, `${JSON.stringify({ source, profile, schedule, violations: violations.slice(0, 20) }, null, 2)}\n`);
     // What the apis and workers logged (warnings and errors, over the whole run), for the one who looks into it.
     await writeFile(file.replace(/\.json$/, '.logs.txt'), Object.entries(topology.logs()).map(([name, output]) => `== ${name}\n${output}`).join('\n'));
-    summary.failures.push({ source, schedule, violations, file });
+    if (reproduced) summary.failures.push({ source, schedule, violations, file });
+    else summary.unreproduced.push({ source, violations, file });
+  };
+  /** The schedule's violations; with rerunFailures, none if it broke once and then held when run again. */
+  const judge = async (schedule: Schedule, source: string): Promise<string[]> => {
+    const { violations } = (await runOnce(schedule, source)).verdict;
+    if (!violations.length || !options.rerunFailures) return violations;
+    await topology.heal();
+    const again = (await runOnce(schedule, `${source} (the broken schedule run again)`)).verdict.violations;
+    if (again.length) return again;
+    log(`chaos: ${source}: broke once and held when run again: reported, not counted as failing`);
+    await keep(`${source} (held when run again)`, schedule, violations, false);
+    return [];
   };
 
   try {
@@ -127,8 +147,8 @@ export async function runChaos(options: ChaosOptions): Promise<ChaosSummary> {
         // A kept schedule runs on the profile it was found on (the Sentinel one unless it says otherwise).
         if ((kept.profile ?? 'sentinel') !== profile) continue;
         const { schedule } = kept;
-        const result = await run(schedule, `regression ${name}`);
-        if (result.verdict.violations.length) await keep(`regression ${name}`, schedule, result.verdict.violations);
+        const violations = await judge(schedule, `regression ${name}`);
+        if (violations.length) await keep(`regression ${name}`, schedule, violations);
       }
     }
     // New schedules until the budget is spent; once one failed, shrinking it for as long again. A schedule past
@@ -142,7 +162,7 @@ export async function runChaos(options: ChaosOptions): Promise<ChaosSummary> {
       const source = failing ? `seed ${options.seed}, shrinking` : `seed ${options.seed}`;
       let violations: string[];
       try {
-        violations = (await runOnce(schedule, source)).verdict.violations;
+        violations = await judge(schedule, source);
       } catch (error) {
         // The run itself failed (the topology did not heal, a step's command failed): a failure to report and
         // shrink like any other, once the topology is whole again for the next schedule.
@@ -188,5 +208,6 @@ if (import.meta.url === `file://${process.argv[1]}`) {
     + `longest 202-to-row ${summary.maxToRowMs} ms (after a fault's end ${summary.maxToRowAfterFaultMs} ms); `
     + `${summary.lostToRedis} coupons lost with Redis's state to flushes and rewinds (the documented loss); ${summary.failures.length} failing`);
   for (const failure of summary.failures) console.log(`chaos: counterexample (${failure.source}) written to ${failure.file}`);
+  for (const once of summary.unreproduced) console.log(`chaos: broke once, held when run again (${once.source}): ${once.file}`);
   process.exitCode = summary.failures.length ? 1 : 0;
 }
