@@ -3,7 +3,8 @@
  * Redis, with the same load generator. Four cases, each one api process (and then two):
  *   hello     a bare Koa route answering 202 (bench/servers/hello.ts): what Koa itself costs
  *   minimal   the minimal one-round-trip design (bench/servers/minimal.ts): Koa, the JSON body, one EVALSHA of INCR
- *   open      the product's api (src/api/main.ts), an open event: every request a new user, every answer a 202
+ *   open      the product's api (src/api/main.ts) with GATE_BATCH=off (one gate call per apply), an open event:
+ *             every request a new user, every answer a 202
  *   sold-out  the product's api, a sold-out event: every answer a 410 from the process's local flag
  *   bare      the bare one-round-trip design (bench/servers/bare.ts): Koa without router or body parser, one EVALSHA
  *   open-batched  the product's api with GATE_BATCH=on (src/redis/gate-batcher.ts), the open event
@@ -93,9 +94,9 @@ export const EXPECTED_STATUS: Record<HotPathCase, number> = {
   hello: 202, minimal: 202, open: 202, 'sold-out': 410, bare: 202, 'open-batched': 202,
 };
 
-/** The cases the product's api serves, and the environment each adds: GATE_BATCH, default off, on for open-batched. */
+/** The cases the product's api serves, and the environment each adds: GATE_BATCH off for open (the single gate), on for open-batched. */
 export const API_CASES: Partial<Record<HotPathCase, Record<string, string>>> = {
-  open: {}, 'sold-out': {}, 'open-batched': { GATE_BATCH: 'on' },
+  open: { GATE_BATCH: 'off' }, 'sold-out': {}, 'open-batched': { GATE_BATCH: 'on' },
 };
 
 /** Runs every case at every process count, interleaved in rounds; returns the runs, their medians and the ratios. */
