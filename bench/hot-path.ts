@@ -144,7 +144,7 @@ async function startServers(ctx: HotPathContext, count: number): Promise<Map<Hot
   const env = { ...ctx.env, LOG_LEVEL: 'warn' };
   const hello = await ctx.running.track(start((port) => startService('hello', 'bench/servers/hello.ts', { port, env })));
   const minimal = await ctx.running.track(start((port) => startService('minimal', 'bench/servers/minimal.ts', { port, env })));
-  const api = await ctx.running.track(start((port) => startApi({ port, env })));
+  const api = await ctx.running.track(start((port) => startApi({ port, env: { ...env, ...API_CASES.open } })));
   const bare = await ctx.running.track(start((port) => startService('bare', 'bench/servers/bare.ts', { port, env })));
   const batched = await ctx.running.track(start((port) => startApi({ port, env: { ...env, ...API_CASES['open-batched'] } })));
   return new Map<HotPathCase, Servers>([
