@@ -9,6 +9,7 @@ import type { ApplyOutcome } from './domain/coupon.ts';
 import { type CouponRedis } from './redis/client.ts';
 import { applyForCoupon, heldCoupon } from './redis/gate.ts';
 import { GateBatcher } from './redis/gate-batcher.ts';
+import { HolderReads } from './redis/holder-reads.ts';
 import { missingStateCause } from './redis/event-state.ts';
 import { eventKeys } from './redis/keys.ts';
 import type { ReplicaAcks } from './redis/replica-acks.ts';
@@ -77,6 +78,8 @@ export class ApplyForCoupon {
   readonly #gateTimeoutMs: number;
   readonly #existence: ExistenceCache;
   readonly #batch: GateBatcher | undefined;
+  /** the holder reads behind sold-out answers, one HMGET per event per turn */
+  readonly #holders: HolderReads;
   readonly #requestIdPrefix = `~${process.pid.toString(36)}.${Date.now().toString(36)}.`;
   #requestCount = 0;
 
@@ -85,6 +88,7 @@ export class ApplyForCoupon {
     this.#gateTimeoutMs = deps.gateTimeoutMs ?? 500;
     this.#existence = new ExistenceCache(deps.events, deps.existenceCacheMs ?? 5_000);
     this.#batch = deps.gateBatch ? new GateBatcher(deps.redis) : undefined;
+    this.#holders = new HolderReads(deps.redis);
   }
 
   /**
@@ -157,7 +161,7 @@ export class ApplyForCoupon {
    * missing: the flag was set before Redis lost it (with the coupons it held: their stock is back), so it goes.
    */
   async #soldOutUnlessHolder(eventId: string, userId: string): Promise<ApplyDecision | undefined> {
-    const sequence = await heldCoupon(this.#deps.redis, eventId, userId, this.#gateTimeoutMs);
+    const sequence = await heldCoupon(this.#holders, eventId, userId, this.#gateTimeoutMs);
     if (sequence === 'state_missing') {
       this.#deps.soldOut.forget(eventId);
       return undefined;

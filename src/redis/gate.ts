@@ -10,6 +10,7 @@ import { parseUserEntry } from './formats.ts';
 import { eventKeys } from './keys.ts';
 import { Deadlines } from './deadlines.ts';
 import type { BatchAck, GateBatcher, GateReply } from './gate-batcher.ts';
+import type { HolderReads } from './holder-reads.ts';
 import { NotReplicatedError, type ReplicaAcks } from './replica-acks.ts';
 
 /**
@@ -155,13 +156,12 @@ let attempts = 0;
  * The coupon `userId` holds, read with the gate's deadline: what the local sold-out flag asks before it answers
  * 410, so that a holder whose first answer was lost (or a 503 after the gate ran) hears 409 with their sequence.
  * 'state_missing' when the event has no gate state (a flush, a lost tail): the flag predates the loss, and the
- * stock of coupons lost with it is back. HEXISTS of the meta hash's `total` goes with the HGET: one slot, one
- * auto-pipeline, no extra round trip.
+ * stock of coupons lost with it is back. The reads of one event in one turn share one HMGET and one HEXISTS
+ * (holder-reads.ts).
  */
-export async function heldCoupon(redis: CouponRedis, eventId: string, userId: string, timeoutMs = 500): Promise<number | undefined | 'state_missing'> {
-  const keys = eventKeys(eventId);
-  const [entry, state] = await withTimeout(Promise.all([redis.hget(keys.users, userId), redis.hexists(keys.meta, 'total')]), timeoutMs);
-  if (state === 0) return 'state_missing';
+export async function heldCoupon(reads: HolderReads, eventId: string, userId: string, timeoutMs = 500): Promise<number | undefined | 'state_missing'> {
+  const { entry, state } = await withTimeout(reads.read(eventId, userId), timeoutMs);
+  if (!state) return 'state_missing';
   return entry === null ? undefined : parseUserEntry(entry).sequence;
 }
 
