@@ -1,14 +1,16 @@
 /**
  * The benchmark's command line and its two sizes:
  *
- *   node bench/run.ts [--quick] [--api-only [--rounds N] [--processes 1,2]] [--profile] [--out DIR] [--dir SERVERS_DIR]
+ *   node bench/run.ts [--quick] [--api-only [--rounds N] [--processes 1,2] [--connections 64]] [--profile] [--out DIR]
+ *                     [--dir SERVERS_DIR]
  *                     [--designs naive,incr-direct,outbox]
  *   node bench/run.ts --cluster [--quick] [--rounds N] [--processes 1,2] [--out DIR] [--dir SERVERS_DIR]
  *   node bench/run.ts --overload [--quick] [--out DIR] [--dir SERVERS_DIR]
  *
  * --quick runs a few seconds per design with small events (the test suite runs it); the default is the full run.
  * --api-only runs only the hot-path comparison (bench/hot-path.ts: hello, minimal, open and sold-out apply), the
- * fast loop while optimizing the apply route; --profile adds CPU profiles of the api under an open and a sold-out
+ * fast loop while optimizing the apply route (--connections: wrk's keep-alive connections per case, 64 by default);
+ * --profile adds CPU profiles of the api under an open and a sold-out
  * burst (bench/profile.ts).
  * --cluster runs only the Redis Cluster capacity bench (bench/cluster.ts, docs/bench/cluster.md): the gate's Redis
  * cost per call and apply throughput on a standalone Redis, a 1-shard and a 3-shard Cluster, the memory of an
@@ -103,6 +105,7 @@ export function parseBenchArgs(argv: string[], root: string): BenchOptions {
       profile: { type: 'boolean', default: false },
       rounds: { type: 'string' },
       processes: { type: 'string' },
+      connections: { type: 'string' },
       out: { type: 'string' },
       dir: { type: 'string' },
       designs: { type: 'string' },
@@ -115,6 +118,7 @@ export function parseBenchArgs(argv: string[], root: string): BenchOptions {
   const hotPath = { ...HOT_PATH[apiOnly && !args.quick ? 'api-only' : settings.mode] };
   if (args.rounds) hotPath.rounds = Number(args.rounds);
   if (args.processes) hotPath.processCounts = args.processes.split(',').map(Number);
+  if (args.connections) hotPath.connections = Number(args.connections);
   const cluster = args.cluster;
   if (cluster && apiOnly) throw new Error('--cluster and --api-only are separate runs: choose one');
   const clusterBench = { ...CLUSTER[settings.mode] };
