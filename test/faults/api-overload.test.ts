@@ -72,6 +72,7 @@ describeFault('api overload: 10,000 connections on one api in 512 MiB', { folder
         issuedP99Ms: Math.round(Math.max(...reports.map((report) => report.issuedLatencyMs.p99))),
         decidedPerSecond: reports[0]!.perSecond.map((_, second) => sum((report) => report.perSecond[second]?.goodput ?? 0)),
         shedPerSecond: reports[0]!.perSecond.map((_, second) => sum((report) => report.perSecond[second]?.shed ?? 0)),
+        unansweredPerSecond: reports[0]!.perSecond.map((_, second) => sum((report) => report.perSecond[second]?.unanswered ?? 0)),
         told: issued.length,
       };
       await recordFigures('api-overload', figures);
