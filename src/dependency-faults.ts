@@ -19,11 +19,12 @@ const CODES = new Set([
  */
 const REDIS_CLIENT_MESSAGE = /^(Command timed out|Connection is closed|Stream isn't writeable|Reached the max retries per request limit|All keys in the pipeline should belong to the same slots allocation group)/;
 /**
- * Redis replies of a server that is up but cannot serve: restarting, a replica after failover, full, busy; and a
- * Cluster's redirects, which the client follows except inside a pipeline of several slots (its auto-pipelines),
- * where one reaches the caller while a slot moves
+ * Redis replies of a server that is up but cannot serve: restarting, a replica after failover, full, busy, a
+ * blocked command (the gate's WAIT) cut short because the server changed role; and a Cluster's redirects, which
+ * the client follows except inside a pipeline of several slots (its auto-pipelines), where one reaches the caller
+ * while a slot moves
  */
-const REDIS_UNAVAILABLE_REPLY = /^(LOADING|READONLY|OOM|BUSY|MASTERDOWN|CLUSTERDOWN|TRYAGAIN|NOREPLICAS|MOVED|ASK)\b/;
+const REDIS_UNAVAILABLE_REPLY = /^(LOADING|READONLY|OOM|BUSY|MASTERDOWN|CLUSTERDOWN|TRYAGAIN|NOREPLICAS|UNBLOCKED|MOVED|ASK)\b/;
 
 export function isDependencyFault(error: unknown): boolean {
   if (!(error instanceof Error)) return false;
