@@ -10,6 +10,7 @@
  */
 import type { CouponRedis } from './client.ts';
 import type { EventKeys } from './keys.ts';
+import { TurnBatches } from './turn-batches.ts';
 
 /**
  * gate.lua's reply: code, sequence, issuedAtMs, and the node that ran it (for 0 and 6, on a Cluster); from a batched
@@ -40,8 +41,7 @@ export class GateBatcher {
   readonly #redis: CouponRedis;
   readonly #maxBatch: number;
   /** the batch each event is filling this turn */
-  readonly #filling = new Map<string, Pending>();
-  #flushQueued = false;
+  readonly #batches = new TurnBatches<Pending>((batch) => this.#send(batch));
   /** script calls sent and requests they decided, for the bench (mean batch size) */
   calls = 0;
   requests = 0;
@@ -56,34 +56,21 @@ export class GateBatcher {
     keys: EventKeys, eventId: string, userId: string, requestId: string, checkedNodes: string, minReplicas: string,
     replicaMaxLagS: string, attemptId: string,
   ): Promise<GateReply> {
-    let batch = this.#filling.get(eventId);
+    let batch = this.#batches.current(eventId);
     // A change of the checked nodes (a Cluster node compared since) starts a batch of its own: one call, one list.
     if (batch && (batch.checkedNodes !== checkedNodes || batch.minReplicas !== minReplicas)) {
-      this.#send(batch);
+      this.#batches.send(eventId, batch);
       batch = undefined;
     }
-    if (!batch) {
-      batch = { keys, eventId, checkedNodes, minReplicas, replicaMaxLagS, args: [], callers: [] };
-      this.#filling.set(eventId, batch);
-      if (!this.#flushQueued) {
-        this.#flushQueued = true;
-        setImmediate(this.#flush);
-      }
-    }
+    batch ??= this.#batches.start(eventId, { keys, eventId, checkedNodes, minReplicas, replicaMaxLagS, args: [], callers: [] });
     const caller = Promise.withResolvers<GateReply>();
     batch.args.push(userId, requestId, attemptId);
     batch.callers.push(caller);
-    if (batch.callers.length >= this.#maxBatch) this.#send(batch);
+    if (batch.callers.length >= this.#maxBatch) this.#batches.send(eventId, batch);
     return caller.promise;
   }
 
-  readonly #flush = (): void => {
-    this.#flushQueued = false;
-    for (const batch of this.#filling.values()) this.#send(batch);
-  };
-
   #send(batch: Pending): void {
-    if (this.#filling.get(batch.eventId) === batch) this.#filling.delete(batch.eventId);
     const { keys, callers } = batch;
     this.calls += 1;
     this.requests += callers.length;

@@ -4,10 +4,11 @@
  * there at all (a flag older than a flush must go). In a burst after a sell-out nearly every request is such a read:
  * the reads of one event that start in one turn of the event loop go to Redis as one HMGET of their users and one
  * HEXISTS of the meta hash (one slot, one auto-pipeline), instead of an HGET and an HEXISTS each. Each caller gets
- * what those two would have read for it; nothing waits on a timer (sent at the end of the turn, as GateBatcher).
+ * what those two would have read for it; nothing waits on a timer (turn-batches.ts).
  */
 import type { CouponRedis } from './client.ts';
 import { eventKeys } from './keys.ts';
+import { TurnBatches } from './turn-batches.ts';
 
 /** The most users one HMGET asks for: bounds the command's run and its reply. */
 const MAX_BATCH = 256;
@@ -28,8 +29,7 @@ interface Pending {
 export class HolderReads {
   readonly #redis: CouponRedis;
   /** the batch each event is filling this turn */
-  readonly #filling = new Map<string, Pending>();
-  #flushQueued = false;
+  readonly #batches = new TurnBatches<Pending>((batch) => this.#send(batch));
   /** commands sent and users they read, for tests and the bench */
   calls = 0;
   reads = 0;
@@ -39,29 +39,15 @@ export class HolderReads {
   }
 
   read(eventId: string, userId: string): Promise<HolderRead> {
-    let batch = this.#filling.get(eventId);
-    if (!batch) {
-      batch = { eventId, users: [], callers: [] };
-      this.#filling.set(eventId, batch);
-      if (!this.#flushQueued) {
-        this.#flushQueued = true;
-        setImmediate(this.#flush);
-      }
-    }
+    const batch = this.#batches.current(eventId) ?? this.#batches.start(eventId, { eventId, users: [], callers: [] });
     const caller = Promise.withResolvers<HolderRead>();
     batch.users.push(userId);
     batch.callers.push(caller);
-    if (batch.callers.length >= MAX_BATCH) this.#send(batch);
+    if (batch.callers.length >= MAX_BATCH) this.#batches.send(eventId, batch);
     return caller.promise;
   }
 
-  readonly #flush = (): void => {
-    this.#flushQueued = false;
-    for (const batch of this.#filling.values()) this.#send(batch);
-  };
-
   #send(batch: Pending): void {
-    if (this.#filling.get(batch.eventId) === batch) this.#filling.delete(batch.eventId);
     const { users, callers } = batch;
     const keys = eventKeys(batch.eventId);
     this.calls += 1;
