@@ -5,7 +5,8 @@
  *                     [--dir SERVERS_DIR]
  *                     [--designs naive,incr-direct,outbox]
  *   node bench/run.ts --cluster [--quick] [--rounds N] [--processes 1,2] [--out DIR] [--dir SERVERS_DIR]
- *   node bench/run.ts --overload [--quick] [--out DIR] [--dir SERVERS_DIR]
+ *   node bench/run.ts --overload [--quick] [--steps 64,1000,4000,10000] [--seconds 8] [--rates 0.5,1,2]
+ *                     [--out DIR] [--dir SERVERS_DIR]
  *
  * --quick runs a few seconds per design with small events (the test suite runs it); the default is the full run.
  * --api-only runs only the hot-path comparison (bench/hot-path.ts: hello, minimal, open and sold-out apply), the
@@ -18,6 +19,8 @@
  * --overload runs only the overload bench (bench/overload.ts, docs/bench/overload.md): one api process in a
  * 512 MiB memory cgroup under a closed loop of 64 to 10,000 connections and an open loop of 0.5x to 50x its
  * measured capacity, each step with and without admission control; about 5 minutes (--quick: under a minute).
+ * --steps sets its closed loop's connections per step (the first is the uncongested point that defines capacity),
+ * --seconds each closed step's seconds of load, --rates the open loop's multiples of capacity (`none` skips it).
  */
 import { join, resolve } from 'node:path';
 import { parseArgs } from 'node:util';
@@ -109,6 +112,9 @@ export function parseBenchArgs(argv: string[], root: string): BenchOptions {
       out: { type: 'string' },
       dir: { type: 'string' },
       designs: { type: 'string' },
+      steps: { type: 'string' },
+      seconds: { type: 'string' },
+      rates: { type: 'string' },
     },
   });
   const settings = args.quick ? QUICK : FULL;
@@ -126,6 +132,10 @@ export function parseBenchArgs(argv: string[], root: string): BenchOptions {
   if (args.processes) clusterBench.processCounts = args.processes.split(',').map(Number);
   const overload = args.overload;
   if (overload && (cluster || apiOnly)) throw new Error('--overload, --cluster and --api-only are separate runs: choose one');
+  const overloadBench = { ...OVERLOAD[settings.mode] };
+  if (args.steps) overloadBench.connections = args.steps.split(',').map(Number);
+  if (args.seconds) overloadBench.seconds = Number(args.seconds);
+  if (args.rates) overloadBench.rateFactors = args.rates === 'none' ? [] : args.rates.split(',').map(Number);
   const results = overload ? `overload-${settings.mode}` : cluster ? `cluster-${settings.mode}` : apiOnly ? `api-only-${settings.mode}` : settings.mode;
   return {
     settings,
@@ -134,7 +144,7 @@ export function parseBenchArgs(argv: string[], root: string): BenchOptions {
     cluster,
     clusterBench,
     overload,
-    overloadBench: { ...OVERLOAD[settings.mode] },
+    overloadBench,
     profile: args.profile,
     designs,
     outDir: resolve(args.out ?? join(root, '.bench', 'results', results)),
