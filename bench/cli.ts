@@ -1,7 +1,7 @@
 /**
  * The benchmark's command line and its two sizes:
  *
- *   node bench/run.ts [--quick] [--api-only [--rounds N] [--processes 1,2] [--connections 64]] [--profile] [--out DIR]
+ *   node bench/run.ts [--quick] [--api-only [--rounds N] [--processes 1,2] [--connections 64[,256,1000]]] [--profile] [--out DIR]
  *                     [--dir SERVERS_DIR]
  *                     [--designs naive,incr-direct,outbox]
  *   node bench/run.ts --cluster [--quick] [--rounds N] [--processes 1,2] [--out DIR] [--dir SERVERS_DIR]
@@ -10,7 +10,8 @@
  *
  * --quick runs a few seconds per design with small events (the test suite runs it); the default is the full run.
  * --api-only runs only the hot-path comparison (bench/hot-path.ts: hello, minimal, open and sold-out apply), the
- * fast loop while optimizing the apply route (--connections: wrk's keep-alive connections per case, 64 by default);
+ * fast loop while optimizing the apply route (--connections: wrk's keep-alive connections per case, 64 by default;
+ * several, comma-separated, run it once per count and plot req/s and p99 against connections);
  * --profile adds CPU profiles of the api under an open and a sold-out
  * burst (bench/profile.ts).
  * --cluster runs only the Redis Cluster capacity bench (bench/cluster.ts, docs/bench/cluster.md): the gate's Redis
@@ -81,6 +82,8 @@ export interface BenchOptions {
   hotPath: HotPathSettings;
   /** only the hot-path comparison */
   apiOnly: boolean;
+  /** --api-only: wrk's connections, one hot-path run per count */
+  hotPathConnections: number[];
   /** only the Redis Cluster capacity bench */
   cluster: boolean;
   clusterBench: ClusterBenchSettings;
@@ -124,7 +127,8 @@ export function parseBenchArgs(argv: string[], root: string): BenchOptions {
   const hotPath = { ...HOT_PATH[apiOnly && !args.quick ? 'api-only' : settings.mode] };
   if (args.rounds) hotPath.rounds = Number(args.rounds);
   if (args.processes) hotPath.processCounts = args.processes.split(',').map(Number);
-  if (args.connections) hotPath.connections = Number(args.connections);
+  const hotPathConnections = args.connections ? args.connections.split(',').map(Number) : [hotPath.connections];
+  hotPath.connections = hotPathConnections[0]!;
   const cluster = args.cluster;
   if (cluster && apiOnly) throw new Error('--cluster and --api-only are separate runs: choose one');
   const clusterBench = { ...CLUSTER[settings.mode] };
@@ -141,6 +145,7 @@ export function parseBenchArgs(argv: string[], root: string): BenchOptions {
     settings,
     hotPath,
     apiOnly,
+    hotPathConnections,
     cluster,
     clusterBench,
     overload,

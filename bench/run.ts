@@ -29,7 +29,8 @@ import { parseBenchArgs } from './cli.ts';
 import { measureClusterCapacity } from './cluster.ts';
 import { clusterMarkdown } from './cluster/markdown.ts';
 import type { ClusterReport } from './cluster/report.ts';
-import { hotPathMarkdown, measureHotPath } from './hot-path.ts';
+import { type HotPathReport, hotPathMarkdown, measureHotPath } from './hot-path.ts';
+import { renderConnectionsPlot } from './hot-path-plots.ts';
 import { type OverloadReport, listenQueueLimits, measureOverload } from './overload.ts';
 import { overloadMarkdown } from './overload/markdown.ts';
 import { renderOverloadPlots } from './overload/plots.ts';
@@ -44,7 +45,7 @@ import { type BenchReport, type BurstResult, type CeilingRun, evaluateTargets, m
 import { bystanderAgainstIdle, bystanderWindow, finishResult } from './summary.ts';
 
 const ROOT = fileURLToPath(new URL('..', import.meta.url));
-const { settings, hotPath, apiOnly, cluster, clusterBench, overload, overloadBench, profile, designs, outDir, serversDir } = parseBenchArgs(process.argv.slice(2), ROOT);
+const { settings, hotPath, hotPathConnections, apiOnly, cluster, clusterBench, overload, overloadBench, profile, designs, outDir, serversDir } = parseBenchArgs(process.argv.slice(2), ROOT);
 
 const log = (message: string) => console.error(`[bench ${new Date().toISOString().slice(11, 19)}] ${message}`);
 const now = () => performance.timeOrigin + performance.now();
@@ -157,11 +158,20 @@ async function apiOnlyRun(): Promise<void> {
   await migrateUp(mariadb.url);
   const env = { REDIS_URL: redis.url, MYSQL_URL: mariadb.url, ADMIN_TOKEN, LOG_LEVEL: 'warn', SHUTDOWN_DRAIN_MS: '0' };
   const context = { env, redisDir: join(serversDir, 'redis'), workDir, running, log };
-  const report = await measureHotPath(context, hotPath);
-  const markdown = [`# Hot path (${new Date().toISOString().slice(0, 16).replace('T', ' ')} UTC)`, '', hotPathMarkdown(report)];
-  if (profile) markdown.push(await profileApi(context, join(outDir, 'profiles')));
   await mkdir(outDir, { recursive: true });
-  await writeFile(join(outDir, 'report.json'), `${JSON.stringify(report, null, 2)}\n`);
+  const reports: HotPathReport[] = [];
+  const markdown = [`# Hot path (${new Date().toISOString().slice(0, 16).replace('T', ' ')} UTC)`, ''];
+  for (const connections of hotPathConnections) {
+    const report = await measureHotPath(context, { ...hotPath, connections });
+    reports.push(report);
+    markdown.push(hotPathMarkdown(report));
+  }
+  if (reports.length > 1) {
+    await writeFile(join(outDir, 'hot-path-connections.svg'), await renderConnectionsPlot(reports));
+    markdown.push('Plot of req/s and p99 against connections: hot-path-connections.svg', '');
+  }
+  if (profile) markdown.push(await profileApi(context, join(outDir, 'profiles')));
+  await writeFile(join(outDir, 'report.json'), `${JSON.stringify(reports.length > 1 ? reports : reports[0], null, 2)}\n`);
   await writeFile(join(outDir, 'report.md'), markdown.join('\n'));
   console.log(markdown.join('\n'));
   log(`wrote ${join(outDir, 'report.json')} and report.md`);

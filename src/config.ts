@@ -150,7 +150,7 @@ export const SETTINGS = {
     doc: 'how long the api waits for those acknowledgements; below `REDIS_SOCKET_TIMEOUT_MS`',
   }),
   gateBatch: setting({
-    env: 'GATE_BATCH', kind: oneOf(['on', 'off']), default: 'on', readBy: API, chart: 'config.gateBatch',
+    env: 'GATE_BATCH', kind: oneOf(['on', 'off']), default: 'off', readBy: API, chart: 'config.gateBatch',
     doc: "`on`: the applies of one event that arrive in one event-loop turn are decided by one gate script call, each as it would be alone (no added wait); `off`: one gate.lua call per apply",
   }),
   soldOutCacheMs: setting({

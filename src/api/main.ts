@@ -38,11 +38,8 @@ if (containerBytes > 0 && containerBytes < Number.MAX_SAFE_INTEGER && heapBytes 
 }
 
 // The gate enforces REDIS_COMMAND_TIMEOUT_MS itself; the client's own timeout is a backstop for the other commands.
-// With GATE_BATCH=on the api batches its gate calls and holder reads itself (turn-batches.ts), so each command is
-// written at once: ioredis's auto-pipelining sends a pipeline on a setImmediate whenever none is in flight, and
-// under 10,000 connections a turn of the event loop ran 3.5-5 s before its setImmediates.
 const redis = createRedis(config.redis, {
-  failFast: true, autoPipelining: config.gateBatch === 'off', connectionName: 'coupon-api',
+  failFast: true, autoPipelining: true, connectionName: 'coupon-api',
   commandTimeoutMs: 2 * config.redisCommandTimeoutMs + (config.gateMinReplicas > 0 ? config.gateReplicaTimeoutMs : 0),
   socketTimeoutMs: config.redisSocketTimeoutMs,
 });
