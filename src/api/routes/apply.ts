@@ -57,7 +57,7 @@ export function applyRoutes(router: Router, deps: ApplyRouteDeps): (ctx: Context
 }
 
 async function handleApply(ctx: Context, deps: ApplyRouteDeps, eventId: string): Promise<void> {
-  // A turn of the event loop can run for seconds under a burst: the batches it filled go now, not at its end.
+  // A turn of the event loop can run for seconds under a burst: batches filling for over 10 ms go now, not at its end.
   sendAgedBatches();
   const idempotencyKey = ctx.req.headers['idempotency-key'] as string | undefined;
   // A sold-out apply known here takes no slot and runs no gate: sold-out answers stay cheap however full the queue
