@@ -55,7 +55,11 @@ test('when a worker\'s outbox read is answered but the reply is lost with its co
   await issue('before');
   await waitForPersisted(eventId, 1);
 
-  // The worker blocks in XREADGROUP between entries; its connections frozen, Redis still serves that read.
+  // The worker blocks in XREADGROUP between entries; its connections frozen, Redis still serves that read. Frozen
+  // between two reads instead, the next read would never reach Redis, and nothing would be delivered to a lost
+  // read (a CI trial of d89ebd1 froze it so): first wait until Redis holds the worker's read blocked.
+  await waitFor(async () => String(await redis.call('CLIENT', 'LIST')).split('\n')
+    .some((client) => client.includes('cmd=xreadgroup') && /flags=\S*b/.test(client)) || undefined, { what: 'the worker blocked in XREADGROUP' });
   expect(proxy.freezeExisting()).toBeGreaterThanOrEqual(1);
   const frozenAt = performance.now();
   for (const userId of ['lost-1', 'lost-2', 'lost-3']) await issue(userId);
