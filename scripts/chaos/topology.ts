@@ -245,7 +245,17 @@ export class ChaosTopology {
    */
   async cutReplication(forMs: number): Promise<boolean> {
     const { primary } = await this.redisRoles();
-    const clients = await redisCommand(primary.port, 'CLIENT', 'LIST', 'TYPE', 'replica');
+    // Asked up to three times: another step may be dropping the primary's packets (a CI trial of e577be1 lost this
+    // read to 20% loss on the primary's port, and the schedule could not finish).
+    const clients = await (async () => {
+      for (let attempt = 1; ; attempt++) {
+        try {
+          return await redisCommand(primary.port, 'CLIENT', 'LIST', 'TYPE', 'replica');
+        } catch (error) {
+          if (attempt === 3) throw error;
+        }
+      }
+    })();
     const links = [...clients.matchAll(/(?:^| )addr=[\d.]+:(\d+)/gm)].map((match) => match[1]!);
     if (links.length === 0) return false;
     const comment = ['-m', 'comment', '--comment', RULE_COMMENT, '-j', 'DROP'];
