@@ -92,6 +92,15 @@ export class ApplyForCoupon {
   }
 
   /**
+   * Sends the gate calls and holder reads that have waited in their batches for longer than MAX_AGE_MS: a turn of
+   * the event loop can run for seconds under a burst, and the batches would otherwise wait for its end.
+   */
+  sendAgedBatches(now = performance.now()): void {
+    this.#batch?.sendIfOlder(now);
+    this.#holders.sendIfOlder(now);
+  }
+
+  /**
    * The fast lane: true when this process already knows the event is sold out, so the request needs no slot and
    * no gate (apply() with `soldOutHere` then only checks whether the user holds a coupon). Undefined with JWT
    * identity: the token is checked first, so an unauthenticated caller learns nothing.

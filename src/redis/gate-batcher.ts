@@ -70,6 +70,11 @@ export class GateBatcher {
     return caller.promise;
   }
 
+  /** Sends the batches that have filled for longer than MAX_AGE_MS (turn-batches.ts). */
+  sendIfOlder(now: number): void {
+    this.#batches.sendIfOlder(now);
+  }
+
   #send(batch: Pending): void {
     const { keys, callers } = batch;
     this.calls += 1;

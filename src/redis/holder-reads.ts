@@ -47,6 +47,11 @@ export class HolderReads {
     return caller.promise;
   }
 
+  /** Sends the batches that have filled for longer than MAX_AGE_MS (turn-batches.ts). */
+  sendIfOlder(now: number): void {
+    this.#batches.sendIfOlder(now);
+  }
+
   #send(batch: Pending): void {
     const { users, callers } = batch;
     const keys = eventKeys(batch.eventId);

@@ -7,19 +7,12 @@
  * A turn can last seconds. libuv polls again at once while each poll returns a full set of events (1,024; up to
  * 48 times in uv__io_poll) before it runs timers and setImmediate: an api under 10,000 connections went 3.5-5.1 s without a check
  * phase, answering requests all along. A batch waiting for the end of such a turn waited 2.3 s, and its client
- * gave up. So every apply first sends the batches that have filled for longer than MAX_AGE_MS (sendAgedBatches),
- * whichever event they are for: while the poll goes on, applies keep arriving, and a batch waits about that long.
+ * gave up. So every apply first sends the batches that have filled for longer than MAX_AGE_MS (sendIfOlder, through
+ * ApplyForCoupon.sendAgedBatches), whichever event they are for: while the poll goes on, applies keep arriving, and a
+ * batch waits about that long.
  */
 /** how long the batches of a turn fill before the next apply sends them */
 export const MAX_AGE_MS = 10;
-
-/** every TurnBatches of the process, for sendAgedBatches */
-const everyTurnBatches = new Set<{ sendIfOlder(now: number): void }>();
-
-/** Sends every batch of the process that has filled for longer than MAX_AGE_MS. Cheap: called by every apply. */
-export function sendAgedBatches(now = performance.now()): void {
-  for (const batches of everyTurnBatches) batches.sendIfOlder(now);
-}
 
 export class TurnBatches<B> {
   readonly #filling = new Map<string, B>();
@@ -30,7 +23,6 @@ export class TurnBatches<B> {
 
   constructor(send: (batch: B) => void) {
     this.#send = send;
-    everyTurnBatches.add(this);
   }
 
   /** the batch `key` is filling this turn, if any */

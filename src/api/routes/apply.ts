@@ -5,7 +5,6 @@ import type { Admission, Shed } from '../admission.ts';
 import { IDEMPOTENCY_KEY_PATTERN, isEventId, isIdempotencyKey } from '../../domain/coupon.ts';
 import { type ErrorCode, sendError } from '../errors.ts';
 import { readJsonBody } from '../json-body.ts';
-import { sendAgedBatches } from '../../redis/turn-batches.ts';
 import { type ApplyBody, describeError, validateApply } from '../schemas.ts';
 
 export const APPLY_ROUTE = '/v1/events/:eventId/apply';
@@ -58,7 +57,7 @@ export function applyRoutes(router: Router, deps: ApplyRouteDeps): (ctx: Context
 
 async function handleApply(ctx: Context, deps: ApplyRouteDeps, eventId: string): Promise<void> {
   // A turn of the event loop can run for seconds under a burst: batches filling for over 10 ms go now, not at its end.
-  sendAgedBatches();
+  deps.apply.sendAgedBatches();
   const idempotencyKey = ctx.req.headers['idempotency-key'] as string | undefined;
   // A sold-out apply known here takes no slot and runs no gate: sold-out answers stay cheap however full the queue
   // is. Its body is still read: a holder of a coupon hears 409 with it, not 410 (one read of the user's entry).
